@@ -1,0 +1,76 @@
+"""
+twistd tradehub: command-line options and the service tree they build.
+"""
+
+from pathlib import Path
+
+from twisted.internet.protocol import Factory, Protocol
+from twisted.python import usage
+
+from tradehub.config import SETTINGS, ConfigError, load_settings, redact_url
+from tradehub.db.embedded import EmbeddedCluster
+from tradehub.db.pool import Pool
+from tradehub.logs import json_observer
+from tradehub.service import (
+    EmbeddedPostgresService,
+    HubService,
+    ListenerService,
+    MigrationService,
+    PoolService,
+)
+
+SCHEMA = Path(__file__).resolve().parent / "schema"
+
+
+class Options(usage.Options):
+    """Every setting can come from the environment or .env; an option given here wins."""
+
+    optFlags = [["migrate-only", None, "apply pending schema migrations, then exit"]]
+    optParameters = [
+        [s.option, None, None, f"{s.help} (env {s.key}, default {s.default or 'empty'})"]
+        for s in SETTINGS
+        if s.option
+    ]
+
+    def overrides(self):
+        return {s.key: self[s.option] for s in SETTINGS if s.option and self[s.option] is not None}
+
+
+def makeService(options, reactor=None):
+    if reactor is None:
+        from twisted.internet import reactor
+    try:
+        settings = load_settings(overrides=options.overrides())
+    except ConfigError as e:
+        raise SystemExit(f"tradehub: configuration error: {e}")
+
+    steps = []
+    database_url = settings.database_url
+    if not database_url:
+        cluster = EmbeddedCluster(settings.pgdata, log_file=settings.data_dir / "logs" / "postgresql.log")
+        steps.append(EmbeddedPostgresService(cluster))
+        database_url = cluster.dsn()
+    pool = Pool(
+        database_url,
+        reactor=reactor,
+        clock=reactor,
+        size_min=settings.db_pool_min,
+        size_max=settings.db_pool_max,
+        idle_timeout=settings.db_idle_timeout,
+        retry_attempts=settings.db_retry_attempts,
+        retry_backoff=settings.db_retry_backoff,
+    )
+    steps += [PoolService(pool), MigrationService(pool, SCHEMA)]
+    if not options["migrate-only"]:
+        for role, description in (("frontend", settings.frontend_endpoint), ("ml", settings.ml_endpoint)):
+            steps.append(ListenerService(role, reactor, description, Factory.forProtocol(Protocol)))
+
+    database = redact_url(settings.database_url) if settings.database_url else f"embedded ({settings.pgdata})"
+    parent = getattr(options, "parent", None) or {}
+    return HubService(
+        reactor,
+        steps,
+        ready_message=f"frontend on {settings.frontend_endpoint}, ml on {settings.ml_endpoint}, database {database}",
+        migrate_only=options["migrate-only"],
+        log_observer=json_observer(parent.get("logfile")) if settings.log_format == "json" else None,
+    )

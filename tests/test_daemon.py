@@ -1,0 +1,106 @@
+import json
+import signal
+import socket
+
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from .daemon import TOKENS, Daemon, postgres_pid, process_alive
+from .support import blocking_query, fresh_database
+
+
+def _connects(port):
+    with socket.create_connection(("127.0.0.1", port), timeout=5):
+        return True
+
+
+class EmbeddedDaemonTests(SynchronousTestCase):
+    def test_starts_on_embedded_database_listens_and_stops_cleanly_on_sigterm(self):
+        daemon = Daemon(self.mktemp()).start()
+        self.addCleanup(daemon.kill)
+        daemon.wait_for("ready: ")
+        self.assertTrue(_connects(daemon.frontend_port))
+        self.assertTrue(_connects(daemon.ml_port))
+        pid = postgres_pid(daemon.pgdata)
+        self.assertTrue(pid and process_alive(pid, grace=0))
+        daemon.signal(signal.SIGTERM)
+        self.assertEqual(daemon.wait(), 0)
+        self.assertFalse(process_alive(pid), "postgres left running")
+        self.assertIsNone(postgres_pid(daemon.pgdata))
+        output = daemon.output()
+        self.assertIn("applied migration 0001_wire_types", output)
+        self.assertIn("embedded PostgreSQL stopped", output)
+
+    def test_startup_failure_exits_nonzero_and_stops_the_embedded_cluster(self):
+        daemon = Daemon(self.mktemp())
+        blocker = socket.socket()
+        blocker.bind(("127.0.0.1", daemon.ml_port))
+        blocker.listen()
+        self.addCleanup(blocker.close)
+        daemon.start()
+        self.addCleanup(daemon.kill)
+        self.assertEqual(daemon.wait(), 1)
+        output = daemon.output()
+        self.assertIn(f"startup failed: cannot listen on tcp:{daemon.ml_port}", output)
+        self.assertNotIn("ready: ", output)
+        self.assertIn("embedded PostgreSQL stopped", output)
+        self.assertIsNone(postgres_pid(daemon.pgdata))
+
+
+class BadConfigurationTests(SynchronousTestCase):
+    def assertRefused(self, env, key):
+        daemon = Daemon(self.mktemp(), env=env).start()
+        self.addCleanup(daemon.kill)
+        self.assertNotEqual(daemon.wait(), 0)
+        errors = daemon.errors().strip().splitlines()
+        self.assertEqual(len(errors), 1, errors)
+        self.assertIn(f"configuration error: {key}: ", errors[0])
+        self.assertNotIn("Traceback", daemon.output() + daemon.errors())
+        self.assertFalse(daemon.pgdata.exists(), "nothing may start on a bad configuration")
+
+    def test_pool_minimum_above_maximum(self):
+        self.assertRefused({"TRADEHUB_DB_POOL_MIN": "9", "TRADEHUB_DB_POOL_MAX": "3"}, "TRADEHUB_DB_POOL_MIN")
+
+    def test_unparsable_endpoint(self):
+        self.assertRefused({"TRADEHUB_FRONTEND_ENDPOINT": "tcp:seventy"}, "TRADEHUB_FRONTEND_ENDPOINT")
+
+    def test_empty_token(self):
+        self.assertRefused({"TRADEHUB_ML_TOKEN": ""}, "TRADEHUB_ML_TOKEN")
+
+
+class ExternalDatabaseDaemonTests(TestCase):
+    async def test_migrate_only_applies_migrations_and_exits(self):
+        dsn = await fresh_database(self, migrated=False)
+        daemon = Daemon(self.mktemp(), env={"DATABASE_URL": _url(dsn)}, args=["--migrate-only"]).start()
+        self.addCleanup(daemon.kill)
+        self.assertEqual(await deferToThread(daemon.wait), 0)
+        rows = await deferToThread(blocking_query, dsn, "SELECT version FROM schema_migrations")
+        self.assertEqual(rows, [(1,)])
+        self.assertNotIn("ready: ", daemon.output())
+        self.assertFalse(daemon.pgdata.exists(), "an external database starts no embedded cluster")
+
+    async def test_json_logs_name_components_and_hold_no_secrets(self):
+        dsn = await fresh_database(self)
+        password = "pw-that-must-not-leak"
+        daemon = Daemon(
+            self.mktemp(), env={"DATABASE_URL": _url(dsn, password), "TRADEHUB_LOG_FORMAT": "json"}
+        ).start()
+        self.addCleanup(daemon.kill)
+        await deferToThread(daemon.wait_for, "ready: ")
+        daemon.signal(signal.SIGINT)
+        self.assertEqual(await deferToThread(daemon.wait), 0)
+        events = [json.loads(line) for line in daemon.output().splitlines() if line.strip()]
+        ready = [e for e in events if e.get("log_format", "").startswith("ready: ")]
+        self.assertEqual(len(ready), 1)
+        self.assertEqual(ready[0]["log_namespace"], "tradehub.service.HubService")
+        self.assertIn("postgresql://postgres:***@", ready[0]["message"])
+        everything = daemon.output() + daemon.errors()
+        for secret in (password, *TOKENS.values()):
+            self.assertNotIn(secret, everything)
+
+
+def _url(dsn, password=None):
+    """A libpq URL for the test server's unix-socket DSN."""
+    parts = dict(item.split("=", 1) for item in dsn.split())
+    user = f"{parts['user']}:{password}" if password else parts["user"]
+    return f"postgresql://{user}@/{parts['dbname']}?host={parts['host']}"

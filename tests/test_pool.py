@@ -1,0 +1,172 @@
+import psycopg2
+from twisted.internet import reactor
+from twisted.internet.defer import ensureDeferred, gatherResults
+from twisted.internet.task import Clock, deferLater
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from tradehub.db.failures import CommitOutcomeUnknown, PoolClosed, is_transient
+
+from .support import blocking_query, fresh_database, make_pool
+
+
+class PoolTests(TestCase):
+    async def start_pool(self, **settings):
+        self.dsn = await fresh_database(self)
+        await deferToThread(blocking_query, self.dsn, "CREATE TABLE t (id int PRIMARY KEY, note text)")
+        pool = make_pool(self.dsn, **settings)
+        await pool.start()
+        self.addCleanup(pool.close)
+        return pool
+
+    async def backends(self):
+        rows = await deferToThread(
+            blocking_query,
+            self.dsn,
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        return rows[0][0]
+
+    async def test_starts_with_minimum_connections(self):
+        pool = await self.start_pool(size_min=2, size_max=5)
+        self.assertEqual((pool.size, pool.idle), (2, 2))
+        self.assertEqual(await self.backends(), 2)
+
+    async def test_grows_to_maximum_under_load_and_no_further(self):
+        pool = await self.start_pool(size_min=1, size_max=3)
+        peak = []
+
+        async def sleeper(cursor):
+            peak.append(pool.size)
+            await cursor.execute("SELECT pg_sleep(0.2)")
+            return 1
+
+        results = await gatherResults([ensureDeferred(pool.transaction(sleeper)) for _ in range(7)])
+        self.assertEqual(results, [1] * 7)
+        self.assertEqual(max(peak), 3)
+        self.assertEqual(pool.size, 3)
+        self.assertEqual(await self.backends(), 3)
+
+    async def test_idle_connections_above_minimum_are_closed_after_timeout(self):
+        clock = Clock()
+        pool = await self.start_pool(size_min=1, size_max=4, idle_timeout=30, clock=clock)
+
+        async def sleeper(cursor):
+            await cursor.execute("SELECT pg_sleep(0.1)")
+
+        await gatherResults([ensureDeferred(pool.transaction(sleeper)) for _ in range(4)])
+        self.assertEqual(pool.size, 4)
+        clock.advance(29)
+        self.assertEqual(pool.size, 4)
+        # A connection used again before its timeout starts a new idle period.
+        await pool.query("SELECT 1")
+        clock.advance(1)
+        self.assertEqual(pool.size, 1)
+        await deferLater(reactor, 0.1, lambda: None)
+        self.assertEqual(await self.backends(), 1)
+
+    async def test_transaction_terminated_midway_is_retried_on_a_fresh_connection(self):
+        pool = await self.start_pool()
+        attempts = []
+
+        async def work(cursor):
+            await cursor.execute("SELECT pg_backend_pid()")
+            attempts.append(cursor.fetchone()[0])
+            await cursor.execute("INSERT INTO t VALUES (1, 'written once')")
+            if len(attempts) == 1:
+                reactor.callLater(0.2, _terminate, self.dsn, attempts[0])
+                await cursor.execute("SELECT pg_sleep(5)")
+            return "done"
+
+        self.assertEqual(await pool.transaction(work), "done")
+        self.assertEqual(len(attempts), 2)
+        self.assertNotEqual(attempts[0], attempts[1])
+        self.assertEqual(await pool.query("SELECT id, note FROM t"), [(1, "written once")])
+
+    async def test_pool_recovers_when_every_connection_was_terminated(self):
+        pool = await self.start_pool(size_min=3, size_max=3)
+        await deferToThread(
+            blocking_query,
+            self.dsn,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        self.assertEqual(await pool.query("SELECT 42"), [(42,)])
+
+    async def test_constraint_violation_is_not_retried(self):
+        pool = await self.start_pool()
+        await pool.query("INSERT INTO t VALUES (1, 'first')")
+        calls = []
+
+        async def duplicate(cursor):
+            calls.append(1)
+            await cursor.execute("INSERT INTO t VALUES (1, 'second')")
+
+        with self.assertRaises(psycopg2.IntegrityError):
+            await pool.transaction(duplicate)
+        self.assertEqual(len(calls), 1)
+
+    async def test_failure_rolls_back_the_whole_transaction(self):
+        pool = await self.start_pool(size_min=1, size_max=1)
+
+        async def half_done(cursor):
+            await cursor.execute("INSERT INTO t VALUES (1, 'a')")
+            await cursor.execute("INSERT INTO t VALUES (2, 'b')")
+            await cursor.execute("INSERT INTO t VALUES (1, 'duplicate')")
+
+        with self.assertRaises(psycopg2.IntegrityError):
+            await pool.transaction(half_done)
+        self.assertEqual(await pool.query("SELECT count(*) FROM t"), [(0,)])
+
+    async def test_python_error_in_work_rolls_back(self):
+        pool = await self.start_pool(size_min=1, size_max=1)
+
+        async def broken(cursor):
+            await cursor.execute("INSERT INTO t VALUES (1, 'a')")
+            raise ValueError("bad data")
+
+        with self.assertRaises(ValueError):
+            await pool.transaction(broken)
+        self.assertEqual(await pool.query("SELECT count(*) FROM t"), [(0,)])
+
+    async def test_waiting_work_fails_when_pool_closes(self):
+        pool = await self.start_pool(size_min=1, size_max=1)
+
+        async def sleeper(cursor):
+            await cursor.execute("SELECT pg_sleep(0.2)")
+
+        busy = ensureDeferred(pool.transaction(sleeper))
+        waiting = ensureDeferred(pool.query("SELECT 1"))
+        pool.close()
+        with self.assertRaises(PoolClosed):
+            await waiting
+        await busy
+        self.assertEqual(pool.size, 0)
+
+    async def test_retries_are_bounded(self):
+        pool = await self.start_pool(retry_attempts=2, retry_backoff=0.01)
+        calls = []
+
+        async def always_killed(cursor):
+            calls.append(1)
+            await cursor.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+
+        with self.assertRaises(psycopg2.OperationalError):
+            await pool.transaction(always_killed)
+        self.assertEqual(len(calls), 3)
+
+
+def _terminate(dsn, pid):
+    return deferToThread(blocking_query, dsn, "SELECT pg_terminate_backend(%s)", pid)
+
+
+class ClassificationTests(SynchronousTestCase):
+    def test_unknown_commit_outcome_is_never_retried(self):
+        self.assertFalse(is_transient(CommitOutcomeUnknown("connection lost during COMMIT")))
+
+    def test_lost_connection_is_transient(self):
+        self.assertTrue(is_transient(psycopg2.OperationalError("server closed the connection unexpectedly")))
+
+    def test_programming_errors_are_not_transient(self):
+        self.assertFalse(is_transient(ValueError("bug")))
+        self.assertFalse(is_transient(psycopg2.IntegrityError("duplicate key")))

@@ -1,0 +1,258 @@
+"""
+Configuration: every setting declared once, read from the environment, then
+`.env`, then its default; twistd options override all three.
+
+A bad value raises L{ConfigError} naming the key and the problem, so the
+daemon can stop with one line and no traceback.
+"""
+
+import ipaddress
+import re
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import attrs
+import psycopg2.extensions
+from decouple import Config, RepositoryEmpty, RepositoryEnv
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV_EXAMPLE = ROOT / ".env.example"
+LOG_FORMATS = ("text", "json")
+
+
+class ConfigError(Exception):
+    """A setting is missing or invalid; str() is the one line to show."""
+
+    def __init__(self, key, problem):
+        super().__init__(f"{key}: {problem}")
+        self.key = key
+        self.problem = problem
+
+
+def _text(value):
+    return value.strip()
+
+
+def _integer(minimum):
+    def parse(value):
+        try:
+            number = int(value)
+        except ValueError:
+            raise ValueError(f"expected a whole number, got {value!r}") from None
+        if number < minimum:
+            raise ValueError(f"must be at least {minimum}, got {number}")
+        return number
+
+    return parse
+
+
+def _seconds(value):
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"expected a number of seconds, got {value!r}") from None
+    if not number > 0:
+        raise ValueError(f"must be a positive number of seconds, got {value}")
+    return number
+
+
+def _database_url(value):
+    value = value.strip()
+    if not value:
+        return ""
+    scheme = urlsplit(value).scheme
+    if scheme not in ("postgres", "postgresql"):
+        raise ValueError("expected a postgresql:// URL")
+    try:
+        psycopg2.extensions.parse_dsn(value)
+    except psycopg2.ProgrammingError:
+        raise ValueError("not a valid libpq URL") from None
+    return value
+
+
+def _endpoint(value):
+    value = value.strip()
+    from twisted.internet import reactor
+    from twisted.internet.endpoints import serverFromString
+
+    try:
+        serverFromString(reactor, value)
+    except Exception as e:
+        raise ValueError(f"not a valid server endpoint string ({e})") from None
+    return value
+
+
+def _log_format(value):
+    value = value.strip().lower()
+    if value not in LOG_FORMATS:
+        raise ValueError(f"expected one of {', '.join(LOG_FORMATS)}, got {value!r}")
+    return value
+
+
+@attrs.frozen
+class Setting:
+    """One configuration key: its environment name, option name and parser."""
+
+    key: str
+    default: str
+    parse: object
+    help: str
+    option: str = None
+    secret: bool = False
+
+
+SETTINGS = (
+    Setting("DATABASE_URL", "", _database_url,
+            "libpq URL of PostgreSQL; empty starts the embedded cluster", "database-url", secret=True),
+    Setting("TRADEHUB_DATA_DIR", "./var", _text,
+            "home of the embedded cluster (pgdata/) and of logs", "data-dir"),
+    Setting("TRADEHUB_FRONTEND_ENDPOINT", "tcp:7001:interface=127.0.0.1", _endpoint,
+            "server endpoint for the C++ frontend", "frontend-endpoint"),
+    Setting("TRADEHUB_ML_ENDPOINT", "tcp:7002:interface=127.0.0.1", _endpoint,
+            "server endpoint for the Python ML modules", "ml-endpoint"),
+    Setting("TRADEHUB_FRONTEND_TOKEN", "", _text,
+            "handshake secret of the FRONTEND role", secret=True),
+    Setting("TRADEHUB_ML_TOKEN", "", _text,
+            "handshake secret of the ML role", secret=True),
+    Setting("TRADEHUB_DB_POOL_MIN", "2", _integer(1),
+            "database connections kept open", "db-pool-min"),
+    Setting("TRADEHUB_DB_POOL_MAX", "10", _integer(1),
+            "most database connections open at once", "db-pool-max"),
+    Setting("TRADEHUB_DB_IDLE_TIMEOUT", "60", _seconds,
+            "seconds an idle connection above the minimum is kept", "db-idle-timeout"),
+    Setting("TRADEHUB_DB_RETRY_ATTEMPTS", "5", _integer(0),
+            "retries of a transient database failure", "db-retry-attempts"),
+    Setting("TRADEHUB_DB_RETRY_BACKOFF", "0.1", _seconds,
+            "first retry delay in seconds, doubling", "db-retry-backoff"),
+    Setting("TRADEHUB_HANDSHAKE_TIMEOUT", "10", _seconds,
+            "seconds a client has to complete HELLO", "handshake-timeout"),
+    Setting("TRADEHUB_HEARTBEAT_MS", "5000", _integer(1),
+            "heartbeat interval in milliseconds", "heartbeat-ms"),
+    Setting("TRADEHUB_MAX_FRAME", "1048576", _integer(64),
+            "largest frame body in bytes", "max-frame"),
+    Setting("TRADEHUB_MAX_IN_FLIGHT", "256", _integer(1),
+            "unanswered requests per connection before reading pauses", "max-in-flight"),
+    Setting("TRADEHUB_SHUTDOWN_DEADLINE", "10", _seconds,
+            "seconds to drain clients when stopping", "shutdown-deadline"),
+    Setting("TRADEHUB_LOG_FORMAT", "text", _log_format,
+            "log line format: text or json", "log-format"),
+)
+
+
+@attrs.frozen
+class Settings:
+    """The validated configuration the daemon is built from."""
+
+    database_url: str
+    data_dir: Path
+    frontend_endpoint: str
+    ml_endpoint: str
+    frontend_token: str = attrs.field(repr=False)
+    ml_token: str = attrs.field(repr=False)
+    db_pool_min: int
+    db_pool_max: int
+    db_idle_timeout: float
+    db_retry_attempts: int
+    db_retry_backoff: float
+    handshake_timeout: float
+    heartbeat_ms: int
+    max_frame: int
+    max_in_flight: int
+    shutdown_deadline: float
+    log_format: str
+
+    @property
+    def pgdata(self):
+        return self.data_dir / "pgdata"
+
+    @property
+    def tokens(self):
+        """Role name to handshake secret."""
+        return {"FRONTEND": self.frontend_token, "ML": self.ml_token}
+
+
+def _attribute(key):
+    return key.removeprefix("TRADEHUB_").lower()
+
+
+def load_settings(env_file=".env", overrides=None, example_file=ENV_EXAMPLE):
+    """
+    Read every setting (overrides, environment, env_file, default, in that
+    order), parse and cross-check them, and return L{Settings}.
+    """
+    overrides = overrides or {}
+    env_path = Path(env_file)
+    repository = RepositoryEnv(str(env_path)) if env_path.is_file() else RepositoryEmpty()
+    config = Config(repository)
+    values = {}
+    for setting in SETTINGS:
+        raw = overrides.get(setting.key)
+        if raw is None:
+            raw = config(setting.key, default=setting.default)
+        try:
+            values[_attribute(setting.key)] = setting.parse(str(raw))
+        except ValueError as e:
+            raise ConfigError(setting.key, str(e)) from None
+    values["data_dir"] = Path(values["data_dir"]).expanduser().resolve()
+    settings = Settings(**values)
+    _cross_check(settings, _example_values(example_file))
+    return settings
+
+
+def _example_values(example_file):
+    path = Path(example_file)
+    if not path.is_file():
+        return {}
+    return dict(RepositoryEnv(str(path)).data)
+
+
+def _cross_check(settings, example):
+    if settings.db_pool_min > settings.db_pool_max:
+        raise ConfigError(
+            "TRADEHUB_DB_POOL_MIN",
+            f"{settings.db_pool_min} is above TRADEHUB_DB_POOL_MAX ({settings.db_pool_max})",
+        )
+    for role, endpoint_key in (("FRONTEND", "TRADEHUB_FRONTEND_ENDPOINT"), ("ML", "TRADEHUB_ML_ENDPOINT")):
+        token_key = f"TRADEHUB_{role}_TOKEN"
+        token = settings.tokens[role]
+        if not token:
+            raise ConfigError(token_key, "must be set to a non-empty secret")
+        endpoint = getattr(settings, _attribute(endpoint_key))
+        if token == example.get(token_key) and not is_local_endpoint(endpoint):
+            raise ConfigError(
+                token_key,
+                f"still has the .env.example value while {endpoint_key} listens beyond loopback",
+            )
+
+
+_UNESCAPED_COLON = re.compile(r"(?<!\\):")
+
+
+def is_local_endpoint(description):
+    """
+    True when a server endpoint string can only be reached from this
+    machine: a unix socket, or a TCP/SSL listener bound to a loopback address.
+    A TCP listener with no interface binds every address, so it is not local.
+    """
+    kind, *parts = [p.replace("\\:", ":") for p in _UNESCAPED_COLON.split(description)]
+    if kind == "unix":
+        return True
+    if kind not in ("tcp", "tcp6", "ssl"):
+        return False
+    options = dict(p.split("=", 1) for p in parts if "=" in p)
+    interface = options.get("interface", "")
+    if interface == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(interface).is_loopback
+    except ValueError:
+        return False
+
+
+def redact_url(url):
+    """A database URL fit for logs: the password, if any, replaced."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()

@@ -1,0 +1,1 @@
+"""PostgreSQL: the connection pool, retry policy, embedded cluster and migrations."""

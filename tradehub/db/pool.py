@@ -1,0 +1,243 @@
+"""
+The one PostgreSQL connection pool of a daemon, handed to every repository.
+
+txpostgres's own ConnectionPool has a fixed size; this one grows from
+C{size_min} towards C{size_max} while every connection is busy, closes
+connections idle longer than C{idle_timeout} back down to C{size_min}, and
+retries transient failures on a fresh connection with exponential backoff.
+"""
+
+from collections import deque
+
+import psycopg2
+from twisted.internet.defer import Deferred, ensureDeferred, gatherResults
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+from txpostgres.txpostgres import Connection
+
+from .failures import CommitOutcomeUnknown, PoolClosed, connection_is_gone, is_transient
+
+
+class _PooledConnection(Connection):
+    """
+    A txpostgres connection that tells the pool when the server closes it
+    while it sits idle, instead of raising into the reactor.
+    """
+
+    def __init__(self, reactor, on_lost):
+        super().__init__(reactor=reactor)
+        self._on_lost = on_lost
+
+    def doRead(self):
+        try:
+            super().doRead()
+        except psycopg2.Error:
+            self.close()
+            self._on_lost(self)
+
+
+class Pool:
+    """
+    Connections to one database. Work is a function of a txpostgres cursor
+    that returns a Deferred or a coroutine; it runs inside one transaction.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        dsn,
+        *,
+        reactor,
+        clock,
+        size_min,
+        size_max,
+        idle_timeout,
+        retry_attempts,
+        retry_backoff,
+    ):
+        self._dsn = dsn
+        self._reactor = reactor
+        self._clock = clock
+        self.size_min = size_min
+        self.size_max = size_max
+        self._idle_timeout = idle_timeout
+        self._retry_attempts = retry_attempts
+        self._retry_backoff = retry_backoff
+        self._idle = []
+        self._idle_timers = {}
+        self._busy = set()
+        self._opening = 0
+        self._waiters = deque()
+        self._closed = False
+
+    @property
+    def size(self):
+        """Connections open or opening."""
+        return len(self._idle) + len(self._busy) + self._opening
+
+    @property
+    def idle(self):
+        return len(self._idle)
+
+    async def start(self):
+        """Open the minimum number of connections; fails if the database is unreachable."""
+        connections = await gatherResults([self._open() for _ in range(self.size_min)], consumeErrors=True)
+        for connection in connections:
+            self._make_idle(connection)
+
+    def close(self):
+        """Close idle connections now and busy ones as they are released."""
+        self._closed = True
+        while self._waiters:
+            self._waiters.popleft().errback(PoolClosed())
+        for connection in self._idle:
+            self._cancel_idle_timer(connection)
+            connection.close()
+        self._idle.clear()
+
+    async def transaction(self, work, *args):
+        """
+        Run C{work(cursor, *args)} inside BEGIN/COMMIT and return its result.
+        A failure rolls the whole transaction back; a transient failure is
+        tried again on a fresh connection.
+        """
+        return await self._retrying(self._run_transaction, work, args)
+
+    async def query(self, sql, params=None):
+        """Run one statement on its own (autocommit) and return its rows."""
+        return await self._retrying(self._run_query, sql, params)
+
+    async def _retrying(self, attempt, *args):
+        delay = self._retry_backoff
+        for tries_left in range(self._retry_attempts, -1, -1):
+            connection = await self._acquire()
+            try:
+                result = await attempt(connection, *args)
+            except Exception as error:
+                self._release(connection, gone=connection_is_gone(error) or bool(connection.closed))
+                if not tries_left or not is_transient(error) or self._closed:
+                    raise
+                self.log.warn(
+                    "transient database failure, retrying in {delay:.3f}s: {error}",
+                    delay=delay,
+                    error=str(error).strip(),
+                )
+                await deferLater(self._clock, delay, lambda: None)
+                delay *= 2
+            else:
+                self._release(connection)
+                return result
+
+    async def _run_query(self, connection, sql, params):
+        cursor = connection.cursor()
+        await cursor.execute(sql, params)
+        return cursor.fetchall() if cursor.description is not None else []
+
+    async def _run_transaction(self, connection, work, args):
+        cursor = connection.cursor()
+        await cursor.execute("BEGIN")
+        try:
+            result = await ensureDeferred(_as_awaitable(work(cursor, *args)))
+        except BaseException:
+            if not connection.closed:
+                await cursor.execute("ROLLBACK")
+            raise
+        try:
+            await cursor.execute("COMMIT")
+        except Exception as error:
+            if connection_is_gone(error):
+                raise CommitOutcomeUnknown(str(error).strip()) from error
+            raise
+        return result
+
+    async def _acquire(self):
+        if self._closed:
+            raise PoolClosed()
+        while self._idle:
+            connection = self._idle.pop()
+            self._cancel_idle_timer(connection)
+            if not connection.closed:
+                self._busy.add(connection)
+                return connection
+        if self.size < self.size_max:
+            connection = await self._open()
+            self._busy.add(connection)
+            return connection
+        waiter = Deferred()
+        self._waiters.append(waiter)
+        return await waiter
+
+    def _release(self, connection, gone=False):
+        self._busy.discard(connection)
+        if gone or self._closed:
+            if not connection.closed:
+                connection.close()
+            if gone:
+                self._forget_idle()
+            if self._waiters and not self._closed:
+                self._open_for(self._waiters.popleft())
+            return
+        if self._waiters:
+            self._busy.add(connection)
+            self._waiters.popleft().callback(connection)
+            return
+        self._make_idle(connection)
+
+    def _forget_idle(self):
+        """
+        After one connection died the others, opened to the same server, very
+        likely died too (a restart): drop them rather than spend retries on them.
+        """
+        for connection in self._idle:
+            self._cancel_idle_timer(connection)
+            connection.close()
+        self._idle.clear()
+
+    def _open_for(self, waiter):
+        def opened(connection):
+            self._busy.add(connection)
+            waiter.callback(connection)
+
+        self._open().addCallbacks(opened, waiter.errback)
+
+    def _open(self):
+        self._opening += 1
+        connection = _PooledConnection(self._reactor, self._lost_while_idle)
+
+        def opened(result):
+            self._opening -= 1
+            return connection
+
+        def failed(reason):
+            self._opening -= 1
+            return reason
+
+        return connection.connect(self._dsn).addCallbacks(opened, failed)
+
+    def _lost_while_idle(self, connection):
+        if connection in self._idle:
+            self._idle.remove(connection)
+            self._cancel_idle_timer(connection)
+
+    def _make_idle(self, connection):
+        self._idle.append(connection)
+        self._idle_timers[connection] = self._clock.callLater(self._idle_timeout, self._reap, connection)
+
+    def _cancel_idle_timer(self, connection):
+        timer = self._idle_timers.pop(connection, None)
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def _reap(self, connection):
+        self._idle_timers.pop(connection, None)
+        if connection in self._idle and self.size > self.size_min:
+            self._idle.remove(connection)
+            connection.close()
+
+
+async def _as_awaitable(value):
+    """Let work be a plain function, a Deferred-returning one, or a coroutine."""
+    if isinstance(value, Deferred) or hasattr(value, "__await__"):
+        return await value
+    return value

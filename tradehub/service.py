@@ -1,0 +1,239 @@
+"""
+The daemon's service tree.
+
+Startup is a sequence where each step needs the one before it (the database
+before the pool, the pool before the migrations, the schema before clients),
+so the root starts its children one after another, waiting for each, and stops
+them in reverse order, waiting for each. A step that fails stops what was
+already started and the daemon exits non-zero.
+"""
+
+import atexit
+import os
+import signal
+import sys
+
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.threads import deferToThread
+from twisted.logger import ILogObserver, Logger
+
+from .db.migrations import migrate
+
+
+class SequentialService(MultiService):
+    """
+    Start children in order, each after the previous one's startService
+    Deferred fired; stop them in reverse order, each after the next one stopped.
+    """
+
+    log = Logger()
+
+    def __init__(self):
+        super().__init__()
+        self.started = Deferred()
+        self._starting = None
+
+    def startService(self):
+        Service.startService(self)
+        self._starting = ensureDeferred(self._start_children())
+        self._starting.addErrback(self._startup_failed)
+        return self._starting
+
+    async def _start_children(self):
+        for child in self:
+            await maybeDeferred(child.startService)
+            if not self.running:
+                return
+        self.started.callback(self)
+
+    def _startup_failed(self, failure):
+        if not failure.check(StartupError):
+            self.log.failure("unexpected startup error", failure)
+        self.log.error("startup failed: {error}", error=_one_line(failure.value))
+        return self.stopService().addCallback(lambda _: self.startup_failed(failure))
+
+    def startup_failed(self, failure):
+        """Called once the started children are stopped again."""
+
+    def stopService(self):
+        if not self.running:
+            return maybeDeferred(lambda: None)
+        Service.stopService(self)
+        return ensureDeferred(self._stop_children())
+
+    async def _stop_children(self):
+        for child in reversed(list(self)):
+            if child.running:
+                try:
+                    await maybeDeferred(child.stopService)
+                except Exception as error:
+                    self.log.error("stopping {child} failed: {error}", child=child.name, error=_one_line(error))
+
+
+class StartupError(Exception):
+    """A startup step failed for a reason that needs no traceback."""
+
+
+def _one_line(error):
+    text = str(error).strip().replace("\n", " ") or type(error).__name__
+    return text
+
+
+class EmbeddedPostgresService(Service):
+    """Start the embedded cluster in a thread (it blocks); stop it the same way."""
+
+    name = "embedded-postgres"
+
+    def __init__(self, cluster):
+        self.cluster = cluster
+
+    def startService(self):
+        super().startService()
+        return deferToThread(self.cluster.start).addErrback(_wrap_startup_error)
+
+    def stopService(self):
+        super().stopService()
+        return deferToThread(self.cluster.stop)
+
+
+class PoolService(Service):
+    name = "pool"
+
+    def __init__(self, pool):
+        self.pool = pool
+
+    def startService(self):
+        super().startService()
+        return ensureDeferred(self.pool.start()).addErrback(_wrap_startup_error, "cannot connect to PostgreSQL")
+
+    def stopService(self):
+        super().stopService()
+        self.pool.close()
+
+
+class MigrationService(Service):
+    name = "migrations"
+
+    def __init__(self, pool, folder):
+        self.pool = pool
+        self.folder = folder
+
+    def startService(self):
+        super().startService()
+        return ensureDeferred(migrate(self.pool, self.folder)).addErrback(_wrap_startup_error)
+
+
+class ListenerService(Service):
+    """
+    Listen on a server endpoint once started. Stopping stops accepting new
+    connections first, then waits for C{drain} (the protocol layer's hook that
+    finishes the connections already open).
+    """
+
+    log = Logger()
+
+    def __init__(self, name, reactor, description, factory, drain=None):
+        self.name = name
+        self.reactor = reactor
+        self.description = description
+        self.factory = factory
+        self.drain = drain
+        self.port = None
+
+    async def _listen(self):
+        try:
+            self.port = await serverFromString(self.reactor, self.description).listen(self.factory)
+        except Exception as error:
+            raise StartupError(f"cannot listen on {self.description} for {self.name}: {error}") from None
+        self.log.info("{name} listening on {address}", name=self.name, address=str(self.port.getHost()))
+
+    def startService(self):
+        super().startService()
+        return ensureDeferred(self._listen())
+
+    async def _stop(self):
+        if self.port is not None:
+            await maybeDeferred(self.port.stopListening)
+        if self.drain is not None:
+            await self.drain()
+
+    def stopService(self):
+        super().stopService()
+        return ensureDeferred(self._stop())
+
+
+def _wrap_startup_error(failure, context=None):
+    error = failure.value
+    message = f"{context}: {_one_line(error)}" if context else _one_line(error)
+    raise StartupError(message)
+
+
+class HubService(SequentialService):
+    """
+    The root: database, pool, migrations, then listeners. Logs one ready line;
+    on a startup failure, stops the reactor and makes the process exit 1.
+    """
+
+    def __init__(
+        self, reactor, steps, ready_message, migrate_only=False, log_observer=None, exit=None
+    ):
+        super().__init__()
+        self.reactor = reactor
+        self.exit = exit or exit_nonzero_when_done
+        self.ready_message = ready_message
+        self.migrate_only = migrate_only
+        self.log_observer = log_observer
+        for step in steps:
+            step.setServiceParent(self)
+        self.started.addCallback(self._ready)
+
+    def startService(self):
+        self.reactor.callLater(0, self._handle_stop_signals)
+        return super().startService()
+
+    def _handle_stop_signals(self):
+        """
+        SIGTERM and SIGINT ask for a clean stop whose exit status is 0.
+        (twistd's own handlers make the process die by the signal afterwards.)
+        """
+        for number in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(number, self._stop_requested)
+
+    def _stop_requested(self, number, frame):
+        self.log.info("received {signal}, stopping", signal=signal.Signals(number).name)
+        self.reactor.callFromThread(self.reactor.stop)
+
+    def setServiceParent(self, parent):
+        # twistd asks the application for an ILogObserver before its own
+        # --logfile observer; this is how TRADEHUB_LOG_FORMAT reaches it.
+        if self.log_observer is not None and hasattr(parent, "setComponent"):
+            parent.setComponent(ILogObserver, self.log_observer)
+        super().setServiceParent(parent)
+
+    def _ready(self, _):
+        if self.migrate_only:
+            self.log.info("migrations applied; exiting (--migrate-only)")
+            self.reactor.stop()
+            return
+        self.log.info("ready: {message}", message=self.ready_message)
+
+    def startup_failed(self, failure):
+        self.exit(1)
+        if self.reactor.running:
+            self.reactor.stop()
+
+
+def exit_nonzero_when_done(status):
+    """
+    twistd always exits 0 once its reactor stops; a failed startup must not.
+    This runs after twistd's own clean-up (pid file, log observers).
+    """
+
+    def exit_now():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+
+    atexit.register(exit_now)

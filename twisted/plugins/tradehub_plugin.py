@@ -1,0 +1,3 @@
+from twisted.application.service import ServiceMaker
+
+tradehub = ServiceMaker("tradehub", "tap", "The tradehub trading hub daemon.", "tradehub")
