@@ -4,19 +4,21 @@ twistd tradehub: command-line options and the service tree they build.
 
 from pathlib import Path
 
-from twisted.internet.protocol import Factory, Protocol
 from twisted.python import usage
 
 from tradehub.config import SETTINGS, ConfigError, load_settings, redact_url
 from tradehub.db.embedded import EmbeddedCluster
 from tradehub.db.pool import Pool
 from tradehub.logs import json_observer
+from tradehub.protocol.session import HubFactory
+from tradehub.routes import build_registry
 from tradehub.service import (
     EmbeddedPostgresService,
     HubService,
     ListenerService,
     MigrationService,
     PoolService,
+    SessionsService,
 )
 
 SCHEMA = Path(__file__).resolve().parent / "schema"
@@ -62,8 +64,18 @@ def makeService(options, reactor=None):
     )
     steps += [PoolService(pool), MigrationService(pool, SCHEMA)]
     if not options["migrate-only"]:
+        factory = HubFactory(
+            build_registry(pool),
+            settings.tokens,
+            reactor,
+            handshake_timeout=settings.handshake_timeout,
+            heartbeat_ms=settings.heartbeat_ms,
+            max_frame=settings.max_frame,
+            max_in_flight=settings.max_in_flight,
+        )
+        steps.append(SessionsService(factory, settings.shutdown_deadline))
         for role, description in (("frontend", settings.frontend_endpoint), ("ml", settings.ml_endpoint)):
-            steps.append(ListenerService(role, reactor, description, Factory.forProtocol(Protocol)))
+            steps.append(ListenerService(role, reactor, description, factory))
 
     database = redact_url(settings.database_url) if settings.database_url else f"embedded ({settings.pgdata})"
     parent = getattr(options, "parent", None) or {}

@@ -125,21 +125,33 @@ class MigrationService(Service):
         return ensureDeferred(migrate(self.pool, self.folder)).addErrback(_wrap_startup_error)
 
 
+class SessionsService(Service):
+    """
+    Stands before the listeners in the tree, so it stops after they stopped
+    accepting: it drains every open session before the pool may close.
+    """
+
+    name = "sessions"
+
+    def __init__(self, factory, deadline):
+        self.factory = factory
+        self.deadline = deadline
+
+    def stopService(self):
+        super().stopService()
+        return self.factory.drain(self.deadline)
+
+
 class ListenerService(Service):
-    """
-    Listen on a server endpoint once started. Stopping stops accepting new
-    connections first, then waits for C{drain} (the protocol layer's hook that
-    finishes the connections already open).
-    """
+    """Listen on a server endpoint once started; stop accepting when stopped."""
 
     log = Logger()
 
-    def __init__(self, name, reactor, description, factory, drain=None):
+    def __init__(self, name, reactor, description, factory):
         self.name = name
         self.reactor = reactor
         self.description = description
         self.factory = factory
-        self.drain = drain
         self.port = None
 
     async def _listen(self):
@@ -153,15 +165,10 @@ class ListenerService(Service):
         super().startService()
         return ensureDeferred(self._listen())
 
-    async def _stop(self):
-        if self.port is not None:
-            await maybeDeferred(self.port.stopListening)
-        if self.drain is not None:
-            await self.drain()
-
     def stopService(self):
         super().stopService()
-        return ensureDeferred(self._stop())
+        if self.port is not None:
+            return maybeDeferred(self.port.stopListening)
 
 
 def _wrap_startup_error(failure, context=None):

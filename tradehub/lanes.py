@@ -1,0 +1,116 @@
+"""
+A lane is one connection's task queue: the protocol produces decoded
+requests into it, and one consumer, started after the handshake and joined at
+shutdown, executes them strictly in arrival order.
+
+Consecutive requests of a route that can be coalesced (many one-row INSERTs
+of a table) are taken together, so they cost one statement and one commit;
+each still gets its own answer, in order.
+"""
+
+from collections import deque
+
+import attrs
+from twisted.internet.defer import Deferred, ensureDeferred, succeed
+
+MAX_GROUP = 2000
+
+
+@attrs.define
+class Task:
+    """One received request: its route and decoded value, or the error to answer it with."""
+
+    request_id: int
+    route: object = None
+    value: object = None
+    error: object = None
+
+    def joins(self, first):
+        return self.error is None and first.error is None and self.route is first.route
+
+
+class Lane:
+    """
+    C{execute(tasks)} runs and answers a group of tasks. C{writable()} returns
+    a Deferred that fires when answers may be written again (the transport's
+    buffer has room), so a client that does not read stalls only its own lane.
+    """
+
+    def __init__(self, execute, writable=lambda: succeed(None)):
+        self._execute = execute
+        self._writable = writable
+        self._queue = deque()
+        self._wakeup = None
+        self._closing = False
+        self._idle_waiters = []
+        self.busy = False
+        self.consumer = None
+
+    def __len__(self):
+        return len(self._queue) + (1 if self.busy else 0)
+
+    def start(self):
+        self.consumer = ensureDeferred(self._consume())
+        return self.consumer
+
+    def push(self, task):
+        if self._closing:
+            raise RuntimeError("lane is closed")
+        self._queue.append(task)
+        self._wake()
+
+    def discard_pending(self):
+        """Remove and return the tasks not started yet."""
+        pending = list(self._queue)
+        self._queue.clear()
+        return pending
+
+    def close(self):
+        """Take no more tasks; the consumer ends after the queue empties. Returns its Deferred."""
+        self._closing = True
+        self._wake()
+        return self.consumer if self.consumer is not None else succeed(None)
+
+    def when_idle(self):
+        """A Deferred that fires once nothing is queued or running."""
+        if not len(self):
+            return succeed(None)
+        waiter = Deferred()
+        self._idle_waiters.append(waiter)
+        return waiter
+
+    def _wake(self):
+        if self._wakeup is not None:
+            wakeup, self._wakeup = self._wakeup, None
+            wakeup.callback(None)
+
+    async def _consume(self):
+        while True:
+            if not self._queue:
+                self._notify_idle()
+                if self._closing:
+                    return
+                self._wakeup = Deferred()
+                await self._wakeup
+                continue
+            self.busy = True
+            try:
+                await self._writable()
+                await self._execute(self._take_group())
+            finally:
+                self.busy = False
+
+    def _take_group(self):
+        first = self._queue.popleft()
+        group = [first]
+        if first.route is None or first.route.handle_group is None:
+            return group
+        queue = self._queue
+        while queue and len(group) < MAX_GROUP and queue[0].joins(first):
+            group.append(queue.popleft())
+        return group
+
+    def _notify_idle(self):
+        waiters, self._idle_waiters = self._idle_waiters, []
+        for waiter in waiters:
+            waiter.callback(None)

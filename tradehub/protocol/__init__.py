@@ -1,0 +1,1 @@
+"""The wire protocol: field types, layouts, framing and the session state machine."""

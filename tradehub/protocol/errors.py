@@ -1,0 +1,17 @@
+"""The one exception type that becomes an ERROR frame."""
+
+
+class ProtocolError(Exception):
+    """
+    Raised anywhere below the session to answer a request with ERROR.
+    C{row_index} names the offending row of a multi-row request, or -1.
+    """
+
+    def __init__(self, code, message, row_index=-1):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.row_index = row_index
+
+    def __repr__(self):
+        return f"ProtocolError({self.code.name}, {self.message!r}, row_index={self.row_index})"

@@ -1,0 +1,516 @@
+"""
+One client connection: framing, the handshake, heartbeats, backpressure,
+ordered answers and the shutdown drain.
+
+States: AWAITING_HELLO → READY → DRAINING → CLOSED. Every request that
+receives an answer is answered through the connection's lane, so answers
+(errors included) leave in the order the requests arrived.
+"""
+
+import enum
+import hmac
+import itertools
+import secrets
+
+from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from ..dispatch import serve_group
+from ..lanes import Lane, Task
+from . import permissions
+from .enums import (
+    FLAG_MORE,
+    SUPPORTED_VERSIONS,
+    ErrorCode,
+    MessageType,
+    Role,
+    ShutdownReason,
+    SQLCommand,
+    SQLTable,
+)
+from .errors import ProtocolError
+from .framing import FrameDecoder
+from .messages import ERROR, HELLO, HELLO_ACK, SHUTDOWN, SHUTDOWN_ACK, HelloAck, encode_frame
+
+SERVER_NAME = "tradehub"
+SILENT_INTERVALS = 3
+# A connection being closed whose peer does not read what is left is cut off.
+CLOSE_GRACE = 5.0
+
+
+class State(enum.Enum):
+    AWAITING_HELLO = "awaiting hello"
+    READY = "ready"
+    DRAINING = "draining"
+    CLOSED = "closed"
+
+
+_NEXT_STATES = {
+    State.AWAITING_HELLO: {State.READY, State.CLOSED},
+    State.READY: {State.DRAINING, State.CLOSED},
+    State.DRAINING: {State.CLOSED},
+    State.CLOSED: set(),
+}
+
+
+@implementer(IPushProducer)
+class HubProtocol(Protocol):
+    """
+    The server side of one connection. It is the producer of its lane and a
+    push producer for its transport: when the transport's write buffer is
+    full the lane stops, and when too many requests wait unanswered the
+    transport stops being read.
+    """
+
+    log = Logger()
+
+    def __init__(self, hub):
+        self.hub = hub
+        self.clock = hub.clock
+        self.state = State.AWAITING_HELLO
+        self.session_id = 0
+        self.role = None
+        self.client_name = ""
+        self.peer = ""
+        self.in_flight = 0
+        self.completed_since_shutdown = None
+        self._decoder = FrameDecoder(hub.max_frame)
+        self._lane = None
+        self._reading_paused = False
+        self._writes_paused = None
+        self._timers = {}
+        self._last_sent = self._last_received = 0.0
+        self._frame_handlers = {
+            MessageType.REQUEST: self._on_request,
+            MessageType.HEARTBEAT: self._on_heartbeat,
+            MessageType.SHUTDOWN: self._on_shutdown,
+            MessageType.SHUTDOWN_ACK: self._on_shutdown_ack,
+        }
+
+    # Logging
+
+    def _log(self, level, text, **fields):
+        getattr(self.log, level)(
+            "session {session_id} {role} {client_name!r} {peer}: " + text,
+            session_id=self.session_id,
+            role=self.role.name if self.role else "-",
+            client_name=self.client_name,
+            peer=self.peer,
+            **fields,
+        )
+
+    # Connection life
+
+    def connectionMade(self):
+        self.peer = _describe(self.transport.getPeer())
+        self._last_received = self.clock.seconds()
+        self.transport.registerProducer(self, True)
+        self._schedule("handshake", self.hub.handshake_timeout, self._handshake_timed_out)
+        self.hub.sessions.add(self)
+
+    def connectionLost(self, reason):
+        was = self.state
+        self._enter(State.CLOSED)
+        for timer in self._timers.values():
+            if timer.active():
+                timer.cancel()
+        self._timers.clear()
+        if self._lane is None:
+            self.hub.sessions.discard(self)
+            return
+        dropped = self._lane.discard_pending()
+        if dropped:
+            self._log("warn", "connection lost with {count} requests not started; they were not executed", count=len(dropped))
+        self.in_flight -= len(dropped)
+        if was is not State.CLOSED:
+            self._log("info", "connection closed: {reason}", reason=reason.getErrorMessage())
+        self._lane.close().addBoth(lambda _: self.hub.sessions.discard(self))
+
+    def dataReceived(self, data):
+        if self.state is State.CLOSED:
+            return
+        self._last_received = self.clock.seconds()
+        try:
+            frames = self._decoder.feed(data)
+        except ProtocolError as error:
+            self._fail_and_close(error, request_id=0)
+            return
+        for frame in frames:
+            if self.state is State.CLOSED:
+                return
+            if self.state is State.AWAITING_HELLO:
+                self._on_first_frame(frame)
+            else:
+                self._on_frame(frame)
+
+    # Handshake
+
+    def _on_first_frame(self, frame):
+        header = frame.header
+        if header.type != MessageType.HELLO:
+            self._fail_and_close(
+                ProtocolError(ErrorCode.NOT_HANDSHAKEN, "the first frame must be HELLO"), header.request_id
+            )
+            return
+        try:
+            hello = HELLO.decode(frame.payload)
+        except ProtocolError as error:
+            self._fail_and_close(error, header.request_id)
+            return
+        self.client_name = hello.client_name
+        version = _choose_version(hello.min_version, hello.max_version)
+        if version is None:
+            self._fail_and_close(
+                ProtocolError(
+                    ErrorCode.UNSUPPORTED_VERSION,
+                    f"client speaks {hello.min_version}..{hello.max_version}, server speaks {list(SUPPORTED_VERSIONS)}",
+                ),
+                header.request_id,
+            )
+            return
+        if not self.hub.authenticate(hello.role, hello.token):
+            self._fail_and_close(ProtocolError(ErrorCode.AUTH_FAILED, "unknown role or wrong token"), header.request_id)
+            return
+        self.role = Role(hello.role)
+        self.session_id = self.hub.next_session_id()
+        self._enter(State.READY)
+        self._cancel("handshake")
+        ack = HelloAck(
+            version=version,
+            session_id=self.session_id,
+            heartbeat_ms=self.hub.heartbeat_ms,
+            max_frame=self.hub.max_frame,
+            max_in_flight=self.hub.max_in_flight,
+            server_name=SERVER_NAME,
+        )
+        self._send(MessageType.HELLO_ACK, HELLO_ACK.encode(ack), header.request_id)
+        self._lane = Lane(self._execute, self._writable)
+        self._lane.start()
+        self._schedule("heartbeat", self.hub.heartbeat, self._heartbeat_due)
+        self._schedule("silence", self.hub.heartbeat * SILENT_INTERVALS, self._silence_check)
+        self._log("info", "handshake done (protocol v{version})", version=version)
+
+    def _handshake_timed_out(self):
+        self._timers.pop("handshake", None)
+        self._fail_and_close(
+            ProtocolError(ErrorCode.NOT_HANDSHAKEN, f"no HELLO within {self.hub.handshake_timeout:g}s"), 0
+        )
+
+    # Frames after the handshake
+
+    def _on_frame(self, frame):
+        handler = self._frame_handlers.get(frame.header.type, self._on_unexpected_type)
+        handler(frame)
+
+    def _on_request(self, frame):
+        self._push(self._task_for(frame))
+
+    def _task_for(self, frame):
+        header = frame.header
+        task = Task(header.request_id)
+        if self.state is State.DRAINING:
+            task.error = ProtocolError(ErrorCode.SHUTTING_DOWN, "the session is shutting down")
+            return task
+        try:
+            command = SQLCommand(header.command)
+        except ValueError:
+            task.error = ProtocolError(ErrorCode.UNKNOWN_COMMAND, f"unknown command {header.command}")
+            return task
+        try:
+            table = SQLTable(header.table)
+        except ValueError:
+            task.error = ProtocolError(ErrorCode.UNKNOWN_TABLE, f"unknown table {header.table}")
+            return task
+        if not permissions.allowed(self.role, command, table):
+            task.error = ProtocolError(
+                ErrorCode.PERMISSION_DENIED, f"role {self.role.name} may not {command.name} {table.name}"
+            )
+            return task
+        route = self.hub.registry.route(command, table)
+        if route is None:
+            task.error = ProtocolError(ErrorCode.INTERNAL, f"{command.name} {table.name} is not implemented yet")
+            return task
+        task.route = route
+        try:
+            task.value = route.request.decode(frame.payload)
+        except ProtocolError as error:
+            task.error = error
+        return task
+
+    def _on_heartbeat(self, frame):
+        """Receiving it already proved liveness; nothing answers it."""
+
+    def _on_shutdown(self, frame):
+        try:
+            SHUTDOWN.decode(frame.payload)
+        except ProtocolError as error:
+            self._push(Task(frame.header.request_id, error=error))
+            return
+        if self.state is not State.READY:
+            return
+        self._log("info", "client asked to shut down with {pending} requests pending", pending=self.in_flight)
+        self._enter(State.DRAINING)
+        self.completed_since_shutdown = 0
+        self._lane.when_idle().addCallback(self._finish_client_shutdown)
+
+    def _finish_client_shutdown(self, _):
+        if self.state is State.CLOSED:
+            return
+        self._send(MessageType.SHUTDOWN_ACK, SHUTDOWN_ACK.encode({"completed": self.completed_since_shutdown}))
+        self._close()
+
+    def _on_shutdown_ack(self, frame):
+        self._log("info", "client acknowledged the shutdown")
+
+    def _on_unexpected_type(self, frame):
+        header = frame.header
+        try:
+            name = MessageType(header.type).name
+        except ValueError:
+            message = f"unknown message type {header.type}"
+        else:
+            message = f"{name} is not accepted from a client"
+            if header.type == MessageType.SUBSCRIBE:
+                message = "SUBSCRIBE is reserved and not supported by protocol v1"
+        self._push(Task(header.request_id, error=ProtocolError(ErrorCode.UNKNOWN_TYPE, message)))
+
+    # The lane
+
+    def _push(self, task):
+        self.in_flight += 1
+        self._lane.push(task)
+        if self.in_flight >= self.hub.max_in_flight and not self._reading_paused and self.state is not State.CLOSED:
+            self._reading_paused = True
+            self.transport.pauseProducing()
+
+    async def _execute(self, tasks):
+        first = tasks[0]
+        if first.error is not None:
+            results = [first.error]
+        else:
+            results = await serve_group(first.route, [task.value for task in tasks])
+        for task, result in zip(tasks, results):
+            self._answer(task, result)
+
+    def _answer(self, task, result):
+        self.in_flight -= 1
+        if self.completed_since_shutdown is not None:
+            self.completed_since_shutdown += 1
+        if self.state is State.CLOSED:
+            return
+        if isinstance(result, ProtocolError):
+            self._send_error(result, task.request_id)
+        else:
+            last = len(result) - 1
+            for index, payload in enumerate(result):
+                self._send(MessageType.RESPONSE, payload, task.request_id, FLAG_MORE if index < last else 0)
+        if self._reading_paused and self.in_flight <= self.hub.low_water:
+            self._reading_paused = False
+            self.transport.resumeProducing()
+
+    def _writable(self):
+        return succeed(None) if self._writes_paused is None else self._writes_paused
+
+    # IPushProducer: the transport's write buffer
+
+    def pauseProducing(self):
+        if self._writes_paused is None:
+            self._writes_paused = Deferred()
+
+    def resumeProducing(self):
+        if self._writes_paused is not None:
+            waiter, self._writes_paused = self._writes_paused, None
+            waiter.callback(None)
+
+    def stopProducing(self):
+        self.resumeProducing()
+
+    # Heartbeats
+
+    def _heartbeat_due(self):
+        idle = self.clock.seconds() - self._last_sent
+        if idle >= self.hub.heartbeat:
+            self._send(MessageType.HEARTBEAT)
+            idle = 0
+        self._schedule("heartbeat", self.hub.heartbeat - idle, self._heartbeat_due)
+
+    def _silence_check(self):
+        silent = self.clock.seconds() - self._last_received
+        limit = self.hub.heartbeat * SILENT_INTERVALS
+        if silent >= limit:
+            self._log("warn", "peer silent for {seconds:.1f}s; disconnecting", seconds=silent)
+            self._timers.pop("silence", None)
+            self.transport.abortConnection()
+            return
+        self._schedule("silence", limit - silent, self._silence_check)
+
+    # Server-initiated shutdown
+
+    def server_shutdown(self, deadline):
+        """
+        Tell the client the server is stopping, answer what was received,
+        refuse what comes later, and close once the lane is empty. Fires
+        when this session is closed.
+        """
+        closed = Deferred()
+        self.hub.when_gone(self, closed)
+        if self.state is State.AWAITING_HELLO:
+            self._close()
+            return closed
+        if self.state is State.READY:
+            self._enter(State.DRAINING)
+            payload = SHUTDOWN.encode(
+                {
+                    "reason": ShutdownReason.SERVER_STOPPING,
+                    "deadline_ms": int(deadline * 1000),
+                    "message": "tradehub is stopping",
+                }
+            )
+            self._send(MessageType.SHUTDOWN, payload)
+            self._lane.when_idle().addCallback(lambda _: self._close())
+        self._schedule("deadline", deadline, self._deadline_passed)
+        return closed
+
+    def _deadline_passed(self):
+        self._timers.pop("deadline", None)
+        if self.state is State.CLOSED or self._lane is None:
+            return
+        pending = self._lane.discard_pending()
+        if pending:
+            self._log("warn", "shutdown deadline passed with {count} requests not started", count=len(pending))
+        for task in pending:
+            self._answer(task, ProtocolError(ErrorCode.SHUTTING_DOWN, "the shutdown deadline passed before this request ran"))
+        self._lane.when_idle().addCallback(lambda _: self._close())
+
+    # Writing and closing
+
+    def _send(self, message_type, payload=b"", request_id=0, flags=0):
+        self._last_sent = self.clock.seconds()
+        self.transport.write(encode_frame(message_type, payload, request_id, flags=flags))
+
+    def _send_error(self, error, request_id):
+        payload = ERROR.encode({"code": error.code, "row_index": error.row_index, "message": error.message[:4000]})
+        self._send(MessageType.ERROR, payload, request_id)
+
+    def _fail_and_close(self, error, request_id):
+        self._log("warn", "{code}: {message}; closing", code=error.code.name, message=error.message)
+        self._send_error(error, request_id)
+        self._close()
+
+    def _close(self):
+        if self.state is State.CLOSED:
+            return
+        self._enter(State.CLOSED)
+        self.transport.unregisterProducer()
+        self.transport.loseConnection()
+        self._schedule("abort", CLOSE_GRACE, self.transport.abortConnection)
+
+    def _enter(self, state):
+        if state is self.state:
+            return
+        if state not in _NEXT_STATES[self.state]:
+            raise RuntimeError(f"session cannot go from {self.state.value} to {state.value}")
+        self.state = state
+
+    def _schedule(self, name, delay, call):
+        self._cancel(name)
+        self._timers[name] = self.clock.callLater(max(delay, 0), call)
+
+    def _cancel(self, name):
+        timer = self._timers.pop(name, None)
+        if timer is not None and timer.active():
+            timer.cancel()
+
+
+def _choose_version(low, high):
+    common = [v for v in SUPPORTED_VERSIONS if low <= v <= high]
+    return max(common) if common else None
+
+
+def _describe(address):
+    host = getattr(address, "host", None)
+    if host is None:
+        return str(getattr(address, "name", None) or address)
+    return f"[{host}]:{address.port}" if ":" in host else f"{host}:{address.port}"
+
+
+class HubFactory(Factory):
+    """
+    Shared by every listener: the settings sessions negotiate, the route
+    registry, the live sessions, and the drain used when the daemon stops.
+    """
+
+    noisy = False
+    log = Logger()
+
+    def __init__(self, registry, tokens, clock, *, handshake_timeout, heartbeat_ms, max_frame, max_in_flight):
+        self.registry = registry
+        self._tokens = {Role[name]: token.encode() for name, token in tokens.items()}
+        self.clock = clock
+        self.handshake_timeout = handshake_timeout
+        self.heartbeat_ms = heartbeat_ms
+        self.heartbeat = heartbeat_ms / 1000
+        self.max_frame = max_frame
+        self.max_in_flight = max_in_flight
+        self.low_water = max_in_flight // 2
+        self.sessions = _Sessions()
+        self._session_prefix = secrets.randbits(24) << 40
+        self._session_counter = itertools.count(1)
+
+    def buildProtocol(self, addr):
+        protocol = HubProtocol(self)
+        protocol.factory = self
+        return protocol
+
+    def authenticate(self, role, token):
+        """Constant-time token check; an unknown role is compared too, so it takes as long."""
+        expected = self._tokens.get(role)
+        matches = hmac.compare_digest(token.encode(), expected if expected is not None else b"\0" * 32)
+        return expected is not None and matches
+
+    def next_session_id(self):
+        return self._session_prefix | next(self._session_counter)
+
+    def when_gone(self, session, waiter):
+        self.sessions.notify_when_gone(session, waiter)
+
+    def drain(self, deadline):
+        """
+        Server-initiated shutdown of every session. Fires when every session
+        is closed and every lane has finished its running work.
+        """
+        sessions = list(self.sessions)
+        if sessions:
+            self.log.info("draining {count} sessions (deadline {deadline:g}s)", count=len(sessions), deadline=deadline)
+        return DeferredList([session.server_shutdown(deadline) for session in sessions])
+
+
+class _Sessions:
+    """The live sessions, and who waits for one to be gone."""
+
+    def __init__(self):
+        self._live = set()
+        self._waiters = {}
+
+    def add(self, session):
+        self._live.add(session)
+
+    def discard(self, session):
+        self._live.discard(session)
+        for waiter in self._waiters.pop(session, []):
+            waiter.callback(None)
+
+    def notify_when_gone(self, session, waiter):
+        if session in self._live:
+            self._waiters.setdefault(session, []).append(waiter)
+        else:
+            waiter.callback(None)
+
+    def __iter__(self):
+        return iter(list(self._live))
+
+    def __len__(self):
+        return len(self._live)

@@ -1,0 +1,230 @@
+"""
+The contract's field types as construct codecs, and L{Layout}: an ordered
+list of named fields declared once and used by the decoder, the encoder, the
+protocol document and the C++ header generator.
+"""
+
+import datetime
+import decimal
+import struct
+
+import attrs
+from construct import (
+    Adapter,
+    Bytes,
+    Construct,
+    Float64l,
+    GreedyBytes,
+    Int8ul,
+    Int16ul,
+    Int32sl,
+    Int32ul,
+    Int64sl,
+    Int64ul,
+    PascalString,
+    Prefixed,
+    PrefixedArray,
+    Struct,
+    Terminated,
+)
+
+from .enums import ErrorCode
+from .errors import ProtocolError
+
+I64_MIN, I64_MAX = -(2**63), 2**63 - 1
+# Wide enough that scaling never rounds: a rounded value must be rejected, not stored.
+_EXACT = decimal.Context(prec=200, Emax=10**6, Emin=-(10**6))
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+
+
+@attrs.frozen(order=True)
+class Timestamp:
+    """
+    A UTC instant with nanosecond precision: datetime keeps only
+    microseconds, so the wire value stays an integer count of nanoseconds.
+    """
+
+    ns: int
+
+    @classmethod
+    def from_datetime(cls, moment):
+        if moment.tzinfo is None:
+            raise ValueError("timestamps must be timezone-aware")
+        delta = moment - _EPOCH
+        return cls((delta.days * 86400 + delta.seconds) * 10**9 + delta.microseconds * 1000)
+
+    def to_datetime(self):
+        """The instant as an aware UTC datetime, truncated to microseconds."""
+        return _EPOCH + datetime.timedelta(microseconds=self.ns // 1000)
+
+    def __str__(self):
+        seconds, fraction = divmod(self.ns, 10**9)
+        whole = _EPOCH + datetime.timedelta(seconds=seconds)
+        return f"{whole:%Y-%m-%dT%H:%M:%S}.{fraction:09d}Z"
+
+
+class _Decimal(Adapter):
+    """decimal: an i64 count of 10^-9 units, exact both ways."""
+
+    def _decode(self, obj, context, path):
+        return decimal.Decimal(obj).scaleb(-9)
+
+    def _encode(self, obj, context, path):
+        return decimal_to_units(obj)
+
+
+def decimal_to_units(value):
+    """The i64 count of 10^-9 units for C{value}; ValueError if it does not fit exactly."""
+    value = decimal.Decimal(value)
+    if not value.is_finite():
+        raise ValueError(f"{value} is not a finite decimal")
+    units = value.scaleb(9, context=_EXACT)
+    if units != units.to_integral_value(context=_EXACT):
+        raise ValueError(f"{value} has more than 9 decimal places")
+    units = int(units)
+    if not I64_MIN <= units <= I64_MAX:
+        raise ValueError(f"{value} is outside the decimal range")
+    return units
+
+
+class _Timestamp(Adapter):
+    def _decode(self, obj, context, path):
+        return Timestamp(obj)
+
+    def _encode(self, obj, context, path):
+        return obj.ns
+
+
+class _Bool(Adapter):
+    """bool: u8 0 or 1; anything else is invalid (construct's Flag accepts any byte)."""
+
+    def _decode(self, obj, context, path):
+        if obj > 1:
+            raise ValueError(f"bool byte {obj} is neither 0 nor 1")
+        return obj == 1
+
+    def _encode(self, obj, context, path):
+        if not isinstance(obj, bool):
+            raise ValueError(f"expected a bool, got {obj!r}")
+        return int(obj)
+
+
+class _Optional(Construct):
+    """opt<T>: u8 presence (0 or 1), then T when present; None when absent."""
+
+    def __init__(self, subcon):
+        super().__init__()
+        self.subcon = subcon
+
+    def _parse(self, stream, context, path):
+        present = Int8ul._parsereport(stream, context, path)
+        if present > 1:
+            raise ValueError(f"presence byte {present} is neither 0 nor 1")
+        return self.subcon._parsereport(stream, context, path) if present else None
+
+    def _build(self, obj, stream, context, path):
+        Int8ul._build(0 if obj is None else 1, stream, context, path)
+        if obj is not None:
+            self.subcon._build(obj, stream, context, path)
+        return obj
+
+    def _sizeof(self, context, path):
+        raise NotImplementedError("opt<T> has no fixed size")
+
+
+@attrs.frozen
+class WireType:
+    """A field type of the contract: its name, its codec and what it maps to."""
+
+    name: str
+    construct: object = attrs.field(repr=False, eq=False)
+    size: int = None
+    python: str = ""
+    item: "WireType" = None
+
+
+def _fixed(name, construct, python):
+    return WireType(name, construct, construct.sizeof(), python)
+
+
+u8 = _fixed("u8", Int8ul, "int")
+u16 = _fixed("u16", Int16ul, "int")
+u32 = _fixed("u32", Int32ul, "int")
+u64 = _fixed("u64", Int64ul, "int")
+i32 = _fixed("i32", Int32sl, "int")
+i64 = _fixed("i64", Int64sl, "int")
+f64 = _fixed("f64", Float64l, "float")
+boolean = WireType("bool", _Bool(Int8ul), 1, "bool")
+timestamp = WireType("timestamp", _Timestamp(Int64sl), 8, "Timestamp (ns since the epoch, UTC)")
+decimal_ = WireType("decimal", _Decimal(Int64sl), 8, "decimal.Decimal (exact, 9 places)")
+string = WireType("str", PascalString(Int16ul, "utf8"), None, "str (strict UTF-8, at most 65535 bytes)")
+text = WireType("text", PascalString(Int32ul, "utf8"), None, "str (strict UTF-8)")
+blob = WireType("bytes", Prefixed(Int32ul, GreedyBytes), None, "bytes")
+
+
+def opt(item):
+    return WireType(f"opt<{item.name}>", _Optional(item.construct), None, f"{item.python} or None", item)
+
+
+def list_of(item):
+    return WireType(f"list<{item.name}>", PrefixedArray(Int32ul, item.construct), None, f"list of {item.python}", item)
+
+
+def fixed_bytes(size):
+    return WireType(f"bytes[{size}]", Bytes(size), size, "bytes")
+
+
+@attrs.frozen
+class Field:
+    name: str
+    type: WireType
+    doc: str = ""
+
+
+class Layout:
+    """
+    A payload layout: named fields in wire order, compiled once. Decoding
+    rejects trailing bytes; both directions raise L{ProtocolError}.
+    """
+
+    def __init__(self, name, fields, cls=None, doc=""):
+        self.name = name
+        self.fields = tuple(fields)
+        self.cls = cls
+        self.doc = doc
+        self.struct = Struct(*(f.name / f.type.construct for f in self.fields), Terminated)
+        self._codec = self.struct.compile()
+        self._names = tuple(f.name for f in self.fields)
+
+    @property
+    def size(self):
+        """The fixed byte size, or None when a field is variable."""
+        sizes = [f.type.size for f in self.fields]
+        return None if None in sizes else sum(sizes)
+
+    def decode(self, data):
+        try:
+            parsed = self._codec.parse(data)
+        except Exception as error:
+            raise ProtocolError(ErrorCode.MALFORMED_PAYLOAD, f"{self.name}: {_reason(error)}") from None
+        values = {name: parsed[name] for name in self._names}
+        return self.cls(**values) if self.cls is not None else values
+
+    def encode(self, value):
+        values = value if isinstance(value, dict) else {n: getattr(value, n) for n in self._names}
+        try:
+            return self._codec.build(values)
+        except Exception as error:
+            raise ProtocolError(ErrorCode.VALIDATION_FAILED, f"{self.name}: {_reason(error)}") from None
+
+
+def _reason(error):
+    text = str(error).strip().splitlines()
+    reason = text[-1] if text else type(error).__name__
+    if isinstance(error, UnicodeError):
+        return "invalid UTF-8"
+    if isinstance(error, struct.error) or "stream read less than specified amount" in reason or "could not read enough bytes" in reason:
+        return "payload ended early"
+    if "expected end of stream" in reason:
+        return "trailing bytes after the payload"
+    return reason
