@@ -18,7 +18,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
 docs: $(STAMP)
-	$(BIN)/python -m tradehub.docs
+	$(BIN)/python -m tradehub.protocol.doc
 
 # The repo root goes on the venv's sys.path through a .pth file, so that
 # `twistd` finds twisted/plugins/ and `tap` without installing the package.

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import psutil
 
-from .support import ROOT, TWISTD, free_port
+from .support import TWISTD, free_port
 
 TOKENS = {"TRADEHUB_FRONTEND_TOKEN": "frontend-secret-token", "TRADEHUB_ML_TOKEN": "ml-secret-token"}
 
@@ -111,4 +111,3 @@ def process_alive(pid, grace=5.0):
         time.sleep(0.05)
 
 
-__all__ = ["Daemon", "ROOT", "postgres_pid", "process_alive"]

@@ -528,17 +528,22 @@ class ShutdownTests(SessionCase):
         self.hub.lose()
         self.successResultOf(done)
 
-    def test_deadline_answers_unstarted_requests_with_shutting_down(self):
+    def test_deadline_refuses_unstarted_requests_after_the_running_one_is_answered(self):
         for i in (1, 2, 3):
             self.hub.send(wire.request(SQLCommand.INSERT, SQLTable.MARKET_TICK, notes(str(i)), i))
         done = self.hub.factory.drain(2)
         self.hub.frames()
         self.hub.clock.advance(2)
-        frames = [(h, e) for h, e in self.hub.frames() if h.type != MessageType.HEARTBEAT]
-        self.assertEqual([(h.request_id, ErrorCode(e.code)) for h, e in frames], [(2, ErrorCode.SHUTTING_DOWN), (3, ErrorCode.SHUTTING_DOWN)])
+        self.assertEqual([h.type for h, _ in self.hub.frames()], [MessageType.HEARTBEAT])
         self.assertFalse(self.hub.transport.disconnecting, "the running request must finish first")
         self.controller.calls[0][1].callback([b"1"])
-        self.assertEqual([h.request_id for h, _ in self.hub.frames()], [1])
+        frames = self.hub.frames()
+        self.assertEqual(
+            [(h.request_id, h.type) for h, _ in frames],
+            [(1, MessageType.RESPONSE), (2, MessageType.ERROR), (3, MessageType.ERROR)],
+        )
+        self.assertEqual({ErrorCode(e.code) for _, e in frames[1:]}, {ErrorCode.SHUTTING_DOWN})
+        self.assertEqual(len(self.controller.calls), 1, "refused requests must not run")
         self.assertTrue(self.hub.transport.disconnecting)
         self.hub.lose()
         self.successResultOf(done)

@@ -2,7 +2,7 @@
 
 from tradehub.protocol.enums import MessageType, Role, ShutdownReason
 from tradehub.protocol.framing import FrameDecoder
-from tradehub.protocol.messages import ERROR, HELLO, HELLO_ACK, SESSION_LAYOUTS, SHUTDOWN, encode_frame
+from tradehub.protocol.messages import HELLO, SESSION_LAYOUTS, SHUTDOWN, encode_frame
 
 FRONTEND_TOKEN = "frontend-token"
 ML_TOKEN = "ml-token"
@@ -44,4 +44,3 @@ class Reader:
         return frames
 
 
-__all__ = ["ERROR", "HELLO_ACK", "Reader", "hello", "request", "shutdown", "heartbeat"]

@@ -59,6 +59,15 @@ class Lane:
         self._queue.append(task)
         self._wake()
 
+    def fail_pending(self, error):
+        """
+        Answer every task not started yet with C{error}, in its turn: after
+        whatever is running, so answers stay in order. Returns how many.
+        """
+        for task in self._queue:
+            task.error = error
+        return len(self._queue)
+
     def discard_pending(self):
         """Remove and return the tasks not started yet."""
         pending = list(self._queue)

@@ -378,11 +378,11 @@ class HubProtocol(Protocol):
         self._timers.pop("deadline", None)
         if self.state is State.CLOSED or self._lane is None:
             return
-        pending = self._lane.discard_pending()
-        if pending:
-            self._log("warn", "shutdown deadline passed with {count} requests not started", count=len(pending))
-        for task in pending:
-            self._answer(task, ProtocolError(ErrorCode.SHUTTING_DOWN, "the shutdown deadline passed before this request ran"))
+        refused = self._lane.fail_pending(
+            ProtocolError(ErrorCode.SHUTTING_DOWN, "the shutdown deadline passed before this request ran")
+        )
+        if refused:
+            self._log("warn", "shutdown deadline passed with {count} requests not started", count=refused)
         self._lane.when_idle().addCallback(lambda _: self._close())
 
     # Writing and closing

@@ -1,0 +1,114 @@
+"""
+Compiled construct codecs against hand-written struct codecs of the same
+layouts, in one process: encode and decode rates and their ratio.
+
+    .venv/bin/python bench/codec.py [--seconds 1.0] [--json out.json]
+"""
+
+import argparse
+import decimal
+import json
+import struct
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tradehub.protocol.messages import HEADER, Header  # noqa: E402
+from tradehub.protocol.wire import Field, Layout, Timestamp, boolean, decimal_, string, timestamp  # noqa: E402
+
+TICK = Layout(
+    "tick-like row",
+    [
+        Field("symbol", string),
+        Field("ts", timestamp),
+        Field("price", decimal_),
+        Field("size", decimal_),
+        Field("is_trade", boolean),
+    ],
+)
+
+_HEADER = struct.Struct("<HBBBBHQ")
+_U16 = struct.Struct("<H")
+_TICK_TAIL = struct.Struct("<qqqB")
+_SCALE = decimal.Decimal(1).scaleb(9)
+
+
+def header_encode(h):
+    return _HEADER.pack(h["magic"], h["version"], h["type"], h["command"], h["table"], h["flags"], h["request_id"])
+
+
+def header_decode(data):
+    return Header(*_HEADER.unpack(data))
+
+
+def tick_encode(row):
+    symbol = row["symbol"].encode()
+    return (
+        _U16.pack(len(symbol))
+        + symbol
+        + _TICK_TAIL.pack(row["ts"].ns, int(row["price"] * _SCALE), int(row["size"] * _SCALE), int(row["is_trade"]))
+    )
+
+
+def tick_decode(data):
+    (length,) = _U16.unpack_from(data)
+    symbol = data[2 : 2 + length].decode()
+    ts, price, size, is_trade = _TICK_TAIL.unpack_from(data, 2 + length)
+    return {
+        "symbol": symbol,
+        "ts": Timestamp(ts),
+        "price": decimal.Decimal(price).scaleb(-9),
+        "size": decimal.Decimal(size).scaleb(-9),
+        "is_trade": is_trade == 1,
+    }
+
+
+def rate(function, argument, seconds):
+    """Calls per second of function(argument), over about C{seconds}."""
+    count = 0
+    batch = 1000
+    start = time.perf_counter()
+    while True:
+        for _ in range(batch):
+            function(argument)
+        count += batch
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds:
+            return count / elapsed
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=1.0, help="time per measurement")
+    parser.add_argument("--json", help="also write the figures to this file")
+    options = parser.parse_args(argv)
+
+    header = {"magic": 0x4854, "version": 1, "type": 3, "command": 1, "table": 6, "flags": 0, "request_id": 42}
+    tick = {"symbol": "AAPL", "ts": Timestamp(1_700_000_000_123_456_789), "price": decimal.Decimal("189.120000001"), "size": decimal.Decimal("100"), "is_trade": True}
+    cases = [
+        ("header (16 B)", HEADER, header, header_encode, header_decode),
+        ("tick-like row", TICK, tick, tick_encode, tick_decode),
+    ]
+    results = []
+    print(f"{'layout':<16} {'op':<7} {'construct/s':>13} {'struct/s':>13} {'ratio':>7}")
+    for name, layout, value, encode, decode in cases:
+        encoded = layout.encode(value)
+        assert encoded == encode(value), f"{name}: the two codecs disagree"
+        assert layout.decode(encoded) == decode(encoded), f"{name}: the two codecs disagree"
+        for op, compiled, baseline, argument in (
+            ("encode", layout.encode, encode, value),
+            ("decode", layout.decode, decode, encoded),
+        ):
+            ours = rate(compiled, argument, options.seconds)
+            theirs = rate(baseline, argument, options.seconds)
+            results.append({"layout": name, "op": op, "construct_per_s": ours, "struct_per_s": theirs, "ratio": ours / theirs})
+            print(f"{name:<16} {op:<7} {ours:>13,.0f} {theirs:>13,.0f} {ours / theirs:>6.2f}x")
+    if options.json:
+        Path(options.json).write_text(json.dumps(results, indent=2))
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""A hub listening on a real loopback port in the test process, on a real database."""
+
+import attrs
+from twisted.internet import reactor
+from twisted.internet.endpoints import serverFromString
+
+from tradehub.dispatch import Registry, Route
+from tradehub.protocol.enums import SQLCommand, SQLTable
+from tradehub.protocol.session import HubFactory
+from tradehub.protocol.wire import Field, Layout, list_of, string, u32
+
+from . import wire
+from .support import fresh_database, make_pool
+
+
+@attrs.frozen
+class LiveHub:
+    port: int
+    factory: object
+    pool: object
+    dsn: str
+
+
+async def start_hub(test, build_registry, **settings):
+    """
+    Listen on 127.0.0.1:0 with C{build_registry(pool)}'s routes. Clean-up
+    stops listening, drains the sessions, then closes the pool.
+    """
+    dsn = await fresh_database(test)
+    pool = make_pool(dsn, size_min=2, size_max=8)
+    await pool.start()
+    test.addCleanup(pool.close)
+    options = dict(handshake_timeout=5, heartbeat_ms=5000, max_frame=1 << 20, max_in_flight=256)
+    options.update(settings)
+    factory = HubFactory(build_registry(pool), wire.TOKENS, reactor, **options)
+    port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(factory)
+    test.addCleanup(factory.drain, 2)
+    test.addCleanup(port.stopListening)
+    return LiveHub(port.getHost().port, factory, pool, dsn)
+
+
+# A stand-in table for protocol tests: an atomic multi-row insert whose rows
+# the database itself may refuse, so a partial write would be visible.
+NOTES_TABLE = (
+    "CREATE TABLE fuzz_notes (batch text, idx int, size int, note text NOT NULL CHECK (note <> ''),"
+    " PRIMARY KEY (batch, idx))"
+)
+
+BATCH = Layout("fuzz batch", [Field("batch", string), Field("notes", list_of(string))])
+COUNT = Layout("fuzz count", [Field("rows", u32)])
+
+
+def notes_registry(pool):
+    """An atomic multi-row insert whose rows the database may refuse one by one."""
+
+    async def insert(value):
+        async def write(cursor):
+            for index, note in enumerate(value["notes"]):
+                await cursor.execute(
+                    "INSERT INTO fuzz_notes (batch, idx, size, note) VALUES (%s, %s, %s, %s)",
+                    (value["batch"], index, len(value["notes"]), note),
+                )
+
+        await pool.transaction(write)
+        return [COUNT.encode({"rows": len(value["notes"])})]
+
+    async def count(value):
+        rows = await pool.query("SELECT count(*) FROM fuzz_notes WHERE batch = %s", (value["batch"],))
+        return [COUNT.encode({"rows": rows[0][0]})]
+
+    return Registry(
+        [
+            Route(SQLCommand.INSERT, SQLTable.MARKET_TICK, BATCH, insert),
+            Route(SQLCommand.SELECT, SQLTable.MARKET_TICK, BATCH, count),
+        ]
+    )

@@ -1,0 +1,104 @@
+"""
+A blocking client for ordinary synchronous Python (ML trainers, scripts):
+plain sockets, the protocol package's own layouts, typed errors.
+"""
+
+import socket
+
+from ..protocol.enums import FLAG_MORE, MessageType, Role, ShutdownReason
+from ..protocol.framing import FrameDecoder
+from ..protocol.messages import ERROR, HELLO, HELLO_ACK, SHUTDOWN, SHUTDOWN_ACK, encode_frame
+from .errors import HubError, raise_for_error
+
+
+class BlockingClient:
+    """
+    One connection to the hub. Use as a context manager: leaving it sends
+    SHUTDOWN, waits for SHUTDOWN_ACK and closes.
+    """
+
+    def __init__(self, host, port, role, token, client_name="python-blocking", timeout=30.0):
+        self.role = Role(role)
+        self._socket = socket.create_connection((host, port), timeout=timeout)
+        self._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._decoder = FrameDecoder(1 << 31)
+        self._frames = []
+        self._next_id = 1
+        self.session = self._handshake(client_name, token)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def _handshake(self, client_name, token):
+        payload = HELLO.encode(
+            {"role": self.role, "min_version": 1, "max_version": 1, "client_name": client_name, "token": token}
+        )
+        self._socket.sendall(encode_frame(MessageType.HELLO, payload))
+        header, payload = self.read_frame()
+        if header.type == MessageType.ERROR:
+            raise_for_error(ERROR.decode(payload))
+        if header.type != MessageType.HELLO_ACK:
+            raise HubError(0, f"expected HELLO_ACK, got message type {header.type}")
+        return HELLO_ACK.decode(payload)
+
+    def next_request_id(self):
+        request_id, self._next_id = self._next_id, self._next_id + 1
+        return request_id
+
+    def send_request(self, command, table, payload, request_id=None):
+        """Send one REQUEST without waiting; returns its request_id."""
+        request_id = request_id or self.next_request_id()
+        self._socket.sendall(encode_frame(MessageType.REQUEST, payload, request_id, command=command, table=table))
+        return request_id
+
+    def read_frame(self):
+        """The next frame other than HEARTBEAT, as (header, payload)."""
+        while True:
+            while not self._frames:
+                data = self._socket.recv(65536)
+                if not data:
+                    raise ConnectionError("the hub closed the connection")
+                self._frames.extend(self._decoder.feed(data))
+            frame = self._frames.pop(0)
+            if frame.header.type != MessageType.HEARTBEAT:
+                return frame.header, frame.payload
+
+    def read_answer(self, request_id):
+        """
+        The RESPONSE payloads answering request_id (several when chunked), or
+        the hub's ERROR raised as a typed exception.
+        """
+        payloads = []
+        while True:
+            header, payload = self.read_frame()
+            if header.request_id != request_id:
+                raise HubError(0, f"answer for request {header.request_id} while waiting for {request_id}")
+            if header.type == MessageType.ERROR:
+                raise_for_error(ERROR.decode(payload))
+            payloads.append(payload)
+            if not header.flags & FLAG_MORE:
+                return payloads
+
+    def call(self, command, table, payload):
+        """One request, its answer."""
+        return self.read_answer(self.send_request(command, table, payload))
+
+    def heartbeat(self):
+        self._socket.sendall(encode_frame(MessageType.HEARTBEAT))
+
+    def close(self):
+        """Clean shutdown: SHUTDOWN, wait for SHUTDOWN_ACK, close. Returns the ack."""
+        try:
+            payload = SHUTDOWN.encode({"reason": ShutdownReason.CLIENT_DONE, "deadline_ms": 10000, "message": "done"})
+            self._socket.sendall(encode_frame(MessageType.SHUTDOWN, payload))
+            while True:
+                header, payload = self.read_frame()
+                if header.type == MessageType.SHUTDOWN_ACK:
+                    return SHUTDOWN_ACK.decode(payload)
+        except (ConnectionError, OSError):
+            return None
+        finally:
+            self._socket.close()

@@ -1,0 +1,305 @@
+"""
+Generate docs/protocol.md from the codec definitions, so that the document
+and the code cannot drift: `python -m tradehub.protocol.doc [--check]`.
+"""
+
+import sys
+from pathlib import Path
+
+from . import permissions
+from .enums import (
+    DEFAULT_MAX_FRAME,
+    ENVELOPE_VERSION,
+    FLAG_MORE,
+    HEADER_SIZE,
+    MAGIC,
+    ErrorCode,
+    MessageType,
+    Role,
+    ShutdownReason,
+    SQLCommand,
+    SQLTable,
+)
+from .messages import ERROR, HEADER, HELLO, HELLO_ACK, SHUTDOWN, SHUTDOWN_ACK, encode_frame
+from .tables import TABLE_SPECS
+from .wire import blob, boolean, decimal_, f64, i32, i64, string, text, timestamp, u8, u16, u32, u64
+
+OUTPUT = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
+
+DIRECTIONS = {
+    MessageType.HELLO: ("client → server", "HELLO"),
+    MessageType.HELLO_ACK: ("server → client", "HELLO_ACK"),
+    MessageType.REQUEST: ("client → server", "the table's request layout for the header's command"),
+    MessageType.RESPONSE: ("server → client", "the table's response layout"),
+    MessageType.ERROR: ("server → client", "ERROR"),
+    MessageType.HEARTBEAT: ("both", "empty"),
+    MessageType.SHUTDOWN: ("both", "SHUTDOWN"),
+    MessageType.SHUTDOWN_ACK: ("both", "SHUTDOWN_ACK"),
+    MessageType.SUBSCRIBE: ("client → server", "reserved: answered with ERROR UNKNOWN_TYPE in v1"),
+    MessageType.EVENT: ("server → client", "reserved: never sent in v1"),
+}
+
+WHEN_SENT = {
+    ErrorCode.BAD_FRAME: "length below 16, bad magic, or a version byte other than 1",
+    ErrorCode.UNSUPPORTED_VERSION: "the HELLO's version range does not include 1",
+    ErrorCode.NOT_HANDSHAKEN: "a first frame other than HELLO, or no complete HELLO within the handshake timeout",
+    ErrorCode.AUTH_FAILED: "unknown role, or a token that does not match the role's",
+    ErrorCode.PERMISSION_DENIED: "a write to a table outside the role's side (see the matrix)",
+    ErrorCode.UNKNOWN_TYPE: "a message type that is unknown, reserved (SUBSCRIBE) or only sent by servers",
+    ErrorCode.UNKNOWN_TABLE: "a table byte outside 1..11",
+    ErrorCode.UNKNOWN_COMMAND: "a command byte outside 1..5",
+    ErrorCode.MALFORMED_PAYLOAD: "the payload does not decode: short, trailing bytes, bad UTF-8, bool or presence byte not 0/1",
+    ErrorCode.VALIDATION_FAILED: "a value breaks a rule; the message names the field and rule, row_index the row",
+    ErrorCode.NOT_FOUND: "a referenced or updated row does not exist",
+    ErrorCode.CONFLICT: "a uniqueness rule (for example client_order_id) is already taken",
+    ErrorCode.BUSY: "not sent by v1 servers: a full connection is slowed by backpressure instead",
+    ErrorCode.DB_UNAVAILABLE: "PostgreSQL stayed unreachable through every retry, or a COMMIT's outcome is unknown",
+    ErrorCode.SHUTTING_DOWN: "a request that arrived after SHUTDOWN, or was still queued at the drain deadline",
+    ErrorCode.FRAME_TOO_LARGE: "a length above the negotiated max_frame",
+    ErrorCode.INTERNAL: "a bug, or a table whose command is not implemented yet",
+}
+
+FIELD_TYPES = [u8, u16, u32, u64, i32, i64, f64, boolean, string, text, blob, timestamp, decimal_]
+FIELD_ENCODINGS = {
+    "bool": "u8, 0 or 1; anything else is MALFORMED_PAYLOAD",
+    "str": "u16 byte length, then strict UTF-8",
+    "text": "u32 byte length, then strict UTF-8",
+    "bytes": "u32 byte length, then raw bytes",
+    "timestamp": "i64 nanoseconds since 1970-01-01T00:00:00Z",
+    "decimal": "i64 count of 10^-9 units (1.5 is 1500000000)",
+}
+
+
+def _table(headings, rows):
+    lines = ["| " + " | ".join(headings) + " |", "|" + "---|" * len(headings)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def layout_table(layout):
+    """Fields with their byte offsets while the layout is fixed, '+' after the first variable field."""
+    rows = []
+    offset = 0
+    for field in layout.fields:
+        rows.append((offset if offset is not None else "+", f"`{field.name}`", f"`{field.type.name}`", field.doc))
+        if offset is not None and field.type.size is not None:
+            offset += field.type.size
+        else:
+            offset = None
+    return _table(("offset", "field", "type", "meaning"), rows)
+
+
+def _enum(enum, extra=None):
+    return _table(("value", "name") + ((extra[0],) if extra else ()), [
+        (member.value, member.name) + ((extra[1](member),) if extra else ()) for member in enum
+    ])
+
+
+def _hex(frame):
+    return "\n".join(frame[i : i + 16].hex(" ") for i in range(0, len(frame), 16))
+
+
+def _example(title, frame, explanation):
+    return f"{title} ({len(frame)} bytes):\n\n```\n{_hex(frame)}\n```\n\n{explanation}\n"
+
+
+def _session_examples():
+    hello = encode_frame(
+        MessageType.HELLO,
+        HELLO.encode({"role": Role.ML, "min_version": 1, "max_version": 1, "client_name": "ml-1", "token": "s3cret"}),
+    )
+    body = len(hello) - 4
+    return _example(
+        "HELLO from an ML module named `ml-1` with token `s3cret`",
+        hello,
+        f"`{body.to_bytes(4, 'little').hex(' ')}`: body length {body}. `54 48`: magic. `01`: version 1. `01`: HELLO. `00 00`: no command or "
+        "table. `00 00`: flags. `00 … 00`: request_id 0. Payload: `02` role ML, `01` `01` versions 1..1, "
+        "`04 00` + `ml-1`, `06 00` + `s3cret`."
+    )
+
+
+def _table_sections():
+    if not TABLE_SPECS:
+        return "No table layout is declared yet: every REQUEST for a defined table answers ERROR INTERNAL \"not implemented\".\n"
+    parts = []
+    for spec in TABLE_SPECS.values():
+        parts.append(spec.document(layout_table))
+    return "\n".join(parts)
+
+
+def _request_example():
+    if not TABLE_SPECS:
+        return ""
+    spec = next(iter(TABLE_SPECS.values()))
+    request, response = spec.example()
+    return (
+        _example(f"REQUEST: {request[0]}", request[1], request[2])
+        + "\n"
+        + _example(f"RESPONSE to it: {response[0]}", response[1], response[2])
+    )
+
+
+def render():
+    matrix_rows = [
+        (f"{table.value} {table.name}", *(" ".join(c.name for c in commands[role]) for role in Role))
+        for table, commands in permissions.matrix()
+    ]
+    return f"""# tradehub wire protocol v{ENVELOPE_VERSION}
+
+Generated by `python -m tradehub.protocol.doc` from the codec definitions in `tradehub/protocol/`; a
+test fails when this file differs from what that command writes. The envelope is fixed by the
+contract (`shared/specs/wire-envelope.md`); this document adds the per-table layouts and every
+decision the contract leaves to the server.
+
+All integers are little-endian. Offsets are in bytes; `+` marks a field whose offset depends on
+the variable-length fields before it.
+
+## Frame
+
+```
+frame := length:u32 body[length]
+body  := header ({HEADER_SIZE} bytes) payload (length - {HEADER_SIZE} bytes)
+```
+
+`length` counts the body only. A length below {HEADER_SIZE} is BAD_FRAME; above the negotiated
+`max_frame` (default {DEFAULT_MAX_FRAME}) it is FRAME_TOO_LARGE. The length is checked before
+any of the body is buffered, and the magic and version byte as soon as the header's first bytes
+are in: in every case the server sends ERROR and closes.
+
+## Header
+
+{layout_table(HEADER)}
+
+Magic is 0x{MAGIC:04x}. Flags: bit 0 (0x{FLAG_MORE:04x}) MORE, set on every RESPONSE frame of a
+chunked result but the last. The server ignores flags on frames it receives.
+
+## Message types
+
+{_table(("value", "name", "direction", "payload"), [(t.value, t.name, *DIRECTIONS[t]) for t in MessageType])}
+
+## Enumerations
+
+### SQLCommand
+
+{_enum(SQLCommand, ("writes", lambda c: "yes" if c.writes else "no"))}
+
+### SQLTable
+
+{_enum(SQLTable)}
+
+### Role
+
+{_enum(Role)}
+
+### ShutdownReason
+
+{_enum(ShutdownReason)}
+
+## Field types
+
+{_table(("type", "encoding", "Python value"), [(f"`{t.name}`", FIELD_ENCODINGS.get(t.name, f"{t.size}-byte little-endian"), t.python) for t in FIELD_TYPES])}
+
+`opt<T>`: u8 presence (0 absent, 1 present; anything else is MALFORMED_PAYLOAD), then T when
+present. `list<T>`: u32 count, then the items. A payload with bytes left over after its last field
+is MALFORMED_PAYLOAD. Money, prices and quantities are always `decimal`, never `f64`.
+
+## Session
+
+### HELLO (client → server, the first frame)
+
+{layout_table(HELLO)}
+
+### HELLO_ACK
+
+{layout_table(HELLO_ACK)}
+
+### ERROR
+
+{layout_table(ERROR)}
+
+### SHUTDOWN
+
+{layout_table(SHUTDOWN)}
+
+### SHUTDOWN_ACK
+
+{layout_table(SHUTDOWN_ACK)}
+
+### Handshake
+
+The first frame must be HELLO; anything else is answered with ERROR NOT_HANDSHAKEN and the
+connection closes. A HELLO whose payload does not decode is answered with MALFORMED_PAYLOAD and
+the connection closes (there is no session to keep open). The version is checked before the
+token: no common version gives UNSUPPORTED_VERSION, an unknown role or wrong token AUTH_FAILED,
+both followed by close. The token is compared in constant time and never logged. Both roles may
+connect to either listener; the role decides what the session may do. `session_id` is unique per
+connection (a random per-process prefix and a counter).
+
+### Requests, ordering and backpressure
+
+Requests of one connection run in arrival order and are answered in that order, errors included
+(an ERROR for request n is never sent before the answers to requests 1..n-1). Consecutive one-row
+INSERTs (or UPSERTs) of the same table may be executed together in one transaction; each still
+gets its own RESPONSE, and if the group fails each request is retried alone so that each gets
+its own correct answer. When `max_in_flight` requests are unanswered the server stops reading the
+connection and resumes once at most half that many remain; when the connection's send buffer is
+full (the client is not reading), the server stops executing its requests until it drains. A
+flooding client slows only itself.
+
+### Heartbeats
+
+Each side sends HEARTBEAT (request_id 0, empty payload) when it has sent nothing else for
+`heartbeat_ms`. The server disconnects a peer from which it has received nothing for three
+intervals. Work of a lost connection: the request running at that moment finishes (its
+transaction commits or rolls back whole); requests not yet started are not executed. A request is
+thus executed if and only if it was answered, or was running when the connection was lost.
+
+### Shutdown
+
+Client-initiated: after SHUTDOWN the server answers every request received before it, answers
+any later request with ERROR SHUTTING_DOWN, then sends SHUTDOWN_ACK (`completed` = requests
+answered since the SHUTDOWN) and closes. Server-initiated (the daemon stops): the listeners stop
+accepting, every session gets SHUTDOWN (reason SERVER_STOPPING, the drain deadline in
+`deadline_ms`), requests already received are answered, later ones get SHUTTING_DOWN, and each
+connection closes once its queue is empty. At the deadline, requests not started get
+SHUTTING_DOWN; the one running is allowed to finish and is answered. A client's SHUTDOWN_ACK is
+accepted and needs no answer. The database pool closes only after every session is drained.
+
+## Errors
+
+{_table(("code", "name", "after it", "when the server sends it"), [(c.value, c.name, "connection closed" if c.closes else "stays open", WHEN_SENT[c]) for c in ErrorCode])}
+
+Every failed request gets exactly one ERROR, with its request_id, instead of its RESPONSE.
+Framing and handshake errors carry request_id 0 unless the offending frame had one.
+
+## Permissions
+
+Each role reads every table and writes only its own side's tables: a write outside them is
+PERMISSION_DENIED.
+
+{_table(("table", *(f"{role.name} may" for role in Role)), matrix_rows)}
+
+## Tables
+
+{_table_sections()}
+## Worked examples
+
+{_session_examples()}
+{_request_example()}"""
+
+
+def main(argv):
+    document = render()
+    if "--check" in argv:
+        if not OUTPUT.exists() or OUTPUT.read_text() != document:
+            print(f"{OUTPUT} is out of date: run python -m tradehub.protocol.doc", file=sys.stderr)
+            return 1
+        return 0
+    OUTPUT.parent.mkdir(exist_ok=True)
+    OUTPUT.write_text(document)
+    print(f"wrote {OUTPUT}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
