@@ -62,11 +62,11 @@ def notes_registry(pool):
                 )
 
         await pool.transaction(write)
-        return [COUNT.encode({"rows": len(value["notes"])})]
+        return COUNT.encode({"rows": len(value["notes"])})
 
     async def count(value):
         rows = await pool.query("SELECT count(*) FROM fuzz_notes WHERE batch = %s", (value["batch"],))
-        return [COUNT.encode({"rows": rows[0][0]})]
+        return COUNT.encode({"rows": rows[0][0]})
 
     return Registry(
         [

@@ -31,10 +31,15 @@ from tradehub.protocol.wire import Field, Layout, list_of, string
 from . import wire
 
 NOTES = Layout("notes", [Field("notes", list_of(string))])
+BIG_NOTES = [f"part {i:04d}" * 50 for i in range(30)]
 
 
 def notes(*items):
     return NOTES.encode({"notes": list(items)})
+
+
+# How many frames of max_frame 4096 the big answer takes.
+BIG_FRAMES = -(-len(notes(*BIG_NOTES)) // (4096 - 16))
 
 
 class Controller:
@@ -53,16 +58,16 @@ class Controller:
     def handle_now(self, value):
         if "bad" in value["notes"]:
             raise ProtocolError(ErrorCode.VALIDATION_FAILED, "note 'bad' is not allowed", row_index=value["notes"].index("bad"))
-        return succeed([notes(*value["notes"])])
+        return succeed(notes(*value["notes"]))
 
     def handle_group(self, values):
         self.groups.append([v["notes"] for v in values])
         if self.fail_group:
             raise ProtocolError(ErrorCode.VALIDATION_FAILED, "group failed")
-        return succeed([[notes(*v["notes"])] for v in values])
+        return succeed([notes(*v["notes"]) for v in values])
 
     def chunks(self, value):
-        return succeed([notes("part", str(i)) for i in range(3)])
+        return succeed(notes(*BIG_NOTES))
 
     def registry(self):
         return Registry(
@@ -261,7 +266,7 @@ class RequestErrorTests(SessionCase):
         hub.send(wire.request(SQLCommand.SELECT, SQLTable.TRADE, notes(), request_id=2))
         hub.send(wire.request(SQLCommand.INSERT, SQLTable.TRADE, notes("t"), request_id=3))
         frames = hub.frames()
-        self.assertEqual([h.type for h, _ in frames], [MessageType.RESPONSE] + [MessageType.RESPONSE] * 3 + [MessageType.ERROR])
+        self.assertEqual([h.type for h, _ in frames], [MessageType.RESPONSE] * (1 + BIG_FRAMES) + [MessageType.ERROR])
         self.assertEqual(ErrorCode(frames[-1][1].code), ErrorCode.PERMISSION_DENIED)
 
     def test_unknown_type_stays_open(self):
@@ -337,10 +342,10 @@ class OrderingTests(SessionCase):
         for request_id in (1, 2, 3):
             self.hub.send(wire.request(SQLCommand.INSERT, SQLTable.MARKET_TICK, notes(str(request_id)), request_id))
         self.assertEqual(len(self.controller.calls), 1)
-        self.controller.calls[0][1].callback([notes("one")])
+        self.controller.calls[0][1].callback(notes("one"))
         self.assertEqual(len(self.controller.calls), 2)
-        self.controller.calls[1][1].callback([notes("two")])
-        self.controller.calls[2][1].callback([notes("three")])
+        self.controller.calls[1][1].callback(notes("two"))
+        self.controller.calls[2][1].callback(notes("three"))
         frames = self.hub.frames()
         self.assertEqual([h.request_id for h, _ in frames], [1, 2, 3])
 
@@ -348,7 +353,7 @@ class OrderingTests(SessionCase):
         self.hub.send(wire.request(SQLCommand.INSERT, SQLTable.MARKET_TICK, notes("a"), request_id=1))
         self.hub.send(wire.request(SQLCommand.SELECT, 77, b"", request_id=2))
         self.assertEqual(self.hub.frames(), [])
-        self.controller.calls[0][1].callback([notes("a")])
+        self.controller.calls[0][1].callback(notes("a"))
         self.assertEqual([h.request_id for h, _ in self.hub.frames()], [1, 2])
 
     def test_many_frames_in_one_packet(self):
@@ -371,10 +376,13 @@ class OrderingTests(SessionCase):
             self.hub.send(bytes([byte]))
         self.assertEqual([h.request_id for h, _ in self.hub.frames()], [1, 2])
 
-    def test_large_result_is_chunked_with_more_flag(self):
+    def test_large_result_is_split_over_frames_with_more_flag(self):
         self.hub.send(wire.request(SQLCommand.SELECT, SQLTable.TRADE, notes(), request_id=21))
         frames = self.hub.frames()
-        self.assertEqual([(h.request_id, h.flags) for h, _ in frames], [(21, FLAG_MORE), (21, FLAG_MORE), (21, 0)])
+        self.assertEqual([(h.request_id, h.flags) for h, _ in frames], [(21, FLAG_MORE)] * (BIG_FRAMES - 1) + [(21, 0)])
+        self.assertTrue(all(len(p) <= 4096 - 16 for _, p in frames))
+        whole = NOTES.decode(b"".join(p for _, p in frames))
+        self.assertEqual(whole["notes"], BIG_NOTES)
 
 
 class CoalescingTests(SessionCase):
@@ -391,7 +399,7 @@ class CoalescingTests(SessionCase):
 
     def test_consecutive_inserts_are_served_as_one_group_each_answered(self):
         self.queue_behind_a_running_request(5)
-        self.controller.calls[0][1].callback([notes("first")])
+        self.controller.calls[0][1].callback(notes("first"))
         self.assertEqual(self.controller.groups, [[["n0"], ["n1"], ["n2"], ["n3"], ["n4"]]])
         frames = self.hub.frames()
         self.assertEqual([h.request_id for h, _ in frames], [1, 10, 11, 12, 13, 14])
@@ -402,7 +410,7 @@ class CoalescingTests(SessionCase):
         self.hub.send(wire.request(SQLCommand.INSERT, SQLTable.MARKET_TICK, notes("first"), request_id=1))
         for i, note in enumerate(["ok", "bad", "ok2"]):
             self.hub.send(wire.request(SQLCommand.INSERT, SQLTable.TRADE, notes(note), request_id=10 + i))
-        self.controller.calls[0][1].callback([notes("first")])
+        self.controller.calls[0][1].callback(notes("first"))
         frames = self.hub.frames()
         self.assertEqual([(h.request_id, h.type) for h, _ in frames], [
             (1, MessageType.RESPONSE), (10, MessageType.RESPONSE), (11, MessageType.ERROR), (12, MessageType.RESPONSE)
@@ -413,9 +421,9 @@ class CoalescingTests(SessionCase):
         self.hub.send(wire.request(SQLCommand.INSERT, SQLTable.TRADE, notes("a"), request_id=2))
         self.hub.send(wire.request(SQLCommand.SELECT, SQLTable.TRADE, notes(), request_id=3))
         self.hub.send(wire.request(SQLCommand.INSERT, SQLTable.TRADE, notes("b"), request_id=4))
-        self.controller.calls[0][1].callback([notes("first")])
+        self.controller.calls[0][1].callback(notes("first"))
         self.assertEqual(self.controller.groups, [])
-        self.assertEqual([h.request_id for h, _ in self.hub.frames()], [1, 2, 3, 3, 3, 4])
+        self.assertEqual([h.request_id for h, _ in self.hub.frames()], [1, 2] + [3] * BIG_FRAMES + [4])
 
 
 class BackpressureTests(SessionCase):
@@ -434,9 +442,9 @@ class BackpressureTests(SessionCase):
         self.assertEqual(self.hub.transport.producerState, "producing")
         self.send_pending(1)
         self.assertEqual(self.hub.transport.producerState, "paused")
-        self.controller.calls[0][1].callback([b""])
+        self.controller.calls[0][1].callback(b"")
         self.assertEqual(self.hub.transport.producerState, "paused")
-        self.controller.calls[1][1].callback([b""])
+        self.controller.calls[1][1].callback(b"")
         self.assertEqual(self.hub.transport.producerState, "producing")
 
     def test_full_write_buffer_stops_the_lane(self):
@@ -485,7 +493,7 @@ class HeartbeatTests(SessionCase):
         hub.clock.advance(3)
         self.assertTrue(hub.transport.disconnected)
         hub.lose()
-        hub.controller.calls[0][1].callback([b""])
+        hub.controller.calls[0][1].callback(b"")
         self.assertEqual(len(hub.controller.calls), 1, "queued requests must not run after the peer is gone")
         self.assertEqual(len(hub.factory.sessions), 0)
 
@@ -503,8 +511,8 @@ class ShutdownTests(SessionCase):
         self.hub.send(wire.shutdown())
         self.hub.send(wire.request(SQLCommand.INSERT, SQLTable.TRADE, notes("late"), 3))
         self.assertEqual(self.hub.protocol.state, State.DRAINING)
-        self.controller.calls[0][1].callback([b"1"])
-        self.controller.calls[1][1].callback([b"2"])
+        self.controller.calls[0][1].callback(b"1")
+        self.controller.calls[1][1].callback(b"2")
         frames = self.hub.frames()
         self.assertEqual([h.type for h, _ in frames], [
             MessageType.RESPONSE, MessageType.RESPONSE, MessageType.ERROR, MessageType.SHUTDOWN_ACK
@@ -519,7 +527,7 @@ class ShutdownTests(SessionCase):
         [(header, shutdown)] = self.hub.frames()
         self.assertEqual((header.type, shutdown.reason, shutdown.deadline_ms), (MessageType.SHUTDOWN, ShutdownReason.SERVER_STOPPING, 5000))
         self.hub.send(wire.request(SQLCommand.INSERT, SQLTable.TRADE, notes("late"), 2))
-        self.controller.calls[0][1].callback([b"1"])
+        self.controller.calls[0][1].callback(b"1")
         frames = self.hub.frames()
         self.assertEqual([(h.request_id, h.type) for h, _ in frames], [(1, MessageType.RESPONSE), (2, MessageType.ERROR)])
         self.assertEqual(ErrorCode(frames[1][1].code), ErrorCode.SHUTTING_DOWN)
@@ -536,7 +544,7 @@ class ShutdownTests(SessionCase):
         self.hub.clock.advance(2)
         self.assertEqual([h.type for h, _ in self.hub.frames()], [MessageType.HEARTBEAT])
         self.assertFalse(self.hub.transport.disconnecting, "the running request must finish first")
-        self.controller.calls[0][1].callback([b"1"])
+        self.controller.calls[0][1].callback(b"1")
         frames = self.hub.frames()
         self.assertEqual(
             [(h.request_id, h.type) for h, _ in frames],

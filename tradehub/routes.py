@@ -1,11 +1,52 @@
 """
-The routes the daemon serves: every (command, table) with a controller.
-Tables without one answer INTERNAL "not implemented" until the data-model
-work registers them here.
+The routes the daemon serves: the five commands of every table, each bound
+to its table's controller. Consecutive INSERTs of a table may be coalesced.
 """
 
-from .dispatch import Registry
+from .controllers.alpaca import (
+    AccountController,
+    AssetController,
+    OrderController,
+    PositionController,
+    TradeController,
+)
+from .controllers.market import MarketTickController
+from .controllers.ml import (
+    FeatureSetController,
+    IndicatorController,
+    LabeledDataController,
+    ModelController,
+    PredictionController,
+)
+from .dispatch import Registry, Route
+from .protocol.enums import SQLCommand
+
+CONTROLLERS = (
+    AccountController,
+    AssetController,
+    OrderController,
+    PositionController,
+    TradeController,
+    MarketTickController,
+    ModelController,
+    PredictionController,
+    LabeledDataController,
+    FeatureSetController,
+    IndicatorController,
+)
 
 
 def build_registry(pool):
-    return Registry()
+    registry = Registry()
+    for controller in (cls(pool) for cls in CONTROLLERS):
+        spec = controller.spec
+        handlers = {
+            SQLCommand.INSERT: (controller.insert, controller.insert_group),
+            SQLCommand.UPSERT: (controller.upsert, None),
+            SQLCommand.UPDATE: (controller.update, None),
+            SQLCommand.DELETE: (controller.delete, None),
+            SQLCommand.SELECT: (controller.select, None),
+        }
+        for command, (handle, handle_group) in handlers.items():
+            registry.add(Route(command, spec.table, spec.request(command), handle, handle_group))
+    return registry

@@ -5,10 +5,32 @@ plain sockets, the protocol package's own layouts, typed errors.
 
 import socket
 
-from ..protocol.enums import FLAG_MORE, MessageType, Role, ShutdownReason
+import attrs
+
+from ..protocol.enums import FLAG_MORE, HEADER_SIZE, MessageType, Role, ShutdownReason, SQLCommand, SQLTable
 from ..protocol.framing import FrameDecoder
 from ..protocol.messages import ERROR, HELLO, HELLO_ACK, SHUTDOWN, SHUTDOWN_ACK, encode_frame
+from ..protocol.tables import TABLE_SPECS
 from .errors import HubError, raise_for_error
+
+
+@attrs.frozen
+class Result:
+    """A decoded RESPONSE: rows written or returned, the rows, and the cursor of the next page."""
+
+    affected: int
+    rows: list
+    next_cursor: bytes = None
+
+
+def select_payload(spec, keys=(), symbol=None, since=None, until=None, limit=0, after=None):
+    """The SELECT request payload of a table (time window only for time-series tables)."""
+    query = {"keys": list(keys), "symbol": symbol, "limit": limit, "after": after}
+    if spec.series:
+        query.update(since=since, until=until)
+    elif since is not None or until is not None:
+        raise ValueError(f"{spec.table.name} is not a time series")
+    return spec.select_request.encode(query)
 
 
 class BlockingClient:
@@ -51,6 +73,10 @@ class BlockingClient:
     def send_request(self, command, table, payload, request_id=None):
         """Send one REQUEST without waiting; returns its request_id."""
         request_id = request_id or self.next_request_id()
+        if len(payload) + HEADER_SIZE > self.session.max_frame:
+            raise ValueError(
+                f"a {len(payload)}-byte request does not fit the hub's max_frame {self.session.max_frame}: send fewer rows"
+            )
         self._socket.sendall(encode_frame(MessageType.REQUEST, payload, request_id, command=command, table=table))
         return request_id
 
@@ -85,6 +111,43 @@ class BlockingClient:
     def call(self, command, table, payload):
         """One request, its answer."""
         return self.read_answer(self.send_request(command, table, payload))
+
+    def execute(self, command, table, payload):
+        """One table command; the answer decoded as a L{Result}."""
+        spec = TABLE_SPECS[SQLTable(table)]
+        answer = spec.response.decode(b"".join(self.call(command, spec.table, payload)))
+        return Result(answer["affected"], [dict(row) for row in answer["rows"]], answer["next_cursor"])
+
+    def insert(self, table, rows):
+        return self._write(SQLCommand.INSERT, table, rows)
+
+    def upsert(self, table, rows):
+        return self._write(SQLCommand.UPSERT, table, rows)
+
+    def update(self, table, rows):
+        return self._write(SQLCommand.UPDATE, table, rows)
+
+    def delete(self, table, keys):
+        spec = TABLE_SPECS[SQLTable(table)]
+        return self.execute(SQLCommand.DELETE, table, spec.keys_request.encode({"keys": list(keys)}))
+
+    def select(self, table, **query):
+        """One page: keys=, symbol=, since=, until=, limit=, after=."""
+        return self.execute(SQLCommand.SELECT, table, select_payload(TABLE_SPECS[SQLTable(table)], **query))
+
+    def select_all(self, table, page_size=1000, **query):
+        """Every matching row, page by page: constant memory however many rows there are."""
+        after = None
+        while True:
+            page = self.select(table, limit=page_size, after=after, **query)
+            yield from page.rows
+            if page.next_cursor is None:
+                return
+            after = page.next_cursor
+
+    def _write(self, command, table, rows):
+        spec = TABLE_SPECS[SQLTable(table)]
+        return self.execute(command, table, spec.rows_request.encode({"rows": list(rows)}))
 
     def heartbeat(self):
         self._socket.sendall(encode_frame(MessageType.HEARTBEAT))

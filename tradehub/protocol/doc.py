@@ -3,6 +3,7 @@ Generate docs/protocol.md from the codec definitions, so that the document
 and the code cannot drift: `python -m tradehub.protocol.doc [--check]`.
 """
 
+import decimal
 import sys
 from pathlib import Path
 
@@ -21,8 +22,8 @@ from .enums import (
     SQLTable,
 )
 from .messages import ERROR, HEADER, HELLO, HELLO_ACK, SHUTDOWN, SHUTDOWN_ACK, encode_frame
-from .tables import TABLE_SPECS
-from .wire import blob, boolean, decimal_, f64, i32, i64, string, text, timestamp, u8, u16, u32, u64
+from .tables import DEFAULT_LIMIT, MAX_LIMIT, TABLE_SPECS
+from .wire import Timestamp, blob, boolean, decimal_, f64, i32, i64, string, text, timestamp, u8, u16, u32, u64
 
 OUTPUT = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
 
@@ -118,24 +119,90 @@ def _session_examples():
     )
 
 
+COMMON_LAYOUTS = """Every table has the same five request layouts, built from its row and key:
+
+| command | request payload |
+|---|---|
+| INSERT | `rows: list<row>`: new rows, all or none |
+| UPSERT | `rows: list<row>`: insert, or replace the row with the same key; all or none |
+| UPDATE | `rows: list<row>`: replace the rows with these keys (every field); NOT_FOUND if one is missing |
+| DELETE | `keys: list<key>`: delete these rows; NOT_FOUND if one is missing |
+| SELECT | the table's select layout below |
+
+and one RESPONSE layout: `affected: u32` (rows written, or rows in this page), `rows: list<row>`
+(the rows as stored after a write; the page for SELECT), `next_cursor: opt<bytes>` (SELECT only:
+present when more rows follow; send it back as `after`). A RESPONSE payload larger than one
+frame is split over several RESPONSE frames at any byte: concatenate the payloads of every frame
+of the request_id (MORE set on all but the last) and decode the result once. A request must fit
+in one frame (`max_frame`): send large batches as several requests.
+
+SELECT returns rows in key order, or for a time-series table in (time, key) order; `keys`,
+`symbol` and the time window combine (AND). `limit` 0 means {default}; more than {maximum} is
+VALIDATION_FAILED. Walk a large result by passing each page's `next_cursor` as the next request's
+`after`, with the same filters.
+
+Values: symbols are stored upper-case; UUIDs in canonical lower-case form; JSON is stored as
+jsonb, so it reads back with jsonb's key order and spacing (`{{"a": 1}}`); decimals read back with
+their value unchanged (the wire carries units of 10^-9, so 1.5 and 1.500000000 are the same
+bytes); timestamps keep their nanoseconds. A write refused by a rule is VALIDATION_FAILED naming
+the field and the rule, with `row_index` the offending row; a duplicate key or unique value is
+CONFLICT; a missing referenced row is NOT_FOUND. Nothing of a refused request is written.
+""".format(default=DEFAULT_LIMIT, maximum=MAX_LIMIT)
+
+
+def _table_section(spec):
+    kind = f"time series on `{spec.series}`" if spec.series else "keyed"
+    writes = "" if spec.echo_writes else " Write answers carry `affected` only (no rows): this is the hot path."
+    return f"""### {spec.table.value} {spec.table.name} (`{spec.sql_name}`)
+
+{spec.doc} {kind.capitalize()}.{writes} The key layout is
+{", ".join(f"`{f.name}: {f.type.name}`" for f in spec.key_row.fields)}, in that order.
+
+Row:
+
+{layout_table(spec.row)}
+
+Select:
+
+{layout_table(spec.select_request)}
+"""
+
+
 def _table_sections():
-    if not TABLE_SPECS:
-        return "No table layout is declared yet: every REQUEST for a defined table answers ERROR INTERNAL \"not implemented\".\n"
-    parts = []
-    for spec in TABLE_SPECS.values():
-        parts.append(spec.document(layout_table))
-    return "\n".join(parts)
+    return COMMON_LAYOUTS + "\n" + "\n".join(_table_section(spec) for spec in TABLE_SPECS.values())
 
 
 def _request_example():
-    if not TABLE_SPECS:
-        return ""
-    spec = next(iter(TABLE_SPECS.values()))
-    request, response = spec.example()
+    spec = TABLE_SPECS[SQLTable.MARKET_TICK]
+    row = {
+        "symbol": "AAPL", "ts": Timestamp(1_700_000_000_123_456_789), "seq": 7, "kind": "trade",
+        "price": decimal.Decimal("189.12"), "size": decimal.Decimal("100"), "bid_price": None, "bid_size": None,
+        "ask_price": None, "ask_size": None, "exchange": "V", "conditions": ["@"], "tape": "C",
+    }
+    request = encode_frame(
+        MessageType.REQUEST, spec.rows_request.encode({"rows": [row]}), request_id=42,
+        command=SQLCommand.INSERT, table=SQLTable.MARKET_TICK,
+    )
+    response = encode_frame(
+        MessageType.RESPONSE, spec.response.encode({"affected": 1, "rows": [], "next_cursor": None}), request_id=42
+    )
     return (
-        _example(f"REQUEST: {request[0]}", request[1], request[2])
+        _example(
+            "REQUEST: INSERT one MARKET_TICK (a trade of 100 AAPL at 189.12, request_id 42)",
+            request,
+            "Header: type `03` REQUEST, command `01` INSERT, table `06` MARKET_TICK, request_id 42 (`2a 00 …`). "
+            "Payload: `01 00 00 00` one row; `04 00` + `AAPL`; ts as i64 nanoseconds; seq `07 00 …`; "
+            "`05 00` + `trade`; price `01` present + 189120000000 units of 10^-9; size `01` + 100000000000; "
+            "four `00` (no bid/ask); exchange `01` + `01 00` + `V`; conditions `01 00 00 00` + `01 00` + `@`; "
+            "tape `01` + `01 00` + `C`.",
+        )
         + "\n"
-        + _example(f"RESPONSE to it: {response[0]}", response[1], response[2])
+        + _example(
+            "RESPONSE to it",
+            response,
+            "Header: type `04` RESPONSE, flags 0 (complete), request_id 42. Payload: affected `01 00 00 00`, "
+            "rows `00 00 00 00` (tick writes echo no rows), next_cursor `00` absent.",
+        )
     )
 
 

@@ -23,6 +23,7 @@ from ..lanes import Lane, Task
 from . import permissions
 from .enums import (
     FLAG_MORE,
+    HEADER_SIZE,
     SUPPORTED_VERSIONS,
     ErrorCode,
     MessageType,
@@ -304,9 +305,7 @@ class HubProtocol(Protocol):
         if isinstance(result, ProtocolError):
             self._send_error(result, task.request_id)
         else:
-            last = len(result) - 1
-            for index, payload in enumerate(result):
-                self._send(MessageType.RESPONSE, payload, task.request_id, FLAG_MORE if index < last else 0)
+            self._send_response(result, task.request_id)
         if self._reading_paused and self.in_flight <= self.hub.low_water:
             self._reading_paused = False
             self.transport.resumeProducing()
@@ -390,6 +389,15 @@ class HubProtocol(Protocol):
     def _send(self, message_type, payload=b"", request_id=0, flags=0):
         self._last_sent = self.clock.seconds()
         self.transport.write(encode_frame(message_type, payload, request_id, flags=flags))
+
+    def _send_response(self, payload, request_id):
+        """One RESPONSE, split into frames of at most max_frame bytes; MORE on all but the last."""
+        room = self.hub.max_frame - HEADER_SIZE
+        start = 0
+        while len(payload) - start > room:
+            self._send(MessageType.RESPONSE, payload[start : start + room], request_id, FLAG_MORE)
+            start += room
+        self._send(MessageType.RESPONSE, payload[start:] if start else payload, request_id)
 
     def _send_error(self, error, request_id):
         payload = ERROR.encode({"code": error.code, "row_index": error.row_index, "message": error.message[:4000]})

@@ -192,8 +192,9 @@ class Layout:
         self.fields = tuple(fields)
         self.cls = cls
         self.doc = doc
-        self.struct = Struct(*(f.name / f.type.construct for f in self.fields), Terminated)
-        self._codec = self.struct.compile()
+        members = [f.name / f.type.construct for f in self.fields]
+        self.struct = Struct(*members)
+        self._codec = Struct(*members, Terminated).compile()
         self._names = tuple(f.name for f in self.fields)
 
     @property

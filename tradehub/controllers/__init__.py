@@ -1,0 +1,1 @@
+"""Controllers: each table's validation and domain rules, orchestrating its repositories."""
