@@ -1,6 +1,11 @@
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from tradehub.db import schema_doc
 from tradehub.protocol import doc
+from tradehub.protocol.tables import TABLE_SPECS
+
+from .support import fresh_database
 
 
 class ProtocolDocumentTests(SynchronousTestCase):
@@ -18,3 +23,14 @@ class ProtocolDocumentTests(SynchronousTestCase):
             self.assertIn(f"| {name} |", text)
         self.assertIn("## Permissions", text)
         self.assertIn("HELLO from an ML module", text)
+
+
+class SchemaDocumentTests(TestCase):
+    async def test_committed_schema_document_matches_the_migrated_catalog(self):
+        dsn = await fresh_database(self)
+        document = await deferToThread(schema_doc.render, dsn)
+        self.assertEqual(
+            schema_doc.OUTPUT.read_text(), document, "docs/schema.md is out of date: run python -m tradehub.db.schema_doc"
+        )
+        for spec in TABLE_SPECS.values():
+            self.assertIn(f"## {spec.sql_name}\n", document)
