@@ -101,36 +101,47 @@ class TableController:
 
     async def insert(self, request):
         rows = self.checked(request["rows"])
-        stored = await self.pool.transaction(self._insert, rows)
+        stored = await self._in_transaction(self._insert, rows)
         return self._answer(len(rows), stored)
 
     async def insert_group(self, requests):
         """Coalesced INSERTs: one transaction, one statement, one answer each."""
         batches = [self.checked(request["rows"]) for request in requests]
         rows = [row for batch in batches for row in batch]
-        stored = await self.pool.transaction(self._insert, rows)
+        stored = await self._in_transaction(self._insert, rows)
         answers, start = [], 0
         for batch in batches:
             answers.append(self._answer(len(batch), stored[start : start + len(batch)]))
             start += len(batch)
         return answers
 
-    async def _insert(self, cursor, rows):
+    async def _in_transaction(self, write, rows):
+        """
+        Run a batch write in one transaction. When the database refuses the
+        batch (it was rolled back whole), write it again row by row in a new
+        transaction to name the row it refuses.
+        """
+        try:
+            return await self.pool.transaction(write, rows, False)
+        except _BatchRefused:
+            return await self.pool.transaction(write, rows, True)
+
+    async def _insert(self, cursor, rows, one_by_one):
         await self.prepare(cursor, rows, SQLCommand.INSERT, {})
-        stored = await self._write(cursor, rows, self.repository.insert)
+        stored = await self._write(cursor, rows, self.repository.insert, one_by_one)
         await self.written(cursor, rows, SQLCommand.INSERT)
         return stored
 
     async def upsert(self, request):
         rows = self.checked(request["rows"])
-        stored = await self.pool.transaction(self._upsert, rows)
+        stored = await self._in_transaction(self._upsert, rows)
         return self._answer(len(rows), stored)
 
-    async def _upsert(self, cursor, rows):
+    async def _upsert(self, cursor, rows, one_by_one):
         _no_repeated_keys(self.spec, rows)
         existing = await self.repository.locked(cursor, rows)
         await self.prepare(cursor, rows, SQLCommand.UPSERT, existing)
-        stored = await self._write(cursor, rows, self.repository.upsert)
+        stored = await self._write(cursor, rows, self.repository.upsert, one_by_one)
         await self.written(cursor, rows, SQLCommand.UPSERT)
         return stored
 
@@ -215,31 +226,31 @@ class TableController:
             except ValueError as error:
                 raise invalid(index, name, str(error)) from None
 
-    async def _write(self, cursor, rows, write):
+    async def _write(self, cursor, rows, write, one_by_one):
         """
-        One statement for all rows. When the database refuses the batch, find
-        the row it refuses (row by row, after a savepoint) and name it.
+        One statement for all rows; or, looking for the row the database
+        refuses, one statement per row.
         """
-        if len(rows) == 1:
-            try:
-                return await write(cursor, rows)
-            except ROW_ERRORS as error:
-                raise row_error(error, 0) from None
-        await cursor.execute("SAVEPOINT batch")
-        try:
-            return await write(cursor, rows)
-        except ROW_ERRORS as batch_error:
-            await cursor.execute("ROLLBACK TO SAVEPOINT batch")
+        if len(rows) == 1 or one_by_one:
+            stored = []
             for index, row in enumerate(rows):
                 try:
-                    await write(cursor, [row])
+                    stored += await write(cursor, [row])
                 except ROW_ERRORS as error:
                     raise row_error(error, index) from None
-            raise row_error(batch_error, -1) from None
+            return stored
+        try:
+            return await write(cursor, rows)
+        except ROW_ERRORS as error:
+            raise _BatchRefused() from error
 
     def _answer(self, affected, stored):
         rows = stored if self.spec.echo_writes else []
         return self.spec.response.encode({"affected": affected, "rows": rows, "next_cursor": None})
+
+
+class _BatchRefused(Exception):
+    """The database refused a multi-row statement; which row is not known yet."""
 
 
 def as_row_error(error, keys, spec):

@@ -135,14 +135,15 @@ class Pool:
         return cursor.fetchall() if cursor.description is not None else []
 
     async def _run_transaction(self, connection, work, args):
-        cursor = connection.cursor()
-        await cursor.execute("BEGIN")
+        cursor = _TransactionCursor(connection.cursor())
         try:
             result = await ensureDeferred(_as_awaitable(work(cursor, *args)))
         except BaseException:
-            if not connection.closed:
+            if cursor.began and not connection.closed:
                 await cursor.execute("ROLLBACK")
             raise
+        if not cursor.began:
+            return result
         try:
             await cursor.execute("COMMIT")
         except Exception as error:
@@ -234,6 +235,26 @@ class Pool:
         if connection in self._idle and self.size > self.size_min:
             self._idle.remove(connection)
             connection.close()
+
+
+class _TransactionCursor:
+    """
+    A txpostgres cursor that sends BEGIN together with the transaction's
+    first statement: one round trip fewer per transaction.
+    """
+
+    def __init__(self, cursor):
+        self._cursor = cursor
+        self.began = False
+
+    def execute(self, statement, params=None):
+        if not self.began:
+            self.began = True
+            statement = (b"BEGIN; " if isinstance(statement, bytes) else "BEGIN; ") + statement
+        return self._cursor.execute(statement, params)
+
+    def __getattr__(self, name):
+        return getattr(self._cursor, name)
 
 
 async def _as_awaitable(value):

@@ -63,6 +63,20 @@ class Timestamp:
         return f"{whole:%Y-%m-%dT%H:%M:%S}.{fraction:09d}Z"
 
 
+# The custom codecs below also emit Python source for construct's compiler
+# (_emitparse/_emitbuild), so compiled layouts run them inline instead of
+# calling back into construct's slow generic path.
+_COMPILED_HELPERS = (
+    "from decimal import Decimal as _Decimal\n"
+    "from tradehub.protocol.wire import Timestamp, decimal_to_units, presence, bool_of_byte, byte_of_bool\n"
+)
+
+
+def _sub_build(subcon, code, value):
+    """Source that builds C{value} (an expression) with subcon."""
+    return f"reuse({value}, lambda obj: {subcon._compilebuild(code)})"
+
+
 class _Decimal(Adapter):
     """decimal: an i64 count of 10^-9 units, exact both ways."""
 
@@ -71,6 +85,14 @@ class _Decimal(Adapter):
 
     def _encode(self, obj, context, path):
         return decimal_to_units(obj)
+
+    def _emitparse(self, code):
+        code.append(_COMPILED_HELPERS)
+        return f"_Decimal({self.subcon._compileparse(code)}).scaleb(-9)"
+
+    def _emitbuild(self, code):
+        code.append(_COMPILED_HELPERS)
+        return _sub_build(self.subcon, code, "decimal_to_units(obj)")
 
 
 def decimal_to_units(value):
@@ -94,19 +116,49 @@ class _Timestamp(Adapter):
     def _encode(self, obj, context, path):
         return obj.ns
 
+    def _emitparse(self, code):
+        code.append(_COMPILED_HELPERS)
+        return f"Timestamp({self.subcon._compileparse(code)})"
+
+    def _emitbuild(self, code):
+        code.append(_COMPILED_HELPERS)
+        return _sub_build(self.subcon, code, "obj.ns")
+
+
+def presence(byte):
+    if byte > 1:
+        raise ValueError(f"presence byte {byte} is neither 0 nor 1")
+    return byte
+
+
+def bool_of_byte(byte):
+    if byte > 1:
+        raise ValueError(f"bool byte {byte} is neither 0 nor 1")
+    return byte == 1
+
+
+def byte_of_bool(value):
+    if not isinstance(value, bool):
+        raise ValueError(f"expected a bool, got {value!r}")
+    return int(value)
+
 
 class _Bool(Adapter):
     """bool: u8 0 or 1; anything else is invalid (construct's Flag accepts any byte)."""
 
     def _decode(self, obj, context, path):
-        if obj > 1:
-            raise ValueError(f"bool byte {obj} is neither 0 nor 1")
-        return obj == 1
+        return bool_of_byte(obj)
 
     def _encode(self, obj, context, path):
-        if not isinstance(obj, bool):
-            raise ValueError(f"expected a bool, got {obj!r}")
-        return int(obj)
+        return byte_of_bool(obj)
+
+    def _emitparse(self, code):
+        code.append(_COMPILED_HELPERS)
+        return f"bool_of_byte({self.subcon._compileparse(code)})"
+
+    def _emitbuild(self, code):
+        code.append(_COMPILED_HELPERS)
+        return _sub_build(self.subcon, code, "byte_of_bool(obj)")
 
 
 class _Optional(Construct):
@@ -117,9 +169,7 @@ class _Optional(Construct):
         self.subcon = subcon
 
     def _parse(self, stream, context, path):
-        present = Int8ul._parsereport(stream, context, path)
-        if present > 1:
-            raise ValueError(f"presence byte {present} is neither 0 nor 1")
+        present = presence(Int8ul._parsereport(stream, context, path))
         return self.subcon._parsereport(stream, context, path) if present else None
 
     def _build(self, obj, stream, context, path):
@@ -130,6 +180,13 @@ class _Optional(Construct):
 
     def _sizeof(self, context, path):
         raise NotImplementedError("opt<T> has no fixed size")
+
+    def _emitparse(self, code):
+        code.append(_COMPILED_HELPERS)
+        return f"(None if presence({Int8ul._compileparse(code)}) == 0 else {self.subcon._compileparse(code)})"
+
+    def _emitbuild(self, code):
+        return f"((io.write(b'\\x00'), None)[1] if obj is None else (io.write(b'\\x01'), {self.subcon._compilebuild(code)})[1])"
 
 
 @attrs.frozen
@@ -196,6 +253,7 @@ class Layout:
         self.struct = Struct(*members)
         self._codec = Struct(*members, Terminated).compile()
         self._names = tuple(f.name for f in self.fields)
+        self._fixed = _fixed_struct(self.fields)
 
     @property
     def size(self):
@@ -204,6 +262,8 @@ class Layout:
         return None if None in sizes else sum(sizes)
 
     def decode(self, data):
+        if self._fixed is not None:
+            return self._decode_fixed(data)
         try:
             parsed = self._codec.parse(data)
         except Exception as error:
@@ -211,12 +271,39 @@ class Layout:
         values = {name: parsed[name] for name in self._names}
         return self.cls(**values) if self.cls is not None else values
 
+    def _decode_fixed(self, data):
+        try:
+            values = self._fixed.unpack(data)
+        except struct.error:
+            reason = "payload ended early" if len(data) < self._fixed.size else "trailing bytes after the payload"
+            raise ProtocolError(ErrorCode.MALFORMED_PAYLOAD, f"{self.name}: {reason}") from None
+        return self.cls(*values) if self.cls is not None else dict(zip(self._names, values))
+
     def encode(self, value):
         values = value if isinstance(value, dict) else {n: getattr(value, n) for n in self._names}
+        if self._fixed is not None:
+            try:
+                return self._fixed.pack(*[values[n] for n in self._names])
+            except (struct.error, KeyError) as error:
+                raise ProtocolError(ErrorCode.VALIDATION_FAILED, f"{self.name}: {error}") from None
         try:
             return self._codec.build(values)
         except Exception as error:
             raise ProtocolError(ErrorCode.VALIDATION_FAILED, f"{self.name}: {_reason(error)}") from None
+
+
+def _fixed_struct(fields):
+    """
+    A layout of plain fixed-size numbers compiles to one struct.Struct, built
+    from the same construct declarations (their format characters).
+    """
+    formats = []
+    for field in fields:
+        construct = field.type.construct
+        if type(construct).__name__ != "FormatField":
+            return None
+        formats.append(construct.fmtstr.lstrip("<"))
+    return struct.Struct("<" + "".join(formats))
 
 
 def _reason(error):

@@ -27,6 +27,30 @@ _CASTS = {
     "float_list": "::double precision[]",
 }
 _TIMESTAMP_CASTS = ("%s::timestamptz", "%s::smallint")
+# Batch inserts send one array per column (unnest); a list column travels as
+# an array of array literals and is cast back per row.
+_ARRAY_TYPES = {
+    "uuid": "uuid[]",
+    "text": "text[]",
+    "json": "jsonb[]",
+    "decimal": "numeric[]",
+    "bool": "boolean[]",
+    "int": "bigint[]",
+    "int32": "integer[]",
+    "float": "double precision[]",
+    "bytes": "bytea[]",
+    "text_list": "text[]",
+    "float_list": "text[]",
+}
+_FLOAT_WORDS = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+
+
+def text_array_literal(items):
+    return "{" + ",".join('"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"' for s in items) + "}"
+
+
+def float_array_literal(items):
+    return "{" + ",".join(_FLOAT_WORDS.get(r, r) for r in map(repr, items)) + "}"
 
 
 def quote(identifier):
@@ -72,6 +96,29 @@ class Repository:
                 placeholders.append("%s" + _CASTS[column.kind])
                 selected.append(f"t.{name}::text" if column.kind == "json" else f"t.{name}")
         self._column_list = ", ".join(names)
+        arrays, outputs, aliases = [], [], []
+        for column in self.stored:
+            if column.kind == "timestamp":
+                for suffix, array in (("", "timestamptz[]"), ("_ns", "smallint[]")):
+                    alias = quote(column.name + suffix)
+                    arrays.append(f"%s::{array}")
+                    aliases.append(alias)
+                    outputs.append(f"u.{alias}")
+                continue
+            alias = quote(column.name)
+            arrays.append(f"%s::{_ARRAY_TYPES[column.kind]}")
+            aliases.append(alias)
+            cast = {"text_list": "::text[]", "float_list": "::double precision[]"}.get(column.kind, "")
+            outputs.append(f"u.{alias}{cast}")
+        self._unnest = (
+            f"INSERT INTO {self.table} AS t ({self._column_list}) SELECT {', '.join(outputs)}"
+            f" FROM unnest({', '.join(arrays)}) AS u ({', '.join(aliases)})"
+        )
+        self._list_converters = {
+            i: (text_array_literal if c.kind == "text_list" else float_array_literal)
+            for i, c in enumerate(self._expanded_kinds())
+            if c.kind in ("text_list", "float_list")
+        }
         self.row_template = "(" + ", ".join(placeholders) + ")"
         self.select_list = ", ".join(selected)
         self._returning = f" RETURNING {self.select_list}"
@@ -89,6 +136,20 @@ class Repository:
         self._set_list = ", ".join(f"{n} = v.{n}" for n in updates)
         self._key_match = " AND ".join(f"t.{k} = v.{k}" for k in key_sql)
         self.sort_sql = self._expand(spec.sort, prefix="t.")
+
+    def _expanded_kinds(self):
+        """The stored columns as the parameters list them (a timestamp twice)."""
+        for column in self.stored:
+            yield column
+            if column.kind == "timestamp":
+                yield column
+
+    def _columns_of(self, rows):
+        """Rows to one list per parameter, for unnest."""
+        columns = [list(values) for values in zip(*(self.params(row) for row in rows))]
+        for index, convert in self._list_converters.items():
+            columns[index] = [None if v is None else convert(v) for v in columns[index]]
+        return columns
 
     def _expand(self, names, prefix=""):
         expanded = []
@@ -143,25 +204,16 @@ class Repository:
 
     async def insert(self, cursor, rows):
         """One statement for all rows; returns the stored rows (or [] when writes are not echoed)."""
-        values = self._values(cursor, self.row_template, [self.params(r) for r in rows])
-        statement = f"INSERT INTO {self.table} AS t ({self._column_list}) VALUES ".encode() + values
-        if self.spec.echo_writes:
-            await cursor.execute(statement + self._returning.encode())
-            return [self.row(r) for r in cursor.fetchall()]
-        await cursor.execute(statement)
-        return []
+        return await self._insert(cursor, self._unnest, rows)
 
     async def upsert(self, cursor, rows):
-        values = self._values(cursor, self.row_template, [self.params(r) for r in rows])
-        statement = (
-            f"INSERT INTO {self.table} AS t ({self._column_list}) VALUES ".encode()
-            + values
-            + self._upsert_tail.encode()
-        )
+        return await self._insert(cursor, self._unnest + self._upsert_tail, rows)
+
+    async def _insert(self, cursor, statement, rows):
         if self.spec.echo_writes:
-            await cursor.execute(statement + self._returning.encode())
+            await cursor.execute(statement + self._returning, self._columns_of(rows))
             return [self.row(r) for r in cursor.fetchall()]
-        await cursor.execute(statement)
+        await cursor.execute(statement, self._columns_of(rows))
         return []
 
     async def update(self, cursor, row):

@@ -1,0 +1,166 @@
+"""
+What the benchmarks share: a throwaway embedded PostgreSQL with the schema,
+the real daemon on free ports in front of it, and pipelining clients in
+their own processes. Everything talks over 127.0.0.1 and unix sockets only.
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tradehub.db.embedded import EmbeddedCluster  # noqa: E402
+from tradehub.protocol.enums import MessageType, Role  # noqa: E402
+from tradehub.protocol.framing import FrameDecoder  # noqa: E402
+from tradehub.protocol.messages import HELLO, encode_frame  # noqa: E402
+
+TOKENS = {"FRONTEND": "bench-frontend-token", "ML": "bench-ml-token"}
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Database:
+    """A throwaway embedded cluster, migrated by the daemon's own --migrate-only."""
+
+    def __init__(self):
+        self.folder = Path(tempfile.mkdtemp(prefix="tradehub-bench-"))
+        self.cluster = EmbeddedCluster(self.folder / "pgdata")
+        self.cluster.start()
+        self.dsn = self.cluster.dsn()
+        socket_dir = self.cluster.socket_dir
+        self.url = f"postgresql://postgres@/postgres?host={socket_dir}"
+        Daemon(self, ["--migrate-only"]).run_to_end()
+
+    def close(self):
+        self.cluster.stop()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class Daemon:
+    """The real `twistd -n tradehub` against the benchmark database."""
+
+    def __init__(self, database, args=(), twistd_args=(), **settings):
+        self.frontend_port = free_port()
+        self.ml_port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("TRADEHUB_", "DATABASE_URL"))}
+        env.update(
+            DATABASE_URL=database.url,
+            TRADEHUB_FRONTEND_TOKEN=TOKENS["FRONTEND"],
+            TRADEHUB_ML_TOKEN=TOKENS["ML"],
+            TRADEHUB_FRONTEND_ENDPOINT=f"tcp:{self.frontend_port}:interface=127.0.0.1",
+            TRADEHUB_ML_ENDPOINT=f"tcp:{self.ml_port}:interface=127.0.0.1",
+            TRADEHUB_DATA_DIR=str(database.folder / "daemon"),
+        )
+        env.update({k: str(v) for k, v in settings.items()})
+        self.log = open(database.folder / "daemon.log", "ab")
+        twistd = str(Path(sys.executable).parent / "twistd")
+        self.process = subprocess.Popen(
+            [twistd, "-n", "--pidfile=", *twistd_args, "tradehub", *args], cwd=database.folder, env=env,
+            stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+        self.log_path = database.folder / "daemon.log"
+
+    def run_to_end(self):
+        if self.process.wait(120):
+            raise RuntimeError(f"daemon failed: see {self.log_path}")
+
+    def wait_ready(self):
+        deadline = time.monotonic() + 60
+        while b"ready: " not in self.log_path.read_bytes():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"daemon did not start: see {self.log_path}")
+            time.sleep(0.05)
+        return self
+
+    def stop(self):
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(60)
+        self.log.close()
+
+
+def connect(port, role=Role.FRONTEND):
+    """A handshaken socket to the hub."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    payload = HELLO.encode(
+        {"role": role, "min_version": 1, "max_version": 1, "client_name": "bench", "token": TOKENS[Role(role).name]}
+    )
+    sock.sendall(encode_frame(MessageType.HELLO, payload))
+    decoder = FrameDecoder(1 << 30)
+    while not decoder.feed(sock.recv(65536)):
+        pass
+    return sock
+
+
+def pipeline(port, frames, results, index, start_at):
+    """
+    Send every frame (pre-encoded) as fast as the hub takes them, while a
+    second thread reads the answers; record (first send, last answer, errors).
+    """
+    import threading
+
+    sock = connect(port)
+    stream = b"".join(frames)
+    expected = len(frames)
+    outcome = {}
+
+    def read():
+        decoder = FrameDecoder(1 << 30)
+        answered = errors = 0
+        while answered < expected:
+            for frame in decoder.feed(sock.recv(1 << 20)):
+                if frame.header.type == MessageType.RESPONSE and not frame.header.flags & 1:
+                    answered += 1
+                elif frame.header.type == MessageType.ERROR:
+                    answered += 1
+                    errors += 1
+        outcome["end"] = time.perf_counter()
+        outcome["errors"] = errors
+
+    reader = threading.Thread(target=read)
+    while time.time() < start_at:
+        time.sleep(0.001)
+    reader.start()
+    begin = time.perf_counter()
+    sock.sendall(stream)
+    reader.join()
+    sock.close()
+    results[index] = (begin, outcome["end"], outcome["errors"])
+
+
+def run_clients(port, frame_sets):
+    """Pipeline each frame set from its own process, started together; returns (seconds, errors)."""
+    import multiprocessing
+
+    manager = multiprocessing.Manager()
+    results = manager.dict()
+    start_at = time.time() + 0.5
+    processes = [
+        multiprocessing.Process(target=pipeline, args=(port, frames, results, i, start_at))
+        for i, frames in enumerate(frame_sets)
+    ]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join()
+    spans = list(results.values())
+    return max(end for _, end, _ in spans) - min(begin for begin, _, _ in spans), sum(e for _, _, e in spans)
+
+
+def table(headings, rows):
+    widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) for i, h in enumerate(headings)]
+    lines = ["  ".join(str(h).rjust(w) for h, w in zip(headings, widths))]
+    lines += ["  ".join(str(c).rjust(w) for c, w in zip(row, widths)) for row in rows]
+    return "\n".join(lines)
