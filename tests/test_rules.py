@@ -169,3 +169,20 @@ class RuleTests(TestCase):
         stored = await deferToThread(blocking_query, hub.dsn, "SELECT count(*) FROM market_tick")
         self.assertEqual(stored, [(199,)])
         self.assertTrue(groups and max(groups) > 10, f"inserts were not coalesced: {groups}")
+
+    async def test_awkward_list_values_survive_the_round_trip(self):
+        conditions = ['a"b', "c\\d", "{e,f}", "", "NULL", " sp ", "é"]
+        vector = [float("nan"), float("inf"), float("-inf"), -0.0, 5e-324, 1.7976931348623157e308]
+
+        def work():
+            with self.frontend() as client:
+                client.insert(SQLTable.MARKET_TICK, [rows.tick(1, conditions=conditions), rows.tick(2, conditions=[])])
+                ticks = client.select(SQLTable.MARKET_TICK, limit=0).rows
+            with self.ml() as client:
+                client.insert(SQLTable.FEATURE_SET, [rows.features(features=vector, feature_names=list("abcdef"))])
+                [stored] = client.select(SQLTable.FEATURE_SET).rows
+            return ticks, stored
+
+        ticks, stored = await deferToThread(work)
+        self.assertEqual([t["conditions"] for t in ticks], [conditions, []])
+        self.assertEqual([repr(v) for v in stored["features"]], [repr(v) for v in vector])

@@ -1,0 +1,82 @@
+"""
+SIGTERM while a client pipelines writes at the real daemon: every request the
+daemon received is answered in order (RESPONSE or SHUTTING_DOWN), the daemon
+exits 0, and the database holds exactly the acknowledged writes.
+"""
+
+import signal
+import socket
+import threading
+
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import TestCase
+
+from tradehub.protocol.enums import ErrorCode, MessageType, Role, ShutdownReason, SQLCommand, SQLTable
+from tradehub.protocol.tables import MARKET_TICK
+
+from . import rows, wire
+from .daemon import TOKENS, Daemon
+from .support import blocking_query, fresh_database
+from .test_daemon import _url
+
+TICKS = 20_000
+
+
+def pipeline_until_closed(port, first_answer):
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    sock.sendall(wire.hello(Role.FRONTEND, token=TOKENS["TRADEHUB_FRONTEND_TOKEN"]))
+    frames = b"".join(
+        wire.request(SQLCommand.INSERT, SQLTable.MARKET_TICK, MARKET_TICK.rows_request.encode({"rows": [rows.tick(i)]}), i)
+        for i in range(1, TICKS + 1)
+    )
+    threading.Thread(target=_send_all, args=(sock, frames), daemon=True).start()
+    reader = wire.Reader()
+    answers = []
+    while True:
+        try:
+            data = sock.recv(65536)
+        except OSError:
+            break
+        if not data:
+            break
+        answers += reader.feed(data)
+        if len(answers) > 1:
+            first_answer.set()
+    sock.close()
+    return answers
+
+
+def _send_all(sock, frames):
+    try:
+        sock.sendall(frames)
+    except OSError:
+        pass
+
+
+class StopUnderLoadTests(TestCase):
+    timeout = 180
+
+    async def test_sigterm_under_load_loses_no_acknowledged_write_and_answers_every_received_request(self):
+        dsn = await fresh_database(self)
+        daemon = Daemon(self.mktemp(), env={"DATABASE_URL": _url(dsn), "TRADEHUB_SHUTDOWN_DEADLINE": "5"}).start()
+        self.addCleanup(daemon.kill)
+        await deferToThread(daemon.wait_for, "ready: ")
+        first_answer = threading.Event()
+        answers = deferToThread(pipeline_until_closed, daemon.frontend_port, first_answer)
+        await deferToThread(first_answer.wait, 30)
+        daemon.signal(signal.SIGTERM)
+        frames = await answers
+        self.assertEqual(await deferToThread(daemon.wait), 0)
+
+        self.assertEqual(frames[0][0].type, MessageType.HELLO_ACK)
+        shutdowns = [payload for header, payload in frames if header.type == MessageType.SHUTDOWN]
+        self.assertEqual([s.reason for s in shutdowns], [ShutdownReason.SERVER_STOPPING])
+        answered = [(header.request_id, header.type, payload) for header, payload in frames if header.request_id]
+        ids = [request_id for request_id, _, _ in answered]
+        self.assertEqual(ids, list(range(1, len(ids) + 1)), "answers must be a gap-free prefix, in order")
+        self.assertLess(len(ids), TICKS, "the SIGTERM should have come while requests were still arriving")
+        acknowledged = {request_id for request_id, kind, _ in answered if kind == MessageType.RESPONSE}
+        refused = [payload for _, kind, payload in answered if kind == MessageType.ERROR]
+        self.assertTrue(all(ErrorCode(error.code) == ErrorCode.SHUTTING_DOWN for error in refused))
+        stored = await deferToThread(blocking_query, dsn, "SELECT seq FROM market_tick")
+        self.assertEqual({row[0] for row in stored}, acknowledged)
