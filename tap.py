@@ -71,6 +71,7 @@ def makeService(options, reactor=None):
             handshake_timeout=settings.handshake_timeout,
             heartbeat_ms=settings.heartbeat_ms,
             max_frame=settings.max_frame,
+            max_request=settings.max_request,
             max_in_flight=settings.max_in_flight,
         )
         steps.append(SessionsService(factory, settings.shutdown_deadline))

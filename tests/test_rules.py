@@ -186,3 +186,17 @@ class RuleTests(TestCase):
         ticks, stored = await deferToThread(work)
         self.assertEqual([t["conditions"] for t in ticks], [conditions, []])
         self.assertEqual([repr(v) for v in stored["features"]], [repr(v) for v in vector])
+
+    async def test_megabyte_model_artifact_travels_in_many_frames_both_ways(self):
+        artifact = bytes(range(256)) * (14 * 1024)
+
+        def work():
+            with self.ml() as client:
+                model = rows.model(artifact=artifact)
+                client.insert(SQLTable.ML_MODEL, [model])
+                [stored] = client.select(SQLTable.ML_MODEL, keys=[{"id": model["id"]}]).rows
+                return client.session.max_frame, stored
+
+        max_frame, stored = await deferToThread(work)
+        self.assertGreater(len(artifact), 3 * max_frame)
+        self.assertEqual(stored["artifact"], artifact)

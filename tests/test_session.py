@@ -13,6 +13,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from tradehub.client.blocking import request_frames
 from tradehub.dispatch import Registry, Route
 from tradehub.protocol.enums import (
     FLAG_MORE,
@@ -562,3 +563,39 @@ class ShutdownTests(SessionCase):
         self.assertTrue(hub.transport.disconnecting)
         hub.lose()
         self.successResultOf(done)
+
+
+class ChunkedRequestTests(SessionCase):
+    def setUp(self):
+        super().setUp()
+        self.hub = Harness(max_in_flight=10)
+        self.hub.factory.max_request = 20_000
+        self.hub.handshake()
+
+    def chunked(self, payload, request_id, room=1000):
+        return request_frames(payload, request_id, SQLCommand.INSERT, SQLTable.TRADE, room + 16)
+
+    def test_request_split_over_frames_is_joined_and_answered_once(self):
+        payload = notes(*(f"note {i}" * 20 for i in range(40)))
+        self.assertGreater(len(payload), 3000)
+        self.hub.send(self.chunked(payload, 5))
+        frames = self.hub.frames()
+        self.assertEqual({(h.request_id, h.type) for h, _ in frames}, {(5, MessageType.RESPONSE)})
+        answer = b"".join(p for _, p in frames)
+        self.assertEqual(NOTES.decode(answer)["notes"], [f"note {i}" * 20 for i in range(40)])
+
+    def test_request_interrupted_by_another_is_malformed_and_the_other_runs(self):
+        first = self.chunked(notes("x" * 3000), 5)
+        self.hub.send(first[: 4 + 16 + 1000])
+        self.hub.send(wire.request(SQLCommand.INSERT, SQLTable.TRADE, notes("y"), 6))
+        frames = self.hub.frames()
+        self.assertEqual([(h.request_id, h.type) for h, _ in frames], [(5, MessageType.ERROR), (6, MessageType.RESPONSE)])
+        self.assertIn("chunked request", frames[0][1].message)
+
+    def test_request_beyond_max_request_is_refused_and_the_session_goes_on(self):
+        self.hub.send(self.chunked(notes("z" * 30_000), 7))
+        self.hub.send(wire.request(SQLCommand.INSERT, SQLTable.TRADE, notes("ok"), 8))
+        frames = self.hub.frames()
+        self.assertEqual([(h.request_id, h.type) for h, _ in frames], [(7, MessageType.ERROR), (8, MessageType.RESPONSE)])
+        self.assertEqual(ErrorCode(frames[0][1].code), ErrorCode.MALFORMED_PAYLOAD)
+        self.assertFalse(self.hub.transport.disconnecting)

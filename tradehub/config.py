@@ -130,6 +130,8 @@ SETTINGS = (
             "heartbeat interval in milliseconds", "heartbeat-ms"),
     Setting("TRADEHUB_MAX_FRAME", "1048576", _integer(64),
             "largest frame body in bytes", "max-frame"),
+    Setting("TRADEHUB_MAX_REQUEST", "67108864", _integer(64),
+            "largest request in bytes once its MORE frames are joined", "max-request"),
     Setting("TRADEHUB_MAX_IN_FLIGHT", "256", _integer(1),
             "unanswered requests per connection before reading pauses", "max-in-flight"),
     Setting("TRADEHUB_SHUTDOWN_DEADLINE", "10", _seconds,
@@ -157,6 +159,7 @@ class Settings:
     handshake_timeout: float
     heartbeat_ms: int
     max_frame: int
+    max_request: int
     max_in_flight: int
     shutdown_deadline: float
     log_format: str
@@ -207,6 +210,11 @@ def _example_values(example_file):
 
 
 def _cross_check(settings, example):
+    if settings.max_request < settings.max_frame:
+        raise ConfigError(
+            "TRADEHUB_MAX_REQUEST",
+            f"{settings.max_request} is below TRADEHUB_MAX_FRAME ({settings.max_frame})",
+        )
     if settings.db_pool_min > settings.db_pool_max:
         raise ConfigError(
             "TRADEHUB_DB_POOL_MIN",

@@ -61,3 +61,8 @@ def row_error(error, index):
 def invalid(index, field, rule):
     """VALIDATION_FAILED naming the row, the field and the rule it breaks."""
     return ProtocolError(ErrorCode.VALIDATION_FAILED, f"row {index}: {field} {rule}", row_index=index)
+
+
+def not_found(index, table, column, value):
+    """NOT_FOUND naming the row of the request and the row it refers to."""
+    return ProtocolError(ErrorCode.NOT_FOUND, f"row {index}: no {table} with {column} {value}", row_index=index)

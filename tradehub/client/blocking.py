@@ -14,6 +14,19 @@ from ..protocol.tables import TABLE_SPECS
 from .errors import HubError, raise_for_error
 
 
+def request_frames(payload, request_id, command, table, max_frame):
+    """A REQUEST as frames of at most max_frame bytes: MORE set on all but the last."""
+    room = max_frame - HEADER_SIZE
+    if len(payload) <= room:
+        return encode_frame(MessageType.REQUEST, payload, request_id, command=command, table=table)
+    parts = [payload[start : start + room] for start in range(0, len(payload), room)]
+    return b"".join(
+        encode_frame(MessageType.REQUEST, part, request_id, command=command, table=table,
+                     flags=FLAG_MORE if index < len(parts) - 1 else 0)
+        for index, part in enumerate(parts)
+    )
+
+
 @attrs.frozen
 class Result:
     """A decoded RESPONSE: rows written or returned, the rows, and the cursor of the next page."""
@@ -73,11 +86,7 @@ class BlockingClient:
     def send_request(self, command, table, payload, request_id=None):
         """Send one REQUEST without waiting; returns its request_id."""
         request_id = request_id or self.next_request_id()
-        if len(payload) + HEADER_SIZE > self.session.max_frame:
-            raise ValueError(
-                f"a {len(payload)}-byte request does not fit the hub's max_frame {self.session.max_frame}: send fewer rows"
-            )
-        self._socket.sendall(encode_frame(MessageType.REQUEST, payload, request_id, command=command, table=table))
+        self._socket.sendall(request_frames(payload, request_id, command, table, self.session.max_frame))
         return request_id
 
     def read_frame(self):

@@ -2,7 +2,7 @@
 
 import re
 
-from ..errors import invalid, row_error
+from ..errors import invalid, not_found, row_error
 from ..protocol.enums import ErrorCode, SQLCommand
 from ..protocol.errors import ProtocolError
 from ..protocol.tables import ACCOUNT, ASSET, ORDER, POSITION, TRADE
@@ -161,9 +161,7 @@ class TradeController(TableController):
         for index, row in enumerate(rows):
             order = by_id.get(row["client_order_id"])
             if order is None:
-                raise ProtocolError(
-                    ErrorCode.NOT_FOUND, f"row {index}: no order with client_order_id {row['client_order_id']}", row_index=index
-                )
+                raise not_found(index, "order", "client_order_id", row["client_order_id"])
             for name in ("symbol", "side"):
                 if row[name] != order[name]:
                     raise invalid(index, name, f"{row[name]} disagrees with its order's {order[name]}")

@@ -14,7 +14,7 @@ import uuid
 
 import psycopg2
 
-from ..errors import invalid, row_error
+from ..errors import invalid, not_found, row_error
 from ..protocol.enums import ErrorCode, SQLCommand
 from ..protocol.errors import ProtocolError
 from ..protocol.tables import MAX_LIMIT
@@ -259,8 +259,7 @@ def as_row_error(error, keys, spec):
 
 
 def _missing(index, spec, row):
-    key = ", ".join(f"{k}={row[k]}" for k in spec.key)
-    return ProtocolError(ErrorCode.NOT_FOUND, f"row {index}: no {spec.sql_name} with {key}", row_index=index)
+    return not_found(index, spec.sql_name, "+".join(spec.key), "+".join(str(row[k]) for k in spec.key))
 
 
 def _no_repeated_keys(spec, rows):

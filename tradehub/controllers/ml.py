@@ -3,9 +3,7 @@
 import math
 import re
 
-from ..errors import invalid
-from ..protocol.enums import ErrorCode
-from ..protocol.errors import ProtocolError
+from ..errors import invalid, not_found
 from ..protocol.tables import FEATURE_SET, LABELED_DATA, ML_MODEL, ML_PREDICTION, TECHNICAL_INDICATOR
 from ..repositories.features import FeatureSchemaRepository
 from ..repositories.table import Repository
@@ -52,7 +50,7 @@ class PredictionController(TableController):
         for index, row in enumerate(rows):
             model = models.get(row["model_id"])
             if model is None:
-                raise ProtocolError(ErrorCode.NOT_FOUND, f"row {index}: no ml_model with id {row['model_id']}", row_index=index)
+                raise not_found(index, "ml_model", "id", row["model_id"])
             if model["status"] != "ready":
                 raise invalid(index, "model_id", f"model {model['name']} {model['version']} is {model['status']}, not ready")
 

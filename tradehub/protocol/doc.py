@@ -133,8 +133,12 @@ and one RESPONSE layout: `affected: u32` (rows written, or rows in this page), `
 (the rows as stored after a write; the page for SELECT), `next_cursor: opt<bytes>` (SELECT only:
 present when more rows follow; send it back as `after`). A RESPONSE payload larger than one
 frame is split over several RESPONSE frames at any byte: concatenate the payloads of every frame
-of the request_id (MORE set on all but the last) and decode the result once. A request must fit
-in one frame (`max_frame`): send large batches as several requests.
+of the request_id (MORE set on all but the last) and decode the result once. A REQUEST payload
+larger than one frame travels the same way: consecutive REQUEST frames with the same request_id,
+command and table, MORE on all but the last. Joined, it may be at most the server's
+TRADEHUB_MAX_REQUEST bytes (default 64 MiB): a larger one is answered MALFORMED_PAYLOAD (the
+session stays open). A different request_id before the last frame answers the unfinished one
+with MALFORMED_PAYLOAD.
 
 SELECT returns rows in key order, or for a time-series table in (time, key) order; `keys`,
 `symbol` and the time window combine (AND). `limit` 0 means {default}; more than {maximum} is
@@ -237,8 +241,9 @@ are in: in every case the server sends ERROR and closes.
 
 {layout_table(HEADER)}
 
-Magic is 0x{MAGIC:04x}. Flags: bit 0 (0x{FLAG_MORE:04x}) MORE, set on every RESPONSE frame of a
-chunked result but the last. The server ignores flags on frames it receives.
+Magic is 0x{MAGIC:04x}. Flags: bit 0 (0x{FLAG_MORE:04x}) MORE, set on every frame of a chunked
+RESPONSE but the last; a client may chunk a large REQUEST the same way (see Tables). The server
+ignores every other flag bit, and MORE on frames other than REQUEST.
 
 ## Message types
 

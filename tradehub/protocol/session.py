@@ -79,6 +79,7 @@ class HubProtocol(Protocol):
         self.in_flight = 0
         self.completed_since_shutdown = None
         self._decoder = FrameDecoder(hub.max_frame)
+        self._chunked = None
         self._lane = None
         self._reading_paused = False
         self._writes_paused = None
@@ -207,10 +208,29 @@ class HubProtocol(Protocol):
         handler(frame)
 
     def _on_request(self, frame):
-        self._push(self._task_for(frame))
-
-    def _task_for(self, frame):
         header = frame.header
+        chunked = self._chunked
+        if chunked is not None and chunked.request_id != header.request_id:
+            self._chunked = None
+            self._push(Task(chunked.request_id, error=chunked.interrupted()))
+            chunked = None
+        if header.flags & FLAG_MORE:
+            if chunked is None:
+                self._chunked = chunked = _ChunkedRequest(header.request_id, self.hub.max_request)
+            chunked.add(frame.payload)
+            return
+        if chunked is not None:
+            self._chunked = None
+            chunked.add(frame.payload)
+            if chunked.error is not None:
+                self._push(Task(header.request_id, error=chunked.error))
+                return
+            payload = chunked.joined()
+        else:
+            payload = frame.payload
+        self._push(self._task_for(header, payload))
+
+    def _task_for(self, header, payload):
         task = Task(header.request_id)
         if self.state is State.DRAINING:
             task.error = ProtocolError(ErrorCode.SHUTTING_DOWN, "the session is shutting down")
@@ -236,7 +256,7 @@ class HubProtocol(Protocol):
             return task
         task.route = route
         try:
-            task.value = route.request.decode(frame.payload)
+            task.value = route.request.decode(payload)
         except ProtocolError as error:
             task.error = error
         return task
@@ -433,6 +453,41 @@ class HubProtocol(Protocol):
             timer.cancel()
 
 
+class _ChunkedRequest:
+    """
+    A REQUEST whose payload comes in several frames (MORE set on all but the
+    last), joined up to max_request bytes; beyond that its parts are dropped
+    and the request is answered with MALFORMED_PAYLOAD.
+    """
+
+    def __init__(self, request_id, max_request):
+        self.request_id = request_id
+        self.max_request = max_request
+        self.parts = []
+        self.size = 0
+        self.error = None
+
+    def add(self, payload):
+        self.size += len(payload)
+        if self.error is not None:
+            return
+        if self.size > self.max_request:
+            self.parts = []
+            self.error = ProtocolError(
+                ErrorCode.MALFORMED_PAYLOAD, f"the request is larger than the maximum of {self.max_request} bytes"
+            )
+            return
+        self.parts.append(payload)
+
+    def joined(self):
+        return b"".join(self.parts)
+
+    def interrupted(self):
+        return self.error or ProtocolError(
+            ErrorCode.MALFORMED_PAYLOAD, "another request began before this chunked request's last frame"
+        )
+
+
 def _choose_version(low, high):
     common = [v for v in SUPPORTED_VERSIONS if low <= v <= high]
     return max(common) if common else None
@@ -454,7 +509,9 @@ class HubFactory(Factory):
     noisy = False
     log = Logger()
 
-    def __init__(self, registry, tokens, clock, *, handshake_timeout, heartbeat_ms, max_frame, max_in_flight):
+    def __init__(
+        self, registry, tokens, clock, *, handshake_timeout, heartbeat_ms, max_frame, max_in_flight, max_request=None
+    ):
         self.registry = registry
         self._tokens = {Role[name]: token.encode() for name, token in tokens.items()}
         self.clock = clock
@@ -462,6 +519,7 @@ class HubFactory(Factory):
         self.heartbeat_ms = heartbeat_ms
         self.heartbeat = heartbeat_ms / 1000
         self.max_frame = max_frame
+        self.max_request = max_request if max_request is not None else 64 * max_frame
         self.max_in_flight = max_in_flight
         self.low_water = max_in_flight // 2
         self.sessions = _Sessions()
