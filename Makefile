@@ -15,7 +15,8 @@ test: $(STAMP)
 	$(BIN)/trial tests
 
 bench: $(STAMP)
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/codec.py
+	$(BIN)/python bench/ingest.py
 
 docs: $(STAMP)
 	$(BIN)/python -m tradehub.protocol.doc
