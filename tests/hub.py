@@ -19,6 +19,7 @@ class LiveHub:
     factory: object
     pool: object
     dsn: str
+    listener: object
 
 
 async def start_hub(test, build_registry, **settings):
@@ -36,7 +37,7 @@ async def start_hub(test, build_registry, **settings):
     port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(factory)
     test.addCleanup(factory.drain, 2)
     test.addCleanup(port.stopListening)
-    return LiveHub(port.getHost().port, factory, pool, dsn)
+    return LiveHub(port.getHost().port, factory, pool, dsn, port)
 
 
 # A stand-in table for protocol tests: an atomic multi-row insert whose rows

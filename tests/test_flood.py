@@ -11,8 +11,7 @@ import psutil
 from twisted.trial.unittest import SynchronousTestCase
 
 from tradehub.client import BlockingClient
-from tradehub.client.blocking import select_payload
-from tradehub.protocol.tables import ACCOUNT
+from tradehub.client.calls import select_payload
 from tradehub.protocol.enums import MessageType, Role, SQLCommand, SQLTable
 
 from . import wire
@@ -27,7 +26,7 @@ def flood(port, count):
     """Handshake, then pipeline C{count} requests without reading; returns the socket and how many were sent."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=5)
     sock.sendall(wire.hello(Role.FRONTEND, token=TOKENS["TRADEHUB_FRONTEND_TOKEN"]))
-    request = wire.request(SQLCommand.SELECT, SQLTable.ACCOUNT, select_payload(ACCOUNT, limit=1), request_id=1)
+    request = wire.request(SQLCommand.SELECT, SQLTable.ACCOUNT, select_payload(SQLTable.ACCOUNT, limit=1), request_id=1)
     batch = request * 1000
     sent = 0
     try:
@@ -54,7 +53,7 @@ class FloodTests(SynchronousTestCase):
 
         started = time.monotonic()
         with BlockingClient("127.0.0.1", daemon.ml_port, Role.ML, TOKENS["TRADEHUB_ML_TOKEN"]) as other:
-            request_id = other.send_request(SQLCommand.SELECT, SQLTable.ACCOUNT, select_payload(ACCOUNT, limit=1))
+            request_id = other.send_request(SQLCommand.SELECT, SQLTable.ACCOUNT, select_payload(SQLTable.ACCOUNT, limit=1))
             header, _ = other.read_frame()
         answered_in = time.monotonic() - started
         peak = max(peak, hub.memory_info().rss)

@@ -13,7 +13,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from tradehub.client.blocking import request_frames
+from tradehub.client.calls import request_frames
 from tradehub.dispatch import Registry, Route
 from tradehub.protocol.enums import (
     FLAG_MORE,

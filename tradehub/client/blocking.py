@@ -4,46 +4,14 @@ plain sockets, the protocol package's own layouts, typed errors.
 """
 
 import socket
+import threading
+import time
 
-import attrs
-
-from ..protocol.enums import FLAG_MORE, HEADER_SIZE, MessageType, Role, ShutdownReason, SQLCommand, SQLTable
+from ..protocol.enums import FLAG_MORE, MessageType, Role, ShutdownReason, SQLCommand
 from ..protocol.framing import FrameDecoder
 from ..protocol.messages import ERROR, HELLO, HELLO_ACK, SHUTDOWN, SHUTDOWN_ACK, encode_frame
-from ..protocol.tables import TABLE_SPECS
+from .calls import decode_result, keys_payload, request_frames, rows_payload, select_payload
 from .errors import HubError, raise_for_error
-
-
-def request_frames(payload, request_id, command, table, max_frame):
-    """A REQUEST as frames of at most max_frame bytes: MORE set on all but the last."""
-    room = max_frame - HEADER_SIZE
-    if len(payload) <= room:
-        return encode_frame(MessageType.REQUEST, payload, request_id, command=command, table=table)
-    parts = [payload[start : start + room] for start in range(0, len(payload), room)]
-    return b"".join(
-        encode_frame(MessageType.REQUEST, part, request_id, command=command, table=table,
-                     flags=FLAG_MORE if index < len(parts) - 1 else 0)
-        for index, part in enumerate(parts)
-    )
-
-
-@attrs.frozen
-class Result:
-    """A decoded RESPONSE: rows written or returned, the rows, and the cursor of the next page."""
-
-    affected: int
-    rows: list
-    next_cursor: bytes = None
-
-
-def select_payload(spec, keys=(), symbol=None, since=None, until=None, limit=0, after=None):
-    """The SELECT request payload of a table (time window only for time-series tables)."""
-    query = {"keys": list(keys), "symbol": symbol, "limit": limit, "after": after}
-    if spec.series:
-        query.update(since=since, until=until)
-    elif since is not None or until is not None:
-        raise ValueError(f"{spec.table.name} is not a time series")
-    return spec.select_request.encode(query)
 
 
 class BlockingClient:
@@ -59,7 +27,11 @@ class BlockingClient:
         self._decoder = FrameDecoder(1 << 31)
         self._frames = []
         self._next_id = 1
+        self._send_lock = threading.Lock()
+        self._last_sent = time.monotonic()
         self.session = self._handshake(client_name, token)
+        self._closing = threading.Event()
+        threading.Thread(target=self._keep_alive, name="tradehub-heartbeat", daemon=True).start()
 
     def __enter__(self):
         return self
@@ -67,11 +39,26 @@ class BlockingClient:
     def __exit__(self, *exc_info):
         self.close()
 
+    def _send(self, data):
+        with self._send_lock:
+            self._socket.sendall(data)
+            self._last_sent = time.monotonic()
+
+    def _keep_alive(self):
+        """Between calls (a trainer may think for minutes) send HEARTBEAT so the hub keeps the session."""
+        interval = self.session.heartbeat_ms / 1000
+        while not self._closing.wait(interval / 2):
+            if time.monotonic() - self._last_sent >= interval:
+                try:
+                    self._send(encode_frame(MessageType.HEARTBEAT))
+                except OSError:
+                    return
+
     def _handshake(self, client_name, token):
         payload = HELLO.encode(
             {"role": self.role, "min_version": 1, "max_version": 1, "client_name": client_name, "token": token}
         )
-        self._socket.sendall(encode_frame(MessageType.HELLO, payload))
+        self._send(encode_frame(MessageType.HELLO, payload))
         header, payload = self.read_frame()
         if header.type == MessageType.ERROR:
             raise_for_error(ERROR.decode(payload))
@@ -86,7 +73,7 @@ class BlockingClient:
     def send_request(self, command, table, payload, request_id=None):
         """Send one REQUEST without waiting; returns its request_id."""
         request_id = request_id or self.next_request_id()
-        self._socket.sendall(request_frames(payload, request_id, command, table, self.session.max_frame))
+        self._send(request_frames(payload, request_id, command, table, self.session.max_frame))
         return request_id
 
     def read_frame(self):
@@ -123,26 +110,23 @@ class BlockingClient:
 
     def execute(self, command, table, payload):
         """One table command; the answer decoded as a L{Result}."""
-        spec = TABLE_SPECS[SQLTable(table)]
-        answer = spec.response.decode(b"".join(self.call(command, spec.table, payload)))
-        return Result(answer["affected"], [dict(row) for row in answer["rows"]], answer["next_cursor"])
+        return decode_result(table, b"".join(self.call(command, table, payload)))
 
     def insert(self, table, rows):
-        return self._write(SQLCommand.INSERT, table, rows)
+        return self.execute(SQLCommand.INSERT, table, rows_payload(table, rows))
 
     def upsert(self, table, rows):
-        return self._write(SQLCommand.UPSERT, table, rows)
+        return self.execute(SQLCommand.UPSERT, table, rows_payload(table, rows))
 
     def update(self, table, rows):
-        return self._write(SQLCommand.UPDATE, table, rows)
+        return self.execute(SQLCommand.UPDATE, table, rows_payload(table, rows))
 
     def delete(self, table, keys):
-        spec = TABLE_SPECS[SQLTable(table)]
-        return self.execute(SQLCommand.DELETE, table, spec.keys_request.encode({"keys": list(keys)}))
+        return self.execute(SQLCommand.DELETE, table, keys_payload(table, keys))
 
     def select(self, table, **query):
         """One page: keys=, symbol=, since=, until=, limit=, after=."""
-        return self.execute(SQLCommand.SELECT, table, select_payload(TABLE_SPECS[SQLTable(table)], **query))
+        return self.execute(SQLCommand.SELECT, table, select_payload(table, **query))
 
     def select_all(self, table, page_size=1000, **query):
         """Every matching row, page by page: constant memory however many rows there are."""
@@ -154,18 +138,12 @@ class BlockingClient:
                 return
             after = page.next_cursor
 
-    def _write(self, command, table, rows):
-        spec = TABLE_SPECS[SQLTable(table)]
-        return self.execute(command, table, spec.rows_request.encode({"rows": list(rows)}))
-
-    def heartbeat(self):
-        self._socket.sendall(encode_frame(MessageType.HEARTBEAT))
-
     def close(self):
         """Clean shutdown: SHUTDOWN, wait for SHUTDOWN_ACK, close. Returns the ack."""
+        self._closing.set()
         try:
             payload = SHUTDOWN.encode({"reason": ShutdownReason.CLIENT_DONE, "deadline_ms": 10000, "message": "done"})
-            self._socket.sendall(encode_frame(MessageType.SHUTDOWN, payload))
+            self._send(encode_frame(MessageType.SHUTDOWN, payload))
             while True:
                 header, payload = self.read_frame()
                 if header.type == MessageType.SHUTDOWN_ACK:

@@ -166,6 +166,9 @@ class TradeController(TableController):
                 if row[name] != order[name]:
                     raise invalid(index, name, f"{row[name]} disagrees with its order's {order[name]}")
 
+    def deletable(self, row, index):
+        raise invalid(index, "id", "is an execution: deleting it would leave its order's fills wrong")
+
     async def written(self, cursor, rows, command):
         for index, row in enumerate(rows):
             try:

@@ -80,7 +80,7 @@ _WIRE = {
 
 
 def _row_type(name, layout):
-    return WireType(name, layout.struct, layout.size, f"{name} (dict)")
+    return WireType(name, layout.struct, layout.size, f"{name} (dict)", layout=layout)
 
 
 class TableSpec:

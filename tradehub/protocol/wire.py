@@ -198,6 +198,7 @@ class WireType:
     size: int = None
     python: str = ""
     item: "WireType" = None
+    layout: "Layout" = attrs.field(default=None, repr=False, eq=False)
 
 
 def _fixed(name, construct, python):

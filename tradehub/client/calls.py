@@ -1,0 +1,58 @@
+"""
+The table calls both Python clients share: request payloads from rows, keys
+and queries, chunked REQUEST frames, and decoded answers.
+"""
+
+import attrs
+
+from ..protocol.enums import FLAG_MORE, HEADER_SIZE, MessageType, SQLTable
+from ..protocol.messages import encode_frame
+from ..protocol.tables import TABLE_SPECS
+
+
+def request_frames(payload, request_id, command, table, max_frame):
+    """A REQUEST as frames of at most max_frame bytes: MORE set on all but the last."""
+    room = max_frame - HEADER_SIZE
+    if len(payload) <= room:
+        return encode_frame(MessageType.REQUEST, payload, request_id, command=command, table=table)
+    parts = [payload[start : start + room] for start in range(0, len(payload), room)]
+    return b"".join(
+        encode_frame(MessageType.REQUEST, part, request_id, command=command, table=table,
+                     flags=FLAG_MORE if index < len(parts) - 1 else 0)
+        for index, part in enumerate(parts)
+    )
+
+
+@attrs.frozen
+class Result:
+    """A decoded RESPONSE: rows written or returned, the rows, and the cursor of the next page."""
+
+    affected: int
+    rows: list
+    next_cursor: bytes = None
+
+
+def select_payload(table, keys=(), symbol=None, since=None, until=None, limit=0, after=None):
+    """The SELECT request payload of a table (time window only for time-series tables)."""
+    spec = TABLE_SPECS[SQLTable(table)]
+    query = {"keys": list(keys), "symbol": symbol, "limit": limit, "after": after}
+    if spec.series:
+        query.update(since=since, until=until)
+    elif since is not None or until is not None:
+        raise ValueError(f"{spec.table.name} is not a time series")
+    return spec.select_request.encode(query)
+
+
+def rows_payload(table, rows):
+    """The INSERT, UPSERT or UPDATE payload: rows are dicts keyed by column name."""
+    return TABLE_SPECS[SQLTable(table)].rows_request.encode({"rows": list(rows)})
+
+
+def keys_payload(table, keys):
+    return TABLE_SPECS[SQLTable(table)].keys_request.encode({"keys": list(keys)})
+
+
+def decode_result(table, payload):
+    """A table's RESPONSE payload (joined when it came in several frames) as a L{Result}."""
+    answer = TABLE_SPECS[SQLTable(table)].response.decode(payload)
+    return Result(answer["affected"], [dict(row) for row in answer["rows"]], answer["next_cursor"])
