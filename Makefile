@@ -15,8 +15,7 @@ test: $(STAMP)
 	$(BIN)/trial tests
 
 bench: $(STAMP)
-	$(BIN)/python bench/codec.py
-	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/run.py
 
 docs: $(STAMP)
 	$(BIN)/python -m tradehub.protocol.doc

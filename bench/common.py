@@ -25,6 +25,17 @@ from tradehub.protocol.messages import HELLO, encode_frame  # noqa: E402
 TOKENS = {"FRONTEND": "bench-frontend-token", "ML": "bench-ml-token"}
 
 
+def compile_cpp(source):
+    """Build a bench C++ tool (-O2, threads) into a temporary folder; returns the binary."""
+    folder = Path(tempfile.mkdtemp(prefix="tradehub-bench-cpp-"))
+    binary = folder / Path(source).stem
+    subprocess.run(
+        ["g++", "-std=c++17", "-O2", "-pthread", "-I", str(ROOT / "clients" / "cpp"), str(source), "-o", str(binary)],
+        check=True,
+    )
+    return binary
+
+
 def free_port():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -107,6 +107,9 @@ class HubProtocol(Protocol):
     # Connection life
 
     def connectionMade(self):
+        # Answers are small and latency matters: no Nagle delay (TCP only; unix sockets have none).
+        if hasattr(self.transport, "setTcpNoDelay"):
+            self.transport.setTcpNoDelay(True)
         self.peer = _describe(self.transport.getPeer())
         self._last_received = self.clock.seconds()
         self.transport.registerProducer(self, True)

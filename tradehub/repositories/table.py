@@ -53,6 +53,23 @@ def float_array_literal(items):
     return "{" + ",".join(_FLOAT_WORDS.get(r, r) for r in map(repr, items)) + "}"
 
 
+class _ExactFloat:
+    """
+    psycopg2 writes -0.0 as a bare -0.0, which PostgreSQL reads as minus a
+    numeric zero: the sign is lost. A quoted float8 literal of the exact
+    repr keeps every value, -0.0, NaN and the infinities included.
+    """
+
+    def __init__(self, value):
+        self.value = value
+
+    def getquoted(self):
+        return f"'{_FLOAT_WORDS.get(repr(self.value), repr(self.value))}'::float8".encode()
+
+
+psycopg2.extensions.register_adapter(float, _ExactFloat)
+
+
 def quote(identifier):
     """Identifiers come from code only; quoting keeps reserved words (order, values) usable."""
     return '"' + identifier + '"'
@@ -120,6 +137,7 @@ class Repository:
             if c.kind in ("text_list", "float_list")
         }
         self.row_template = "(" + ", ".join(placeholders) + ")"
+        self._insert_one = f"INSERT INTO {self.table} AS t ({self._column_list}) VALUES {self.row_template}"
         self.select_list = ", ".join(selected)
         self._returning = f" RETURNING {self.select_list}"
         key_sql = self._expand(spec.key)
@@ -204,16 +222,22 @@ class Repository:
 
     async def insert(self, cursor, rows):
         """One statement for all rows; returns the stored rows (or [] when writes are not echoed)."""
-        return await self._insert(cursor, self._unnest, rows)
+        return await self._insert(cursor, "", rows)
 
     async def upsert(self, cursor, rows):
-        return await self._insert(cursor, self._unnest + self._upsert_tail, rows)
+        return await self._insert(cursor, self._upsert_tail, rows)
 
-    async def _insert(self, cursor, statement, rows):
+    async def _insert(self, cursor, tail, rows):
+        # One row: plain VALUES. Several: one array per column through unnest,
+        # one statement whatever the count.
+        if len(rows) == 1:
+            statement, params = self._insert_one + tail, self.params(rows[0])
+        else:
+            statement, params = self._unnest + tail, self._columns_of(rows)
         if self.spec.echo_writes:
-            await cursor.execute(statement + self._returning, self._columns_of(rows))
+            await cursor.execute(statement + self._returning, params)
             return [self.row(r) for r in cursor.fetchall()]
-        await cursor.execute(statement, self._columns_of(rows))
+        await cursor.execute(statement, params)
         return []
 
     async def update(self, cursor, row):
