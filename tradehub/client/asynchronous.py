@@ -14,11 +14,11 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ..protocol.enums import FLAG_MORE, MessageType, Role, ShutdownReason, SQLCommand
+from ..protocol.enums import FLAG_MORE, MessageType, Role, ShutdownReason
 from ..protocol.errors import ProtocolError
 from ..protocol.framing import FrameDecoder
 from ..protocol.messages import ERROR, HELLO, HELLO_ACK, SHUTDOWN, SHUTDOWN_ACK, encode_frame
-from .calls import decode_result, keys_payload, request_frames, rows_payload, select_payload
+from .calls import TableCalls, decode_result, request_frames
 from .errors import HubError, raise_for_error
 
 SILENT_INTERVALS = 3
@@ -31,7 +31,7 @@ def _typed(error_payload):
         return error
 
 
-class HubClientProtocol(Protocol):
+class HubClientProtocol(Protocol, TableCalls):
     """
     One connection. C{ready} fires with the HELLO_ACK; every call returns a
     Deferred that fires with its answer, or fails with a typed L{HubError}.
@@ -145,21 +145,6 @@ class HubClientProtocol(Protocol):
     def execute(self, command, table, payload):
         return self.call(command, table, payload).addCallback(lambda answer: decode_result(table, answer))
 
-    def insert(self, table, rows):
-        return self.execute(SQLCommand.INSERT, table, rows_payload(table, rows))
-
-    def upsert(self, table, rows):
-        return self.execute(SQLCommand.UPSERT, table, rows_payload(table, rows))
-
-    def update(self, table, rows):
-        return self.execute(SQLCommand.UPDATE, table, rows_payload(table, rows))
-
-    def delete(self, table, keys):
-        return self.execute(SQLCommand.DELETE, table, keys_payload(table, keys))
-
-    def select(self, table, **query):
-        """One page: keys=, symbol=, since=, until=, limit=, after=."""
-        return self.execute(SQLCommand.SELECT, table, select_payload(table, **query))
 
     async def select_all(self, table, page_size=1000, **query):
         """Every matching row, streamed page by page (an async generator)."""

@@ -7,14 +7,14 @@ import socket
 import threading
 import time
 
-from ..protocol.enums import FLAG_MORE, MessageType, Role, ShutdownReason, SQLCommand
+from ..protocol.enums import FLAG_MORE, MessageType, Role, ShutdownReason
 from ..protocol.framing import FrameDecoder
 from ..protocol.messages import ERROR, HELLO, HELLO_ACK, SHUTDOWN, SHUTDOWN_ACK, encode_frame
-from .calls import decode_result, keys_payload, request_frames, rows_payload, select_payload
+from .calls import TableCalls, decode_result, request_frames
 from .errors import HubError, raise_for_error
 
 
-class BlockingClient:
+class BlockingClient(TableCalls):
     """
     One connection to the hub. Use as a context manager: leaving it sends
     SHUTDOWN, waits for SHUTDOWN_ACK and closes.
@@ -112,21 +112,6 @@ class BlockingClient:
         """One table command; the answer decoded as a L{Result}."""
         return decode_result(table, b"".join(self.call(command, table, payload)))
 
-    def insert(self, table, rows):
-        return self.execute(SQLCommand.INSERT, table, rows_payload(table, rows))
-
-    def upsert(self, table, rows):
-        return self.execute(SQLCommand.UPSERT, table, rows_payload(table, rows))
-
-    def update(self, table, rows):
-        return self.execute(SQLCommand.UPDATE, table, rows_payload(table, rows))
-
-    def delete(self, table, keys):
-        return self.execute(SQLCommand.DELETE, table, keys_payload(table, keys))
-
-    def select(self, table, **query):
-        """One page: keys=, symbol=, since=, until=, limit=, after=."""
-        return self.execute(SQLCommand.SELECT, table, select_payload(table, **query))
 
     def select_all(self, table, page_size=1000, **query):
         """Every matching row, page by page: constant memory however many rows there are."""

@@ -5,7 +5,7 @@ and queries, chunked REQUEST frames, and decoded answers.
 
 import attrs
 
-from ..protocol.enums import FLAG_MORE, HEADER_SIZE, MessageType, SQLTable
+from ..protocol.enums import FLAG_MORE, HEADER_SIZE, MessageType, SQLCommand, SQLTable
 from ..protocol.messages import encode_frame
 from ..protocol.tables import TABLE_SPECS
 
@@ -56,3 +56,26 @@ def decode_result(table, payload):
     """A table's RESPONSE payload (joined when it came in several frames) as a L{Result}."""
     answer = TABLE_SPECS[SQLTable(table)].response.decode(payload)
     return Result(answer["affected"], [dict(row) for row in answer["rows"]], answer["next_cursor"])
+
+
+class TableCalls:
+    """
+    The five commands of any table, for a client whose C{execute(command,
+    table, payload)} returns a L{Result} (blocking) or a Deferred of one (Twisted).
+    """
+
+    def insert(self, table, rows):
+        return self.execute(SQLCommand.INSERT, table, rows_payload(table, rows))
+
+    def upsert(self, table, rows):
+        return self.execute(SQLCommand.UPSERT, table, rows_payload(table, rows))
+
+    def update(self, table, rows):
+        return self.execute(SQLCommand.UPDATE, table, rows_payload(table, rows))
+
+    def delete(self, table, keys):
+        return self.execute(SQLCommand.DELETE, table, keys_payload(table, keys))
+
+    def select(self, table, **query):
+        """One page: keys=, symbol=, since=, until=, limit=, after=."""
+        return self.execute(SQLCommand.SELECT, table, select_payload(table, **query))
