@@ -4,8 +4,13 @@ twistd tradehub: command-line options and the service tree they build.
 
 from pathlib import Path
 
+from treq.client import HTTPClient
+from twisted.logger import Logger
 from twisted.python import usage
+from twisted.web.client import Agent, HTTPConnectionPool
 
+from tradehub.alpaca.client import AlpacaClient
+from tradehub.alpaca.sync import AlpacaSync
 from tradehub.config import SETTINGS, ConfigError, load_settings, redact_url
 from tradehub.db.embedded import EmbeddedCluster
 from tradehub.db.pool import Pool
@@ -22,6 +27,7 @@ from tradehub.service import (
 )
 
 SCHEMA = Path(__file__).resolve().parent / "schema"
+log = Logger(namespace="tradehub.tap")
 
 
 class Options(usage.Options):
@@ -63,9 +69,27 @@ def makeService(options, reactor=None):
         retry_backoff=settings.db_retry_backoff,
     )
     steps += [PoolService(pool), MigrationService(pool, SCHEMA)]
+    broker = None
+    if settings.alpaca_enabled and not options["migrate-only"]:
+        http_pool = HTTPConnectionPool(reactor)
+        broker = AlpacaClient(
+            HTTPClient(Agent(reactor, pool=http_pool)),
+            reactor,
+            key_id=settings.apca_api_key_id,
+            secret_key=settings.apca_api_secret_key,
+            base_url=settings.apca_api_base_url,
+            data_url=settings.apca_api_data_url,
+            timeout=settings.alpaca_timeout,
+            retries=settings.alpaca_retry_attempts,
+        )
+        steps.append(
+            AlpacaSync(broker, pool, reactor, settings.alpaca_sync_seconds, settings.alpaca_assets_seconds, http_pool)
+        )
+    elif not options["migrate-only"]:
+        log.info("Alpaca keys are not configured: the Alpaca sync and order submission are off")
     if not options["migrate-only"]:
         factory = HubFactory(
-            build_registry(pool),
+            build_registry(pool, broker),
             settings.tokens,
             reactor,
             handshake_timeout=settings.handshake_timeout,
@@ -79,11 +103,14 @@ def makeService(options, reactor=None):
             steps.append(ListenerService(role, reactor, description, factory))
 
     database = redact_url(settings.database_url) if settings.database_url else f"embedded ({settings.pgdata})"
+    alpaca = settings.apca_api_base_url if broker is not None else "off"
     parent = getattr(options, "parent", None) or {}
     return HubService(
         reactor,
         steps,
-        ready_message=f"frontend on {settings.frontend_endpoint}, ml on {settings.ml_endpoint}, database {database}",
+        ready_message=(
+            f"frontend on {settings.frontend_endpoint}, ml on {settings.ml_endpoint}, database {database}, alpaca {alpaca}"
+        ),
         migrate_only=options["migrate-only"],
         log_observer=json_observer(parent.get("logfile")) if settings.log_format == "json" else None,
     )

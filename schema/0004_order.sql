@@ -4,7 +4,8 @@ CREATE TABLE "order" (
     client_order_id text PRIMARY KEY CHECK (length(client_order_id) BETWEEN 1 AND 128),
     id uuid UNIQUE,
     account_id uuid REFERENCES account (id),
-    asset_id uuid REFERENCES asset (id),
+    -- Not a foreign key: Alpaca names assets the daily asset sync may not have stored yet.
+    asset_id uuid,
     symbol symbol NOT NULL,
     asset_class text NOT NULL CHECK (asset_class IN ('us_equity', 'us_option', 'crypto')),
     side text NOT NULL CHECK (side IN ('buy', 'sell')),

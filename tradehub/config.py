@@ -82,6 +82,13 @@ def _endpoint(value):
     return value
 
 
+def _http_url(value):
+    value = value.strip()
+    if urlsplit(value).scheme not in ("http", "https") or not urlsplit(value).netloc:
+        raise ValueError(f"expected an http(s):// URL, got {value!r}")
+    return value
+
+
 def _log_format(value):
     value = value.strip().lower()
     if value not in LOG_FORMATS:
@@ -138,6 +145,21 @@ SETTINGS = (
             "seconds to drain clients when stopping", "shutdown-deadline"),
     Setting("TRADEHUB_LOG_FORMAT", "text", _log_format,
             "log line format: text or json", "log-format"),
+    Setting("APCA_API_KEY_ID", "", _text,
+            "Alpaca key id; empty turns the Alpaca sync and order submission off", secret=True),
+    Setting("APCA_API_SECRET_KEY", "", _text, "Alpaca secret key", secret=True),
+    Setting("APCA_API_BASE_URL", "https://paper-api.alpaca.markets", _http_url,
+            "Alpaca Trading API (paper by default)", "alpaca-base-url"),
+    Setting("APCA_API_DATA_URL", "https://data.alpaca.markets", _http_url,
+            "Alpaca Market Data API", "alpaca-data-url"),
+    Setting("TRADEHUB_ALPACA_SYNC_SECONDS", "15", _seconds,
+            "seconds between syncs of account, positions and open orders", "alpaca-sync-seconds"),
+    Setting("TRADEHUB_ALPACA_ASSETS_SECONDS", "86400", _seconds,
+            "seconds between syncs of the asset list", "alpaca-assets-seconds"),
+    Setting("TRADEHUB_ALPACA_TIMEOUT", "10", _seconds,
+            "seconds an Alpaca call may take", "alpaca-timeout"),
+    Setting("TRADEHUB_ALPACA_RETRY_ATTEMPTS", "4", _integer(0),
+            "retries of an Alpaca call that timed out or got 429/5xx", "alpaca-retry-attempts"),
 )
 
 
@@ -163,6 +185,18 @@ class Settings:
     max_in_flight: int
     shutdown_deadline: float
     log_format: str
+    apca_api_key_id: str = attrs.field(repr=False)
+    apca_api_secret_key: str = attrs.field(repr=False)
+    apca_api_base_url: str
+    apca_api_data_url: str
+    alpaca_sync_seconds: float
+    alpaca_assets_seconds: float
+    alpaca_timeout: float
+    alpaca_retry_attempts: int
+
+    @property
+    def alpaca_enabled(self):
+        return bool(self.apca_api_key_id and self.apca_api_secret_key)
 
     @property
     def pgdata(self):
@@ -210,6 +244,8 @@ def _example_values(example_file):
 
 
 def _cross_check(settings, example):
+    if bool(settings.apca_api_key_id) != bool(settings.apca_api_secret_key):
+        raise ConfigError("APCA_API_SECRET_KEY", "APCA_API_KEY_ID and APCA_API_SECRET_KEY are set together or not at all")
     if settings.max_request < settings.max_frame:
         raise ConfigError(
             "TRADEHUB_MAX_REQUEST",

@@ -36,9 +36,11 @@ CONTROLLERS = (
 )
 
 
-def build_registry(pool):
+def build_registry(pool, broker=None):
+    """Every route; C{broker} (the Alpaca client, or None) lets ORDER inserts be submitted."""
     registry = Registry()
-    for controller in (cls(pool) for cls in CONTROLLERS):
+    for cls in CONTROLLERS:
+        controller = cls(pool, broker) if cls is OrderController else cls(pool)
         spec = controller.spec
         handlers = {
             SQLCommand.INSERT: (controller.insert, controller.insert_group),

@@ -1,7 +1,9 @@
 """Rules of the Alpaca tables: accounts, assets, orders, positions and their trades."""
 
 import re
+from decimal import Decimal
 
+from ..alpaca.client import AlpacaRejected, AlpacaUnavailable
 from ..errors import invalid, not_found, row_error
 from ..protocol.enums import ErrorCode, SQLCommand
 from ..protocol.errors import ProtocolError
@@ -34,6 +36,26 @@ ORDER_PROGRESS = {
     "rejected": 3,
 }
 FINAL_STATUSES = frozenset(s for s, progress in ORDER_PROGRESS.items() if progress == 3)
+
+
+class _SubmitAlone(Exception):
+    """A submitting INSERT is never coalesced: the lane then runs each request on its own."""
+
+
+def _merge(parent, legs, answer):
+    """Our rows with what Alpaca answered: its ids, statuses and times; legs matched by type."""
+    alpaca_parent, *alpaca_legs = answer
+    merged = [dict(parent, **_from_alpaca(alpaca_parent))]
+    for leg in legs:
+        match = next((a for a in alpaca_legs if a["type"] == leg["type"]), None)
+        merged.append(dict(leg, **_from_alpaca(match)) if match else leg)
+    return merged
+
+
+def _from_alpaca(row):
+    names = ("id", "asset_id", "status", "filled_qty", "filled_avg_price", "hwm", "created_at", "updated_at",
+             "submitted_at", "filled_at", "expired_at", "canceled_at", "failed_at", "replaced_at")
+    return {name: row[name] for name in names}
 
 
 def status_may_move(old, new):
@@ -70,10 +92,106 @@ class AssetController(TableController):
 
 
 class OrderController(TableController):
-    def __init__(self, pool):
+    """
+    Orders, and trading through the hub: an INSERT whose order says submit
+    is stored as pending_new, submitted to Alpaca with its client_order_id,
+    and answered only once Alpaca's answer is stored; an UPDATE to canceled
+    of a submitted order cancels it at Alpaca first. C{broker} is the
+    AlpacaClient, or None when no keys are configured.
+    """
+
+    def __init__(self, pool, broker=None):
         super().__init__(ORDER, pool)
         self.repository = OrderRepository(ORDER)
         self.assets = Repository(ASSET)
+        self.broker = broker
+
+    async def insert(self, request):
+        rows = request["rows"]
+        if not any(row["submit"] for row in rows):
+            return await super().insert(request)
+        parent, legs = self._submission(self.checked(rows))
+        stored = await self._in_transaction(self._insert_or_resume, [parent, *legs])
+        stored = await self._submit(parent, legs, stored)
+        return self._answer(len(rows), stored)
+
+    async def insert_group(self, requests):
+        if any(row["submit"] for request in requests for row in request["rows"]):
+            raise _SubmitAlone()
+        return await super().insert_group(requests)
+
+    def _submission(self, rows):
+        """The one order a submitting request may carry, and its legs."""
+        if self.broker is None:
+            raise invalid(0, "submit", "needs Alpaca: set APCA_API_KEY_ID and APCA_API_SECRET_KEY")
+        parents = [r for r in rows if r["parent_client_order_id"] not in {o["client_order_id"] for o in rows}]
+        if len(parents) != 1:
+            raise invalid(0, "submit", "submit one order per request (a bracket, oco or oto order with its legs)")
+        parent = parents[0]
+        legs = [r for r in rows if r is not parent]
+        for index, row in enumerate(rows):
+            if not row["submit"]:
+                raise invalid(index, "submit", "must be set on every row of a submitted order")
+            row["status"], row["id"], row["filled_qty"] = "pending_new", None, Decimal(0)
+        return parent, legs
+
+    async def _insert_or_resume(self, cursor, rows, one_by_one):
+        """
+        Store new rows; a row already stored as pending_new by an earlier
+        submission is a retry of it, and is submitted again rather than refused.
+        """
+        existing = await self.repository.locked(cursor, rows)
+        fresh = []
+        for index, row in enumerate(rows):
+            old = existing.get(key_tuple(self.spec, row))
+            if old is None:
+                fresh.append(row)
+            elif not (old["submit"] and old["status"] == "pending_new"):
+                raise ProtocolError(
+                    ErrorCode.CONFLICT, f"row {index}: order {row['client_order_id']} already exists ({old['status']})",
+                    row_index=index,
+                )
+        return await self._insert(cursor, fresh, one_by_one) if fresh else []
+
+    async def _submit(self, parent, legs, stored):
+        try:
+            answer = await self.broker.submit(parent, legs, parent["account_id"])
+        except AlpacaRejected as refusal:
+            failed = [dict(row, status="rejected", status_message=refusal.message[:500]) for row in (parent, *legs)]
+            await self.pool.transaction(self._update, failed)
+            code = ErrorCode.CONFLICT if refusal.conflict else ErrorCode.VALIDATION_FAILED
+            raise ProtocolError(code, f"row 0: Alpaca refused the order: {refusal.message}", row_index=0) from None
+        except AlpacaUnavailable as failure:
+            raise ProtocolError(
+                ErrorCode.BUSY,
+                f"Alpaca did not answer ({failure}): the order stays pending_new; "
+                "send the same request again to resume (it is never submitted twice)",
+            ) from None
+        return await self.pool.transaction(self._update, _merge(parent, legs, answer))
+
+    async def update(self, request):
+        rows = self.checked(request["rows"])
+        if self.broker is not None:
+            await self._cancel_at_alpaca(rows)
+        stored = await self.pool.transaction(self._update, rows)
+        return self._answer(len(rows), stored)
+
+    async def _cancel_at_alpaca(self, rows):
+        """Cancels of submitted orders go to Alpaca first; its answer decides the stored status."""
+        existing = await self.stored(rows)
+        for index, row in enumerate(rows):
+            old = existing.get(key_tuple(self.spec, row))
+            if not (old and old["submit"] and old["id"] and row["status"] == "canceled" and old["status"] not in FINAL_STATUSES):
+                continue
+            try:
+                await self.broker.cancel(old["id"])
+                [now] = (await self.broker.order(old["id"], old["account_id"]))[:1]
+            except AlpacaRejected as refusal:
+                raise invalid(index, "status", f"Alpaca would not cancel: {refusal.message}") from None
+            except AlpacaUnavailable as failure:
+                raise ProtocolError(ErrorCode.BUSY, f"row {index}: Alpaca did not answer the cancel ({failure})", row_index=index) from None
+            for name in ("id", "status", "updated_at", "canceled_at", "filled_qty", "filled_avg_price", "filled_at"):
+                row[name] = now[name]
 
     def rules(self, row, index):
         if (row["qty"] is None) == (row["notional"] is None):

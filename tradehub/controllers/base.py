@@ -133,9 +133,12 @@ class TableController:
         return stored
 
     async def upsert(self, request):
-        rows = self.checked(request["rows"])
-        stored = await self._in_transaction(self._upsert, rows)
-        return self._answer(len(rows), stored)
+        stored = await self.upsert_rows(request["rows"])
+        return self._answer(len(request["rows"]), stored)
+
+    async def upsert_rows(self, rows):
+        """UPSERT from inside the hub (the Alpaca sync): the same rules as over the wire."""
+        return await self._in_transaction(self._upsert, self.checked(rows))
 
     async def _upsert(self, cursor, rows, one_by_one):
         _no_repeated_keys(self.spec, rows)
@@ -146,9 +149,15 @@ class TableController:
         return stored
 
     async def update(self, request):
-        rows = self.checked(request["rows"])
-        stored = await self.pool.transaction(self._update, rows)
-        return self._answer(len(rows), stored)
+        stored = await self.update_rows(request["rows"])
+        return self._answer(len(request["rows"]), stored)
+
+    async def update_rows(self, rows):
+        return await self.pool.transaction(self._update, self.checked(rows))
+
+    async def stored(self, keys):
+        """The stored rows with these keys, by key tuple."""
+        return await self.pool.transaction(self.repository.locked, list(keys))
 
     async def _update(self, cursor, rows):
         _no_repeated_keys(self.spec, rows)
@@ -167,11 +176,13 @@ class TableController:
         return stored
 
     async def delete(self, request):
-        keys = request["keys"]
+        affected = await self.delete_keys(request["keys"])
+        return self._answer(affected, [])
+
+    async def delete_keys(self, keys):
         for index, key in enumerate(keys):
             self._check_key(key, index)
-        affected = await self.pool.transaction(self._delete, keys)
-        return self._answer(affected, [])
+        return await self.pool.transaction(self._delete, keys)
 
     async def _delete(self, cursor, keys):
         _no_repeated_keys(self.spec, keys)

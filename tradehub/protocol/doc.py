@@ -53,7 +53,7 @@ WHEN_SENT = {
     ErrorCode.VALIDATION_FAILED: "a value breaks a rule; the message names the field and rule, row_index the row",
     ErrorCode.NOT_FOUND: "a referenced or updated row does not exist",
     ErrorCode.CONFLICT: "a uniqueness rule (for example client_order_id) is already taken",
-    ErrorCode.BUSY: "not sent by v1 servers: a full connection is slowed by backpressure instead",
+    ErrorCode.BUSY: "Alpaca did not answer an order submission or cancel in time: the order stays pending_new; send the same request again",
     ErrorCode.DB_UNAVAILABLE: "PostgreSQL stayed unreachable through every retry, or a COMMIT's outcome is unknown",
     ErrorCode.SHUTTING_DOWN: "a request that arrived after SHUTDOWN, or was still queued at the drain deadline",
     ErrorCode.FRAME_TOO_LARGE: "a length above the negotiated max_frame",

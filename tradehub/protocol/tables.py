@@ -268,7 +268,14 @@ ORDER = TableSpec(
         _c("replaced_at", "timestamp", "when it was replaced", optional=True),
     ],
     key=("client_order_id",),
-    doc="Orders (GET /v2/orders). DELETE of a live order is refused: cancel it with an UPDATE to status canceled.",
+    doc=(
+        "Orders (GET /v2/orders). DELETE of a live order is refused: cancel it with an UPDATE to status canceled. "
+        "An INSERT whose rows say `submit` (one order, with the legs of a bracket, oco or oto order) is stored as "
+        "pending_new, submitted to Alpaca with its client_order_id and answered with Alpaca's id and status; "
+        "Alpaca's refusal answers VALIDATION_FAILED (CONFLICT for buying power) and leaves the row rejected; "
+        "no answer from Alpaca is BUSY, and the same INSERT again resumes it (never a second Alpaca order). "
+        "An UPDATE to canceled of a submitted order cancels it at Alpaca first."
+    ),
 )
 
 POSITION = TableSpec(

@@ -39,3 +39,19 @@ class OrderRepository(Repository):
                 "order": trade["client_order_id"],
             },
         )
+
+    async def live_at_alpaca(self, cursor, final_statuses):
+        """Alpaca ids of the orders stored as still live."""
+        await cursor.execute(
+            f"SELECT id::text FROM {self.table} WHERE id IS NOT NULL AND status <> ALL(%s)", (sorted(final_statuses),)
+        )
+        return [alpaca_id for (alpaca_id,) in cursor.fetchall()]
+
+    async def identities(self, cursor, alpaca_ids):
+        """{Alpaca id: (client_order_id, submit, parent_client_order_id)} of the stored orders among them."""
+        await cursor.execute(
+            f"SELECT id::text, client_order_id, submit, parent_client_order_id FROM {self.table}"
+            " WHERE id = ANY(%s::uuid[])",
+            (list(alpaca_ids),),
+        )
+        return {alpaca_id: rest for alpaca_id, *rest in cursor.fetchall()}

@@ -1,0 +1,245 @@
+"""
+A fake Alpaca on 127.0.0.1 for the tests: twisted.web serving bodies shaped
+like Alpaca's documented ones, paginating, answering queued failures (429
+with rate-limit headers, 5xx, 4xx with an error body, silence past the
+client's timeout), and recording every request it receives.
+"""
+
+import itertools
+import json
+import uuid
+from urllib.parse import urlsplit
+
+import attrs
+from twisted.internet import reactor
+from twisted.internet.endpoints import serverFromString
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Site
+
+KEY_ID = "PKTESTKEYID"
+SECRET = "test-secret-key-never-logged"
+OPEN = ("new", "accepted", "pending_new", "partially_filled", "held", "pending_cancel", "pending_replace")
+_clock = itertools.count(1)
+
+
+def stamp():
+    """Distinct, increasing RFC 3339 times with nanoseconds, as Alpaca writes them."""
+    n = next(_clock)
+    return f"2026-11-24T14:30:{n // 1000 % 60:02d}.{n % 1000:03d}456789Z"
+
+
+ACCOUNT = {
+    "id": "904837e3-3b76-47ec-b432-046db621571b", "account_number": "PA3BF2V1ZQZF", "status": "ACTIVE",
+    "crypto_status": "ACTIVE", "currency": "USD", "buying_power": "262113.632", "regt_buying_power": "262113.632",
+    "daytrading_buying_power": "0", "non_marginable_buying_power": "131056.81", "cash": "-23140.200000001",
+    "portfolio_value": "103820.56", "pattern_day_trader": False, "trading_blocked": False, "transfers_blocked": False,
+    "account_blocked": False, "created_at": "2019-06-12T22:47:07.99658Z", "trade_suspended_by_user": False,
+    "multiplier": "4", "shorting_enabled": True, "equity": "103820.56", "last_equity": "103529.24",
+    "long_market_value": "126960.76", "short_market_value": "0", "initial_margin": "63480.38",
+    "maintenance_margin": "38088.228", "last_maintenance_margin": "38000.832", "sma": "0", "daytrade_count": 0,
+}
+
+ASSETS = [
+    {"id": "b0b6dd9d-8b9b-48a9-ba46-b9d54906e415", "class": "us_equity", "exchange": "NASDAQ", "symbol": "AAPL",
+     "name": "Apple Inc. Common Stock", "status": "active", "tradable": True, "marginable": True, "shortable": True,
+     "easy_to_borrow": True, "fractionable": True, "min_order_size": "0.000000001", "min_trade_increment": "0.000000001",
+     "price_increment": "0.01", "maintenance_margin_requirement": 30, "attributes": ["fractional_eh_enabled"]},
+    {"id": "276e2673-764b-4ab6-a611-caf665ca6340", "class": "crypto", "exchange": "CRYPTO", "symbol": "BTC/USD",
+     "name": "Bitcoin / US Dollar", "status": "active", "tradable": True, "marginable": False, "shortable": False,
+     "easy_to_borrow": False, "fractionable": True, "min_order_size": "0.0001", "min_trade_increment": "0.000000001",
+     "price_increment": "1"},
+]
+
+POSITION = {
+    "asset_id": "b0b6dd9d-8b9b-48a9-ba46-b9d54906e415", "symbol": "AAPL", "exchange": "NASDAQ",
+    "asset_class": "us_equity", "asset_marginable": True, "qty": "5", "avg_entry_price": "100.123456789",
+    "side": "long", "market_value": "600.0", "cost_basis": "500.617283945", "unrealized_pl": "99.382716055",
+    "unrealized_plpc": "0.198521", "unrealized_intraday_pl": "10.0", "unrealized_intraday_plpc": "0.0084",
+    "current_price": "120.0", "lastday_price": "119.0", "change_today": "0.0084", "qty_available": "5",
+}
+
+
+@attrs.define
+class Received:
+    method: str
+    path: str
+    query: dict
+    headers: dict
+    body: object
+
+
+class FakeAlpaca(Resource):
+    isLeaf = True
+
+    def __init__(self):
+        super().__init__()
+        self.account = dict(ACCOUNT)
+        self.assets = [dict(a) for a in ASSETS]
+        self.positions = [dict(POSITION)]
+        self.orders = []
+        self.received = []
+        self.failures = []
+        self.held = []
+        self.bars = [
+            {"t": f"2026-11-2{i // 3}T14:3{i % 3}:00Z", "o": 100.01 + i, "h": 101.5, "l": 99.25, "c": 100.5,
+             "v": 1200 + i, "n": 42, "vw": 100.4321} for i in range(5)
+        ]
+
+    # Failure injection
+
+    def fail_next(self, status, body=None, headers=None, times=1):
+        for _ in range(times):
+            self.failures.append((status, body, headers or {}))
+
+    def stay_silent_next(self, times=1):
+        for _ in range(times):
+            self.failures.append(("silent", None, {}))
+
+    def act_then_stay_silent_next(self):
+        """Carry out the next request, then never answer it: the answer is lost on the way."""
+        self.failures.append(("act-silent", None, {}))
+
+    def release(self):
+        """Drop the connections of requests left unanswered on purpose."""
+        for request in self.held:
+            if request.channel is not None:
+                request.channel.transport.abortConnection()
+        self.held.clear()
+
+    def order_json(self, body, status="accepted"):
+        now = stamp()
+        order = {
+            "id": str(uuid.uuid4()), "client_order_id": body.get("client_order_id") or str(uuid.uuid4()),
+            "created_at": now, "updated_at": now, "submitted_at": now, "filled_at": None, "expired_at": None,
+            "canceled_at": None, "failed_at": None, "replaced_at": None, "replaced_by": None, "replaces": None,
+            "asset_id": self.assets[0]["id"], "symbol": body["symbol"], "asset_class": "us_equity",
+            "notional": body.get("notional"), "qty": body.get("qty"), "filled_qty": "0", "filled_avg_price": None,
+            "order_class": body.get("order_class", ""), "order_type": body["type"], "type": body["type"],
+            "side": body["side"], "time_in_force": body["time_in_force"], "limit_price": body.get("limit_price"),
+            "stop_price": body.get("stop_price"), "status": status, "extended_hours": body.get("extended_hours", False),
+            "legs": None, "trail_percent": body.get("trail_percent"), "trail_price": body.get("trail_price"), "hwm": None,
+        }
+        return order
+
+    # twisted.web
+
+    def render(self, request):
+        path = urlsplit(request.uri.decode()).path
+        query = {k.decode(): [v.decode() for v in vs] for k, vs in request.args.items()}
+        raw = request.content.read()
+        body = json.loads(raw) if raw else None
+        headers = {k.decode().lower(): v[0].decode() for k, v in request.requestHeaders.getAllRawHeaders()}
+        self.received.append(Received(request.method.decode(), path, query, headers, body))
+        request.setHeader(b"content-type", b"application/json")
+        if headers.get("apca-api-key-id") != KEY_ID or headers.get("apca-api-secret-key") != SECRET:
+            return self._answer(request, 401, {"code": 40110000, "message": "request is not authorized"})
+        if self.failures:
+            status, error, extra = self.failures.pop(0)
+            if status in ("silent", "act-silent"):
+                if status == "act-silent":
+                    self._route(request, request.method.decode(), path, query, body)
+                self.held.append(request)
+                return NOT_DONE_YET
+            for name, value in extra.items():
+                request.setHeader(name.encode(), str(value).encode())
+            return self._answer(request, status, error or {"message": "injected failure"})
+        return self._route(request, request.method.decode(), path, query, body)
+
+    def _answer(self, request, status, body):
+        request.setResponseCode(status)
+        return b"" if body is None else json.dumps(body).encode()
+
+    def _route(self, request, method, path, query, body):
+        if (method, path) == ("GET", "/v2/account"):
+            return self._answer(request, 200, self.account)
+        if (method, path) == ("GET", "/v2/assets"):
+            status = query.get("status", ["active"])[0]
+            return self._answer(request, 200, [a for a in self.assets if a["status"] == status])
+        if (method, path) == ("GET", "/v2/positions"):
+            return self._answer(request, 200, self.positions)
+        if (method, path) == ("GET", "/v2/orders"):
+            return self._answer(request, 200, self._list_orders(query))
+        if (method, path) == ("POST", "/v2/orders"):
+            return self._create_order(request, body)
+        if (method, path) == ("GET", "/v2/orders:by_client_order_id"):
+            found = [o for o in self.orders if o["client_order_id"] == query["client_order_id"][0]]
+            return self._answer(request, 200, found[0]) if found else self._answer(request, 404, {"code": 40410000, "message": "order not found"})
+        if path.startswith("/v2/orders/"):
+            found = [o for o in self.orders if o["id"] == path.rsplit("/", 1)[1]]
+            if not found:
+                return self._answer(request, 404, {"code": 40410000, "message": "order not found"})
+            if method == "GET":
+                return self._answer(request, 200, found[0])
+            if method == "DELETE":
+                if found[0]["status"] not in OPEN:
+                    return self._answer(request, 422, {"code": 42210000, "message": f"order is not cancelable ({found[0]['status']})"})
+                found[0].update(status="canceled", canceled_at=stamp(), updated_at=stamp())
+                request.setResponseCode(204)
+                return b""
+        if (method, path) == ("GET", "/v2/stocks/trades/latest"):
+            symbols = query["symbols"][0].split(",")
+            trades = {s: {"t": "2026-11-24T14:30:00.123456789Z", "x": "V", "p": Decimal_like("189.12"), "s": 100,
+                          "c": ["@"], "i": 52983525029461, "z": "C"} for s in symbols}
+            return self._raw(request, {"trades": trades})
+        if (method, path) == ("GET", "/v2/stocks/quotes/latest"):
+            symbols = query["symbols"][0].split(",")
+            quotes = {s: {"t": "2026-11-24T14:30:00.5Z", "ax": "V", "ap": Decimal_like("189.13"), "as": 2, "bx": "Q",
+                          "bp": Decimal_like("189.11"), "bs": 3, "c": ["R"], "z": "C"} for s in symbols}
+            return self._raw(request, {"quotes": quotes})
+        if method == "GET" and path.startswith("/v2/stocks/") and path.endswith("/bars"):
+            start = int(query.get("page_token", ["0"])[0])
+            page = self.bars[start : start + 2]
+            token = str(start + 2) if start + 2 < len(self.bars) else None
+            return self._answer(request, 200, {"bars": page, "symbol": path.split("/")[3], "next_page_token": token})
+        return self._answer(request, 404, {"code": 40410000, "message": f"no route {method} {path}"})
+
+    def _raw(self, request, body):
+        """The data API's numbers written with every digit (json.dumps would write floats)."""
+        request.setResponseCode(200)
+        return json.dumps(body, default=str).replace('"@@', "").replace('@@"', "").encode()
+
+    def _list_orders(self, query):
+        status = query.get("status", ["open"])[0]
+        limit = int(query.get("limit", ["50"])[0])
+        after = query.get("after", [None])[0]
+        orders = [o for o in self.orders if status == "all" or (o["status"] in OPEN) == (status == "open")]
+        if after:
+            orders = [o for o in orders if o["created_at"] > after]
+        return orders[:limit]
+
+    def _create_order(self, request, body):
+        if any(o["client_order_id"] == body.get("client_order_id") for o in self.orders):
+            return self._answer(request, 422, {"code": 40010001, "message": "client_order_id must be unique"})
+        if body["symbol"] == "NOPE":
+            return self._answer(request, 422, {"code": 40010001, "message": "asset NOPE not found"})
+        if body["symbol"] == "POOR":
+            return self._answer(request, 403, {"code": 40310000, "message": "insufficient buying power"})
+        order = self.order_json(body)
+        legs = []
+        if "take_profit" in body:
+            legs.append(self.order_json({**body, "client_order_id": order["client_order_id"] + "-tp", "type": "limit",
+                                         "limit_price": body["take_profit"]["limit_price"], "side": _other(body["side"])}, "held"))
+        if "stop_loss" in body:
+            legs.append(self.order_json({**body, "client_order_id": order["client_order_id"] + "-sl", "type": "stop",
+                                         "stop_price": body["stop_loss"]["stop_price"], "limit_price": None, "side": _other(body["side"])}, "held"))
+        order["legs"] = legs or None
+        self.orders.append(order)
+        return self._answer(request, 200, order)
+
+
+def Decimal_like(text):
+    """A JSON number spelled exactly (the marker is stripped when the body is written)."""
+    return f"@@{text}@@"
+
+
+def _other(side):
+    return "sell" if side == "buy" else "buy"
+
+
+async def start_fake_alpaca(test):
+    fake = FakeAlpaca()
+    port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(Site(fake))
+    test.addCleanup(port.stopListening)
+    test.addCleanup(fake.release)
+    fake.url = f"http://127.0.0.1:{port.getHost().port}"
+    return fake

@@ -1,0 +1,134 @@
+"""The Alpaca REST client against the fake Alpaca on loopback: parsing, pagination, retries, errors."""
+
+from decimal import Decimal
+
+from treq.client import HTTPClient
+from twisted.internet import reactor
+from twisted.logger import globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.client import Agent, HTTPConnectionPool
+
+from tradehub.alpaca import convert
+from tradehub.alpaca.client import AlpacaClient, AlpacaRejected, AlpacaUnavailable, order_request
+from tradehub.protocol.wire import Timestamp
+
+from . import rows
+from .fake_alpaca import KEY_ID, SECRET, start_fake_alpaca
+
+
+def http_client():
+    """treq without kept-alive connections, so each test leaves the reactor clean."""
+    return HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False)))
+
+
+def alpaca_for(fake, **options):
+    settings = dict(key_id=KEY_ID, secret_key=SECRET, base_url=fake.url, data_url=fake.url, timeout=2.0, retries=3, backoff=0.01)
+    settings.update(options)
+    return AlpacaClient(http_client(), reactor, **settings)
+
+
+class ClientTests(TestCase):
+    timeout = 60
+
+    async def setUp(self):
+        self.fake = await start_fake_alpaca(self)
+        self.alpaca = alpaca_for(self.fake)
+
+    async def test_account_maps_every_field_exactly(self):
+        account = await self.alpaca.account()
+        self.assertEqual(account["id"], "904837e3-3b76-47ec-b432-046db621571b")
+        self.assertEqual(account["cash"], Decimal("-23140.200000001"))
+        self.assertEqual((account["multiplier"], account["buying_power"]), (Decimal(4), Decimal("262113.632")))
+        self.assertEqual(account["created_at"], convert.timestamp("2019-06-12T22:47:07.99658Z"))
+        self.assertEqual(account["created_at"].ns % 10**9, 996580000)
+        sent = self.fake.received[-1]
+        self.assertEqual((sent.headers["apca-api-key-id"], sent.headers["apca-api-secret-key"]), (KEY_ID, SECRET))
+
+    async def test_assets_positions_and_market_data(self):
+        assets = await self.alpaca.assets()
+        self.assertEqual([a["symbol"] for a in assets], ["AAPL", "BTC/USD"])
+        self.assertEqual((assets[0]["price_increment"], assets[0]["maintenance_margin_requirement"]), (Decimal("0.01"), Decimal(30)))
+        [position] = await self.alpaca.positions(rows.ACCOUNT_ID)
+        self.assertEqual((position["qty"], position["avg_entry_price"]), (Decimal(5), Decimal("100.123456789")))
+        [trade] = await self.alpaca.latest_trades(["AAPL"])
+        self.assertEqual((trade["price"], trade["size"], trade["seq"]), (Decimal("189.12"), Decimal(100), 52983525029461))
+        self.assertEqual(trade["ts"].ns % 10**9, 123456789)
+        [quote] = await self.alpaca.latest_quotes(["AAPL"])
+        self.assertEqual((quote["bid_price"], quote["ask_price"]), (Decimal("189.11"), Decimal("189.13")))
+        bars = await self.alpaca.bars("AAPL", "1Min", "2026-11-20T00:00:00Z")
+        self.assertEqual(len(bars), 5)
+        self.assertEqual(bars[0]["vwap"], Decimal("100.4321"))
+        self.assertEqual([r.query.get("page_token") for r in self.fake.received if r.path.endswith("/bars")], [None, ["2"], ["4"]])
+
+    async def test_orders_paginate_to_exhaustion(self):
+        for i in range(1203):
+            self.fake.orders.append(self.fake.order_json({"client_order_id": f"c{i:05d}", "symbol": "AAPL", "qty": "1", "side": "buy", "type": "market", "time_in_force": "day"}))
+        orders = await self.alpaca.orders(rows.ACCOUNT_ID)
+        self.assertEqual([o["client_order_id"] for o in orders], [f"c{i:05d}" for i in range(1203)])
+        pages = [r for r in self.fake.received if r.path == "/v2/orders"]
+        self.assertEqual(len(pages), 3)
+        self.assertEqual(pages[1].query["after"], [self.fake.orders[499]["created_at"]])
+
+    async def test_rate_limit_and_server_errors_are_retried_honouring_headers(self):
+        self.fake.fail_next(429, {"message": "too many requests"}, {"X-RateLimit-Reset": reactor.seconds() + 0.3})
+        self.fake.fail_next(503)
+        started = reactor.seconds()
+        account = await self.alpaca.account()
+        self.assertEqual(account["account_number"], "PA3BF2V1ZQZF")
+        self.assertEqual(len(self.fake.received), 3)
+        self.assertGreaterEqual(reactor.seconds() - started, 0.25, "the rate-limit reset must be waited for")
+
+    async def test_retries_are_bounded(self):
+        self.fake.fail_next(500, times=4)
+        with self.assertRaises(AlpacaUnavailable):
+            await self.alpaca.account()
+        self.assertEqual(len(self.fake.received), 4)
+
+    async def test_client_errors_are_typed_and_not_retried(self):
+        self.fake.fail_next(422, {"code": 40010001, "message": "qty must be > 0"})
+        with self.assertRaises(AlpacaRejected) as refused:
+            await self.alpaca.account()
+        self.assertEqual((refused.exception.status, refused.exception.code, refused.exception.message), (422, 40010001, "qty must be > 0"))
+        self.assertEqual(len(self.fake.received), 1)
+
+    async def test_slow_answers_time_out_and_are_retried(self):
+        alpaca = alpaca_for(self.fake, timeout=0.3)
+        self.fake.stay_silent_next()
+        account = await alpaca.account()
+        self.assertEqual(account["currency"], "USD")
+        self.assertEqual(len(self.fake.received), 2)
+
+    async def test_submitting_the_same_client_order_id_twice_makes_one_order(self):
+        order = rows.order(client_order_id="idem-1", qty=Decimal("3"), limit_price=Decimal("189.12"))
+        first = await self.alpaca.submit(order)
+        second = await self.alpaca.submit(order)
+        self.assertEqual(len(self.fake.orders), 1)
+        self.assertEqual(first[0]["id"], second[0]["id"])
+        self.assertEqual(self.fake.received[0].body["client_order_id"], "idem-1")
+        self.assertEqual(self.fake.received[0].body["limit_price"], "189.12")
+
+    async def test_keys_never_reach_the_log(self):
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        self.fake.fail_next(503)
+        await self.alpaca.account()
+        self.assertTrue(events)
+        self.assertNotIn(SECRET, repr(events))
+        self.assertNotIn(KEY_ID, repr(events))
+
+
+class ConvertTests(SynchronousTestCase):
+    def test_rfc3339_keeps_every_digit_and_converts_offsets(self):
+        self.assertEqual(convert.timestamp("2024-04-24T18:26:49.434425542Z"), Timestamp(1713983209434425542))
+        self.assertEqual(convert.timestamp("2024-04-24T20:26:49.5+02:00"), convert.timestamp("2024-04-24T18:26:49.500Z"))
+        self.assertRaises(ValueError, convert.timestamp, "yesterday")
+
+    def test_bracket_order_request_carries_its_legs(self):
+        parent = rows.order(order_class="bracket", type="market", limit_price=None, qty=Decimal("2"))
+        take = rows.order(type="limit", limit_price=Decimal("200"), side="sell")
+        stop = rows.order(type="stop", stop_price=Decimal("180"), limit_price=None, side="sell")
+        body = order_request(parent, [take, stop])
+        self.assertEqual(body["order_class"], "bracket")
+        self.assertEqual((body["take_profit"], body["stop_loss"]), ({"limit_price": "200"}, {"stop_price": "180"}))
+        self.assertEqual(body["qty"], "2")

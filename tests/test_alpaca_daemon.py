@@ -1,0 +1,70 @@
+"""
+The real daemon with APCA_* pointing at the fake Alpaca: it syncs account,
+assets, orders and positions into PostgreSQL, and a frontend client submits
+and cancels an order through it.
+"""
+
+import signal
+import time
+
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import TestCase
+
+from tradehub.client import BlockingClient
+from tradehub.protocol.enums import Role, SQLTable
+
+from . import rows
+from .daemon import TOKENS, Daemon
+from .fake_alpaca import KEY_ID, SECRET, start_fake_alpaca
+from .support import blocking_query, fresh_database
+from .test_daemon import _url
+
+
+def wait_until(check, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    raise AssertionError("condition not met in time")
+
+
+class AlpacaDaemonTests(TestCase):
+    timeout = 120
+
+    async def test_daemon_syncs_from_alpaca_and_trades_through_it(self):
+        fake = await start_fake_alpaca(self)
+        fake.orders.append(fake.order_json({"client_order_id": "from-alpaca", "symbol": "AAPL", "qty": "1", "side": "sell", "type": "market", "time_in_force": "day"}))
+        dsn = await fresh_database(self)
+        env = {
+            "DATABASE_URL": _url(dsn), "APCA_API_KEY_ID": KEY_ID, "APCA_API_SECRET_KEY": SECRET,
+            "APCA_API_BASE_URL": fake.url, "APCA_API_DATA_URL": fake.url, "TRADEHUB_ALPACA_SYNC_SECONDS": "0.5",
+        }
+        daemon = Daemon(self.mktemp(), env=env).start()
+        self.addCleanup(daemon.kill)
+        await deferToThread(daemon.wait_for, f"alpaca {fake.url}")
+
+        def synced():
+            counts = blocking_query(
+                dsn,
+                'SELECT (SELECT count(*) FROM account), (SELECT count(*) FROM asset),'
+                ' (SELECT count(*) FROM "order"), (SELECT count(*) FROM position)',
+            )
+            return counts[0] == (1, 2, 1, 1)
+
+        await deferToThread(wait_until, synced)
+
+        def trade():
+            with BlockingClient("127.0.0.1", daemon.frontend_port, Role.FRONTEND, TOKENS["TRADEHUB_FRONTEND_TOKEN"]) as hub:
+                [submitted] = hub.insert(SQLTable.ORDER, [rows.order(client_order_id="via-hub", submit=True)]).rows
+                [canceled] = hub.update(SQLTable.ORDER, [dict(submitted, status="canceled")]).rows
+                return submitted, canceled
+
+        submitted, canceled = await deferToThread(trade)
+        self.assertEqual(submitted["status"], "accepted")
+        self.assertEqual(canceled["status"], "canceled")
+        self.assertEqual({o["client_order_id"] for o in fake.orders}, {"from-alpaca", "via-hub"})
+        self.assertEqual([o["status"] for o in fake.orders if o["client_order_id"] == "via-hub"], ["canceled"])
+        daemon.signal(signal.SIGTERM)
+        self.assertEqual(await deferToThread(daemon.wait), 0)
+        self.assertNotIn(SECRET, daemon.output() + daemon.errors())

@@ -1,0 +1,193 @@
+"""
+Alpaca's JSON to the hub's rows (the dicts the controllers validate): money
+from Alpaca's decimal strings (or, in the data API, JSON numbers parsed as
+Decimal), exactly; RFC 3339 timestamps to nanoseconds, UTC.
+"""
+
+import datetime
+import re
+import time
+from decimal import Decimal
+
+from ..protocol.wire import Timestamp
+
+_RFC3339 = re.compile(
+    r"^(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?(Z|z|[+-]\d\d:\d\d)$"
+)
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+
+
+def timestamp(text):
+    """'2024-04-24T18:26:49.434425542Z' -> Timestamp, every digit kept; None stays None."""
+    if text is None:
+        return None
+    match = _RFC3339.match(text)
+    if match is None:
+        raise ValueError(f"not an RFC 3339 timestamp: {text!r}")
+    year, month, day, hour, minute, second, fraction, zone = match.groups()
+    moment = datetime.datetime(int(year), int(month), int(day), int(hour), int(minute), int(second), tzinfo=datetime.timezone.utc)
+    if zone not in ("Z", "z"):
+        sign = 1 if zone[0] == "+" else -1
+        moment -= sign * datetime.timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6]))
+    delta = moment - _EPOCH
+    nanos = int((fraction or "0").ljust(9, "0"))
+    return Timestamp((delta.days * 86400 + delta.seconds) * 10**9 + nanos)
+
+
+def decimal(value):
+    """Alpaca sends money as strings ("262113.632"); the data API as numbers parsed as Decimal."""
+    if value is None or value == "":
+        return None
+    return Decimal(str(value))
+
+
+def now():
+    return Timestamp(time.time_ns())
+
+
+def account(body):
+    return {
+        "id": body["id"],
+        "account_number": body["account_number"],
+        "status": body["status"],
+        "currency": body.get("currency") or "USD",
+        "cash": decimal(body["cash"]),
+        "buying_power": decimal(body["buying_power"]),
+        "regt_buying_power": decimal(body.get("regt_buying_power")),
+        "daytrading_buying_power": decimal(body.get("daytrading_buying_power")),
+        "non_marginable_buying_power": decimal(body.get("non_marginable_buying_power")),
+        "equity": decimal(body["equity"]),
+        "last_equity": decimal(body["last_equity"]),
+        "long_market_value": decimal(body["long_market_value"]),
+        "short_market_value": decimal(body["short_market_value"]),
+        "portfolio_value": decimal(body.get("portfolio_value")),
+        "initial_margin": decimal(body["initial_margin"]),
+        "maintenance_margin": decimal(body["maintenance_margin"]),
+        "last_maintenance_margin": decimal(body.get("last_maintenance_margin")),
+        "sma": decimal(body.get("sma")),
+        "multiplier": decimal(body["multiplier"]),
+        "daytrade_count": int(body["daytrade_count"]),
+        "pattern_day_trader": bool(body["pattern_day_trader"]),
+        "trading_blocked": bool(body["trading_blocked"]),
+        "transfers_blocked": bool(body["transfers_blocked"]),
+        "account_blocked": bool(body["account_blocked"]),
+        "trade_suspended_by_user": bool(body["trade_suspended_by_user"]),
+        "shorting_enabled": bool(body["shorting_enabled"]),
+        "created_at": timestamp(body["created_at"]),
+        "updated_at": now(),
+    }
+
+
+def asset(body):
+    return {
+        "id": body["id"],
+        "class": body["class"],
+        "exchange": body["exchange"],
+        "symbol": body["symbol"],
+        "name": body.get("name") or body["symbol"],
+        "status": body["status"],
+        "tradable": bool(body["tradable"]),
+        "marginable": bool(body["marginable"]),
+        "shortable": bool(body["shortable"]),
+        "easy_to_borrow": bool(body["easy_to_borrow"]),
+        "fractionable": bool(body["fractionable"]),
+        "min_order_size": decimal(body.get("min_order_size")),
+        "min_trade_increment": decimal(body.get("min_trade_increment")),
+        "price_increment": decimal(body.get("price_increment")),
+        "maintenance_margin_requirement": decimal(body.get("maintenance_margin_requirement")),
+        "updated_at": now(),
+    }
+
+
+def order(body, account_id=None, submit=False, parent=None):
+    """One order; its legs (bracket, oco, oto) follow with parent_client_order_id set."""
+    row = {
+        "client_order_id": body["client_order_id"],
+        "id": body["id"],
+        "account_id": account_id,
+        "asset_id": body.get("asset_id"),
+        "symbol": body["symbol"],
+        "asset_class": body.get("asset_class") or "us_equity",
+        "side": body["side"],
+        "type": body.get("type") or body.get("order_type"),
+        "time_in_force": body["time_in_force"],
+        "order_class": body.get("order_class") or "simple",
+        "parent_client_order_id": parent,
+        "qty": decimal(body.get("qty")),
+        "notional": decimal(body.get("notional")),
+        "limit_price": decimal(body.get("limit_price")),
+        "stop_price": decimal(body.get("stop_price")),
+        "trail_price": decimal(body.get("trail_price")),
+        "trail_percent": decimal(body.get("trail_percent")),
+        "hwm": decimal(body.get("hwm")),
+        "extended_hours": bool(body.get("extended_hours")),
+        "submit": submit,
+        "status": body["status"],
+        "status_message": None,
+        "filled_qty": decimal(body.get("filled_qty")) or Decimal(0),
+        "filled_avg_price": decimal(body.get("filled_avg_price")),
+        "replaced_by": body.get("replaced_by"),
+        "replaces": body.get("replaces"),
+        "created_at": timestamp(body["created_at"]),
+        "updated_at": timestamp(body.get("updated_at") or body["created_at"]),
+        "submitted_at": timestamp(body.get("submitted_at")),
+        "filled_at": timestamp(body.get("filled_at")),
+        "expired_at": timestamp(body.get("expired_at")),
+        "canceled_at": timestamp(body.get("canceled_at")),
+        "failed_at": timestamp(body.get("failed_at")),
+        "replaced_at": timestamp(body.get("replaced_at")),
+    }
+    legs = [order(leg, account_id, submit, body["client_order_id"]) for leg in body.get("legs") or ()]
+    return [row] + [leg for group in legs for leg in group]
+
+
+def position(body, account_id):
+    return {
+        "account_id": account_id,
+        "symbol": body["symbol"],
+        "asset_id": body.get("asset_id"),
+        "exchange": body.get("exchange") or "",
+        "asset_class": body.get("asset_class") or "us_equity",
+        "side": body["side"],
+        "qty": decimal(body["qty"]),
+        "qty_available": decimal(body.get("qty_available")) or decimal(body["qty"]),
+        "avg_entry_price": decimal(body["avg_entry_price"]),
+        "market_value": decimal(body.get("market_value")),
+        "cost_basis": decimal(body["cost_basis"]),
+        "unrealized_pl": decimal(body.get("unrealized_pl")),
+        "unrealized_plpc": decimal(body.get("unrealized_plpc")),
+        "unrealized_intraday_pl": decimal(body.get("unrealized_intraday_pl")),
+        "unrealized_intraday_plpc": decimal(body.get("unrealized_intraday_plpc")),
+        "current_price": decimal(body.get("current_price")),
+        "lastday_price": decimal(body.get("lastday_price")),
+        "change_today": decimal(body.get("change_today")),
+        "updated_at": now(),
+    }
+
+
+def latest_trade(symbol, body):
+    """A data-API trade ({t, x, p, s, c, i, z}) as a MARKET_TICK row."""
+    return {
+        "symbol": symbol, "ts": timestamp(body["t"]), "seq": int(body.get("i") or 0), "kind": "trade",
+        "price": decimal(body["p"]), "size": decimal(body["s"]), "bid_price": None, "bid_size": None,
+        "ask_price": None, "ask_size": None, "exchange": body.get("x"), "conditions": list(body.get("c") or ()),
+        "tape": body.get("z"),
+    }
+
+
+def latest_quote(symbol, body):
+    """A data-API quote ({t, ax, ap, as, bx, bp, bs, c, z}) as a MARKET_TICK row."""
+    return {
+        "symbol": symbol, "ts": timestamp(body["t"]), "seq": 0, "kind": "quote", "price": None, "size": None,
+        "bid_price": decimal(body["bp"]), "bid_size": decimal(body["bs"]), "ask_price": decimal(body["ap"]),
+        "ask_size": decimal(body["as"]), "exchange": body.get("ax") or body.get("bx"),
+        "conditions": list(body.get("c") or ()), "tape": body.get("z"),
+    }
+
+
+def bar(body):
+    """A data-API bar ({t, o, h, l, c, v, n, vw}) as a dict with exact decimals."""
+    return {
+        "t": timestamp(body["t"]), "open": decimal(body["o"]), "high": decimal(body["h"]), "low": decimal(body["l"]),
+        "close": decimal(body["c"]), "volume": decimal(body["v"]), "trades": body.get("n"), "vwap": decimal(body.get("vw")),
+    }
