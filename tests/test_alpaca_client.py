@@ -124,6 +124,39 @@ class ConvertTests(SynchronousTestCase):
         self.assertEqual(convert.timestamp("2024-04-24T20:26:49.5+02:00"), convert.timestamp("2024-04-24T18:26:49.500Z"))
         self.assertRaises(ValueError, convert.timestamp, "yesterday")
 
+    def test_order_maps_every_field_and_its_legs(self):
+        body = {
+            "id": "61e69015-8549-4bfd-b9c3-01e75843f47d", "client_order_id": "eb9e2aaa-f71a-4f51-b5b4-52a6c565dad4",
+            "created_at": "2021-03-16T18:38:01.942282Z", "updated_at": "2021-03-16T18:38:01.942282Z",
+            "submitted_at": "2021-03-16T18:38:01.937734Z", "filled_at": "2021-03-16T18:38:02.123456789Z",
+            "expired_at": None, "canceled_at": None, "failed_at": None, "replaced_at": None, "replaced_by": None,
+            "replaces": None, "asset_id": "b0b6dd9d-8b9b-48a9-ba46-b9d54906e415", "symbol": "AAPL",
+            "asset_class": "us_equity", "notional": None, "qty": "2.5", "filled_qty": "2.5",
+            "filled_avg_price": "189.123456789", "order_class": "bracket", "order_type": "limit", "type": "limit",
+            "side": "buy", "time_in_force": "gtc", "limit_price": "189.2", "stop_price": None, "status": "filled",
+            "extended_hours": True, "trail_percent": None, "trail_price": None, "hwm": None,
+            "legs": [{
+                "id": "a1e69015-8549-4bfd-b9c3-01e75843f47d", "client_order_id": "leg-1",
+                "created_at": "2021-03-16T18:38:01.942282Z", "updated_at": None, "submitted_at": None,
+                "asset_id": "b0b6dd9d-8b9b-48a9-ba46-b9d54906e415", "symbol": "AAPL", "asset_class": "us_equity",
+                "qty": "2.5", "filled_qty": "0", "order_class": "bracket", "type": "limit", "side": "sell",
+                "time_in_force": "gtc", "limit_price": "200", "status": "held", "extended_hours": False, "legs": None,
+            }],
+        }
+        parent, leg = convert.order(body, rows.ACCOUNT_ID)
+        self.assertEqual(
+            {k: parent[k] for k in ("id", "account_id", "order_class", "type", "time_in_force", "status", "extended_hours")},
+            {"id": body["id"], "account_id": rows.ACCOUNT_ID, "order_class": "bracket", "type": "limit",
+             "time_in_force": "gtc", "status": "filled", "extended_hours": True},
+        )
+        self.assertEqual((parent["qty"], parent["filled_avg_price"], parent["limit_price"]), (Decimal("2.5"), Decimal("189.123456789"), Decimal("189.2")))
+        self.assertEqual(parent["filled_at"].ns % 10**9, 123456789)
+        self.assertEqual(parent["submitted_at"], convert.timestamp("2021-03-16T18:38:01.937734Z"))
+        self.assertIsNone(parent["notional"])
+        self.assertEqual((leg["parent_client_order_id"], leg["status"], leg["limit_price"]), (body["client_order_id"], "held", Decimal(200)))
+        self.assertEqual(leg["updated_at"], leg["created_at"])
+        self.assertEqual(set(parent), set(rows.order()))
+
     def test_bracket_order_request_carries_its_legs(self):
         parent = rows.order(order_class="bracket", type="market", limit_price=None, qty=Decimal("2"))
         take = rows.order(type="limit", limit_price=Decimal("200"), side="sell")

@@ -31,6 +31,8 @@ class EmbeddedDaemonTests(SynchronousTestCase):
         self.assertIsNone(postgres_pid(daemon.pgdata))
         output = daemon.output()
         self.assertIn("applied migration 0001_wire_types", output)
+        self.assertIn("Alpaca keys are not configured: the Alpaca sync and order submission are off", output)
+        self.assertIn("alpaca off", output)
         self.assertIn("embedded PostgreSQL stopped", output)
 
     def test_startup_failure_exits_nonzero_and_stops_the_embedded_cluster(self):
