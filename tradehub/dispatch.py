@@ -40,9 +40,6 @@ class Registry:
     def route(self, command, table):
         return self._routes.get((command, table))
 
-    def __iter__(self):
-        return iter(self._routes.values())
-
 
 async def serve_one(route, value):
     """Run one request; any failure comes back as a ProtocolError value, not raised."""

@@ -111,8 +111,8 @@ class OrderController(TableController):
         if not any(row["submit"] for row in rows):
             return await super().insert(request)
         parent, legs = self._submission(self.checked(rows))
-        stored = await self._in_transaction(self._insert_or_resume, [parent, *legs])
-        stored = await self._submit(parent, legs, stored)
+        await self._in_transaction(self._insert_or_resume, [parent, *legs])
+        stored = await self._submit(parent, legs)
         return self._answer(len(rows), stored)
 
     async def insert_group(self, requests):
@@ -153,7 +153,7 @@ class OrderController(TableController):
                 )
         return await self._insert(cursor, fresh, one_by_one) if fresh else []
 
-    async def _submit(self, parent, legs, stored):
+    async def _submit(self, parent, legs):
         try:
             answer = await self.broker.submit(parent, legs, parent["account_id"])
         except AlpacaRejected as refusal:

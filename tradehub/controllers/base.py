@@ -195,7 +195,7 @@ class TableController:
         try:
             return await self.repository.delete(cursor, keys)
         except ROW_ERRORS as error:
-            raise as_row_error(error, keys, self.spec) from None
+            raise as_row_error(error, keys) from None
 
     async def select(self, request):
         query = dict(request)
@@ -264,7 +264,7 @@ class _BatchRefused(Exception):
     """The database refused a multi-row statement; which row is not known yet."""
 
 
-def as_row_error(error, keys, spec):
+def as_row_error(error, keys):
     """A DELETE refused by the database: name the first key when there is only one."""
     return row_error(error, 0 if len(keys) == 1 else -1)
 

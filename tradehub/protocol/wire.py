@@ -11,7 +11,6 @@ import struct
 import attrs
 from construct import (
     Adapter,
-    Bytes,
     Construct,
     Float64l,
     GreedyBytes,
@@ -226,10 +225,6 @@ def opt(item):
 
 def list_of(item):
     return WireType(f"list<{item.name}>", PrefixedArray(Int32ul, item.construct), None, f"list of {item.python}", item)
-
-
-def fixed_bytes(size):
-    return WireType(f"bytes[{size}]", Bytes(size), size, "bytes")
 
 
 @attrs.frozen
