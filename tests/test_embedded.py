@@ -2,6 +2,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from twisted.internet.defer import ensureDeferred
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -51,6 +52,18 @@ class EmbeddedClusterTests(TestCase):
         await deferToThread(cluster.stop)
         await deferToThread(cluster.start)
         self.assertEqual(await pool.query("SELECT 2"), [(2,)])
+
+
+    async def test_work_started_while_postgres_is_down_waits_for_it_to_come_back(self):
+        cluster = _cluster(self)
+        await deferToThread(cluster.start)
+        pool = make_pool(cluster.dsn(), size_min=1, size_max=2, retry_attempts=6, retry_backoff=0.1)
+        await pool.start()
+        self.addCleanup(pool.close)
+        await deferToThread(cluster.stop)
+        pending = ensureDeferred(pool.query("SELECT 3"))
+        await deferToThread(cluster.start)
+        self.assertEqual(await pending, [(3,)])
 
 
 class SocketPathTests(SynchronousTestCase):

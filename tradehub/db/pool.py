@@ -111,11 +111,13 @@ class Pool:
     async def _retrying(self, attempt, *args):
         delay = self._retry_backoff
         for tries_left in range(self._retry_attempts, -1, -1):
-            connection = await self._acquire()
+            connection = None
             try:
+                connection = await self._acquire()
                 result = await attempt(connection, *args)
             except Exception as error:
-                self._release(connection, gone=connection_is_gone(error) or bool(connection.closed))
+                if connection is not None:
+                    self._release(connection, gone=connection_is_gone(error) or bool(connection.closed))
                 if not tries_left or not is_transient(error) or self._closed:
                     raise
                 self.log.warn(
