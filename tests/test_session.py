@@ -557,6 +557,16 @@ class ShutdownTests(SessionCase):
         self.hub.lose()
         self.successResultOf(done)
 
+    def test_drain_gives_up_on_work_that_never_finishes(self):
+        self.hub.send(wire.request(SQLCommand.INSERT, SQLTable.MARKET_TICK, notes("stuck"), 1))
+        done = self.hub.factory.drain(2)
+        self.hub.clock.advance(2 + 4.9)
+        self.assertNoResult(done)
+        self.hub.clock.advance(0.1)
+        self.successResultOf(done)
+        self.assertTrue(self.hub.transport.disconnected)
+        self.assertEqual(len(self.hub.factory.sessions), 0)
+
     def test_drain_closes_sessions_that_never_said_hello(self):
         hub = Harness()
         done = hub.factory.drain(5)

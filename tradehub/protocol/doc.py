@@ -334,7 +334,9 @@ answered since the SHUTDOWN) and closes. Server-initiated (the daemon stops): th
 accepting, every session gets SHUTDOWN (reason SERVER_STOPPING, the drain deadline in
 `deadline_ms`), requests already received are answered, later ones get SHUTTING_DOWN, and each
 connection closes once its queue is empty. At the deadline, requests not started get
-SHUTTING_DOWN; the one running is allowed to finish and is answered. A client's SHUTDOWN_ACK is
+SHUTTING_DOWN; the one running is allowed to finish and is answered. Five seconds after the
+deadline, a connection whose running request still has not finished (a database that no longer
+answers) is closed without its answer, so the daemon always stops. A client's SHUTDOWN_ACK is
 accepted and needs no answer. The database pool closes only after every session is drained.
 
 ## Errors

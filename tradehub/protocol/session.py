@@ -554,7 +554,19 @@ class HubFactory(Factory):
         sessions = list(self.sessions)
         if sessions:
             self.log.info("draining {count} sessions (deadline {deadline:g}s)", count=len(sessions), deadline=deadline)
-        return DeferredList([session.server_shutdown(deadline) for session in sessions])
+        drained = DeferredList([session.server_shutdown(deadline) for session in sessions], consumeErrors=True)
+        # A database that never answers must not keep the daemon from stopping.
+        give_up = self.clock.callLater(deadline + CLOSE_GRACE, self._abandon, sessions)
+        drained.addBoth(lambda result: (give_up.cancel() if give_up.active() else None, result)[1])
+        return drained
+
+    def _abandon(self, sessions):
+        stuck = [s for s in sessions if s in self.sessions]
+        self.log.warn("{count} sessions still had work {grace:g}s after the drain deadline; closing them",
+                      count=len(stuck), grace=CLOSE_GRACE)
+        for session in stuck:
+            session.transport.abortConnection()
+            self.sessions.discard(session)
 
 
 class _Sessions:
@@ -580,6 +592,9 @@ class _Sessions:
 
     def __iter__(self):
         return iter(list(self._live))
+
+    def __contains__(self, session):
+        return session in self._live
 
     def __len__(self):
         return len(self._live)
