@@ -19,6 +19,7 @@ bench: $(STAMP)
 
 docs: $(STAMP)
 	$(BIN)/python -m tradehub.protocol.doc
+	$(BIN)/python -m tradehub.protocol.cpp
 	$(BIN)/python -m tradehub.db.schema_doc
 
 # The repo root goes on the venv's sys.path through a .pth file, so that
