@@ -143,15 +143,5 @@ SESSION_LAYOUTS = {
 
 def encode_frame(message_type, payload=b"", request_id=0, command=0, table=0, flags=0):
     """One whole frame: length, header, payload."""
-    header = HEADER.encode(
-        {
-            "magic": MAGIC,
-            "version": ENVELOPE_VERSION,
-            "type": message_type,
-            "command": command,
-            "table": table,
-            "flags": flags,
-            "request_id": request_id,
-        }
-    )
+    header = HEADER.pack(MAGIC, ENVELOPE_VERSION, message_type, command, table, flags, request_id)
     return LENGTH.pack(len(header) + len(payload)) + header + payload

@@ -6,6 +6,7 @@ protocol document and the C++ header generator.
 
 import datetime
 import decimal
+import io
 import struct
 
 import attrs
@@ -13,18 +14,14 @@ from construct import (
     Adapter,
     Construct,
     Float64l,
-    GreedyBytes,
     Int8ul,
     Int16ul,
     Int32sl,
     Int32ul,
     Int64sl,
     Int64ul,
-    PascalString,
-    Prefixed,
     PrefixedArray,
-    Struct,
-    Terminated,
+    StreamError,
 )
 
 from .enums import ErrorCode
@@ -68,6 +65,7 @@ class Timestamp:
 _COMPILED_HELPERS = (
     "from decimal import Decimal as _Decimal\n"
     "from tradehub.protocol.wire import Timestamp, decimal_to_units, presence, bool_of_byte, byte_of_bool\n"
+    "from tradehub.protocol.wire import read_prefixed, write_prefixed\n"
 )
 
 
@@ -160,6 +158,100 @@ class _Bool(Adapter):
         return _sub_build(self.subcon, code, "byte_of_bool(obj)")
 
 
+def read_prefixed(stream, length, text):
+    """A length-prefixed value; strict UTF-8 when it is text."""
+    raw = stream.read(length.size)
+    if len(raw) < length.size:
+        raise StreamError("could not read enough bytes")
+    (size,) = length.unpack(raw)
+    data = stream.read(size)
+    if len(data) < size:
+        raise StreamError("could not read enough bytes")
+    return data.decode("utf-8") if text else data
+
+
+def write_prefixed(stream, value, length, text, maximum):
+    data = value.encode("utf-8") if text else bytes(value)
+    if len(data) > maximum:
+        raise ValueError(f"{len(data)} bytes is longer than the {maximum} the field allows")
+    stream.write(length.pack(len(data)))
+    stream.write(data)
+    return value
+
+
+class _LengthPrefixed(Construct):
+    """
+    str, text and bytes: a little-endian length, then the bytes (strict UTF-8
+    for text). construct's PascalString and Prefixed do not compile their
+    build; this one compiles both directions inline.
+    """
+
+    def __init__(self, length_format, text):
+        super().__init__()
+        self.length = struct.Struct(length_format)
+        self.text = text
+        self.maximum = 2 ** (8 * self.length.size) - 1
+
+    def _parse(self, stream, context, path):
+        return read_prefixed(stream, self.length, self.text)
+
+    def _build(self, obj, stream, context, path):
+        return write_prefixed(stream, obj, self.length, self.text, self.maximum)
+
+    def _sizeof(self, context, path):
+        raise NotImplementedError("length-prefixed fields have no fixed size")
+
+    def _emitparse(self, code):
+        code.append(_COMPILED_HELPERS)
+        name = f"prefix_{code.allocateId()}"
+        code.append(f"{name} = struct.Struct({self.length.format!r})")
+        return f"read_prefixed(io, {name}, {self.text})"
+
+    def _emitbuild(self, code):
+        code.append(_COMPILED_HELPERS)
+        name = f"prefix_{code.allocateId()}"
+        code.append(f"{name} = struct.Struct({self.length.format!r})")
+        return f"write_prefixed(io, obj, {name}, {self.text}, {self.maximum})"
+
+
+class _Record(Construct):
+    """
+    Named fields in order, parsed into a dict and built from a mapping. It
+    compiles to one dict literal: no context Container per row, which is
+    most of what construct's compiled Struct costs. Layouts never refer to
+    other fields, so they need no context.
+    """
+
+    def __init__(self, fields):
+        super().__init__()
+        self.fields = tuple(fields)
+
+    def _parse(self, stream, context, path):
+        return {name: sub._parsereport(stream, context, path) for name, sub in self.fields}
+
+    def _build(self, obj, stream, context, path):
+        for name, sub in self.fields:
+            sub._build(obj[name], stream, context, path)
+        return obj
+
+    def _sizeof(self, context, path):
+        return sum(sub._sizeof(context, path) for _, sub in self.fields)
+
+    def _emitparse(self, code):
+        return "{" + ", ".join(f"{name!r}: {sub._compileparse(code)}" for name, sub in self.fields) + "}"
+
+    def _emitbuild(self, code):
+        name = f"build_record_{code.allocateId()}"
+        lines = [f"def {name}(record, io, this):"]
+        for field, sub in self.fields:
+            expression = sub._compilebuild(code)
+            lines.append(f"    obj = record[{field!r}]")
+            lines.append(f"    {expression}")
+        lines.append("    return record")
+        code.append("\n".join(lines) + "\n")
+        return f"{name}(obj, io, this)"
+
+
 class _Optional(Construct):
     """opt<T>: u8 presence (0 or 1), then T when present; None when absent."""
 
@@ -214,9 +306,9 @@ f64 = _fixed("f64", Float64l, "float")
 boolean = WireType("bool", _Bool(Int8ul), 1, "bool")
 timestamp = WireType("timestamp", _Timestamp(Int64sl), 8, "Timestamp (ns since the epoch, UTC)")
 decimal_ = WireType("decimal", _Decimal(Int64sl), 8, "decimal.Decimal (exact, 9 places)")
-string = WireType("str", PascalString(Int16ul, "utf8"), None, "str (strict UTF-8, at most 65535 bytes)")
-text = WireType("text", PascalString(Int32ul, "utf8"), None, "str (strict UTF-8)")
-blob = WireType("bytes", Prefixed(Int32ul, GreedyBytes), None, "bytes")
+string = WireType("str", _LengthPrefixed("<H", True), None, "str (strict UTF-8, at most 65535 bytes)")
+text = WireType("text", _LengthPrefixed("<I", True), None, "str (strict UTF-8)")
+blob = WireType("bytes", _LengthPrefixed("<I", False), None, "bytes")
 
 
 def opt(item):
@@ -245,9 +337,11 @@ class Layout:
         self.fields = tuple(fields)
         self.cls = cls
         self.doc = doc
-        members = [f.name / f.type.construct for f in self.fields]
-        self.struct = Struct(*members)
-        self._codec = Struct(*members, Terminated).compile()
+        self.struct = _Record((f.name, f.type.construct) for f in self.fields)
+        # The compiled functions, called directly: construct's generic entry
+        # points would add a context Container and a path to every call.
+        compiled = self.struct.compile()
+        self._parse, self._build = compiled.parsefunc, compiled.buildfunc
         self._names = tuple(f.name for f in self.fields)
         self._fixed = _fixed_struct(self.fields)
 
@@ -260,11 +354,13 @@ class Layout:
     def decode(self, data):
         if self._fixed is not None:
             return self._decode_fixed(data)
+        stream = io.BytesIO(data)
         try:
-            parsed = self._codec.parse(data)
+            values = self._parse(stream, None)
         except Exception as error:
             raise ProtocolError(ErrorCode.MALFORMED_PAYLOAD, f"{self.name}: {_reason(error)}") from None
-        values = {name: parsed[name] for name in self._names}
+        if stream.read(1):
+            raise ProtocolError(ErrorCode.MALFORMED_PAYLOAD, f"{self.name}: trailing bytes after the payload")
         return self.cls(**values) if self.cls is not None else values
 
     def _decode_fixed(self, data):
@@ -275,6 +371,10 @@ class Layout:
             raise ProtocolError(ErrorCode.MALFORMED_PAYLOAD, f"{self.name}: {reason}") from None
         return self.cls(*values) if self.cls is not None else dict(zip(self._names, values))
 
+    def pack(self, *values):
+        """A fixed layout from its values in field order: the cheapest encoding (every frame's header)."""
+        return self._fixed.pack(*values)
+
     def encode(self, value):
         values = value if isinstance(value, dict) else {n: getattr(value, n) for n in self._names}
         if self._fixed is not None:
@@ -282,8 +382,10 @@ class Layout:
                 return self._fixed.pack(*[values[n] for n in self._names])
             except (struct.error, KeyError) as error:
                 raise ProtocolError(ErrorCode.VALIDATION_FAILED, f"{self.name}: {error}") from None
+        stream = io.BytesIO()
         try:
-            return self._codec.build(values)
+            self._build(values, stream, None)
+            return stream.getvalue()
         except Exception as error:
             raise ProtocolError(ErrorCode.VALIDATION_FAILED, f"{self.name}: {_reason(error)}") from None
 
