@@ -23,6 +23,10 @@ from .hub import start_hub
 from .test_tables import CASES
 
 
+# Rows other rows of the test refer to (positions, trades, predictions), or that are executions.
+KEPT = {SQLTable.ACCOUNT, SQLTable.ORDER, SQLTable.TRADE, SQLTable.ML_MODEL}
+
+
 class TwistedClientTests(TestCase):
     timeout = 120
 
@@ -37,7 +41,7 @@ class TwistedClientTests(TestCase):
 
     async def test_every_table_round_trips(self):
         clients = {Role.FRONTEND: await self.client(Role.FRONTEND), Role.ML: await self.client(Role.ML)}
-        clients[Role.FRONTEND].insert(SQLTable.ACCOUNT, [rows.account()])
+        await clients[Role.FRONTEND].insert(SQLTable.ACCOUNT, [rows.account()])
         order = rows.order(qty=Decimal("1000"))
         await clients[Role.FRONTEND].insert(SQLTable.ORDER, [order])
         model = rows.model()
@@ -58,6 +62,9 @@ class TwistedClientTests(TestCase):
                 for name, value in case.change.items():
                     if name != "feature_names":
                         self.assertEqual(stored[name], value, (table, name))
+            if table not in KEPT:
+                self.assertEqual((await client.delete(table, [key])).affected, 1, table)
+                self.assertEqual((await client.select(table, keys=[key])).rows, [], table)
 
     async def test_pipelined_calls_are_answered_in_order(self):
         client = await self.client()
