@@ -321,11 +321,18 @@ class RequestErrorTests(SessionCase):
         hub = Harness(controller)
         hub.handshake()
         hub.send(wire.request(SQLCommand.INSERT, SQLTable.MARKET_TICK, notes("x"), request_id=5))
+        events = []
+        from twisted.logger import globalLogPublisher
+
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
         controller.calls[0][1].errback(ZeroDivisionError("boom"))
         [(header, error)] = hub.frames()
         self.assertEqual(ErrorCode(error.code), ErrorCode.INTERNAL)
         self.assertNotIn("boom", error.message)
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        [logged] = [e for e in events if "log_failure" in e]
+        self.assertEqual((logged["session_id"], logged["role"], logged["request_id"]), (hub.protocol.session_id, "FRONTEND", 5))
 
     def test_unregistered_table_is_not_implemented_not_unknown(self):
         self.hub.send(wire.request(SQLCommand.SELECT, SQLTable.POSITION, b"", request_id=13))

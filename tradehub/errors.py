@@ -5,14 +5,11 @@ errors by SQLSTATE, with the offending row's index when it is known.
 
 import psycopg2
 from psycopg2 import errorcodes
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from .db.failures import CommitOutcomeUnknown, PoolClosed, is_transient
 from .protocol.enums import ErrorCode
 from .protocol.errors import ProtocolError
-
-log = Logger()
 
 _CONSTRAINT_CODES = {
     errorcodes.UNIQUE_VIOLATION: (ErrorCode.CONFLICT, "already exists"),
@@ -48,8 +45,7 @@ def as_protocol_error(error):
             return ProtocolError(code, f"{subject} {what}: {detail}")
         if is_transient(error):
             return ProtocolError(ErrorCode.DB_UNAVAILABLE, "the database is unavailable; try again")
-    log.failure("internal error serving a request", Failure(error))
-    return ProtocolError(ErrorCode.INTERNAL, f"internal error ({type(error).__name__})")
+    return ProtocolError(ErrorCode.INTERNAL, f"internal error ({type(error).__name__})", cause=Failure(error))
 
 
 def row_error(error, index):

@@ -323,6 +323,12 @@ class HubProtocol(Protocol):
         self.in_flight -= 1
         if self.completed_since_shutdown is not None:
             self.completed_since_shutdown += 1
+        if isinstance(result, ProtocolError) and result.cause is not None:
+            self.log.failure(
+                "session {session_id} {role} {client_name!r} {peer}: internal error serving request {request_id}",
+                result.cause, session_id=self.session_id, role=self.role.name if self.role else "-",
+                client_name=self.client_name, peer=self.peer, request_id=task.request_id,
+            )
         if self.state is State.CLOSED:
             return
         if isinstance(result, ProtocolError):
