@@ -24,14 +24,16 @@ def pipeline_and_collect(port, started):
     """Send REQUESTS one-row inserts at once, then read until the hub closes."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=20)
     sock.sendall(wire.hello(Role.FRONTEND))
+    reader = wire.Reader()
+    answers = []
+    while not answers:
+        answers += reader.feed(sock.recv(65536))
     frames = b"".join(
         wire.request(SQLCommand.INSERT, SQLTable.MARKET_TICK, BATCH.encode({"batch": f"b{i}", "notes": ["x"]}), i)
         for i in range(1, REQUESTS + 1)
     )
     sock.sendall(frames)
     reactor.callFromThread(started.callback, None)
-    reader = wire.Reader()
-    answers = []
     while True:
         data = sock.recv(65536)
         if not data:
