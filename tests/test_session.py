@@ -564,6 +564,32 @@ class ShutdownTests(SessionCase):
         self.hub.lose()
         self.successResultOf(done)
 
+    def test_close_half_closes_and_keeps_reading_so_unread_requests_cause_no_reset(self):
+        class HalfClosing(StringTransport):
+            write_closed = False
+
+            def loseWriteConnection(self):
+                self.write_closed = True
+
+        hub = Harness(max_in_flight=2)
+        hub.transport = HalfClosing()
+        hub.protocol = hub.factory.buildProtocol(None)
+        hub.protocol.makeConnection(hub.transport)
+        hub.handshake()
+        for i in (1, 2):
+            hub.send(wire.request(SQLCommand.INSERT, SQLTable.MARKET_TICK, notes(str(i)), i))
+        self.assertEqual(hub.transport.producerState, "paused")
+        hub.factory.drain(5)
+        hub.controller.calls[0][1].callback(notes("1"))
+        hub.controller.calls[1][1].callback(notes("2"))
+        self.assertTrue(hub.transport.write_closed)
+        self.assertFalse(hub.transport.disconnecting, "a full close with unread data would send RST")
+        self.assertEqual(hub.transport.producerState, "producing", "reading must go on to drain the client's data")
+        hub.send(wire.request(SQLCommand.INSERT, SQLTable.MARKET_TICK, notes("late"), 3))
+        self.assertEqual(len(hub.controller.calls), 2)
+        hub.clock.advance(5)
+        self.assertTrue(hub.transport.disconnected, "a client that never closes is cut after the grace")
+
     def test_drain_gives_up_on_work_that_never_finishes(self):
         self.hub.send(wire.request(SQLCommand.INSERT, SQLTable.MARKET_TICK, notes("stuck"), 1))
         done = self.hub.factory.drain(2)

@@ -438,11 +438,23 @@ class HubProtocol(Protocol):
         self._close()
 
     def _close(self):
+        """
+        Close after everything written has been sent. On TCP the write side
+        closes first and what the client still sends is read and dropped:
+        closing with unread data makes the kernel send RST, which can destroy
+        answers the client has not read yet.
+        """
         if self.state is State.CLOSED:
             return
         self._enter(State.CLOSED)
         self.transport.unregisterProducer()
-        self.transport.loseConnection()
+        if hasattr(self.transport, "loseWriteConnection"):
+            if self._reading_paused:
+                self._reading_paused = False
+                self.transport.resumeProducing()
+            self.transport.loseWriteConnection()
+        else:
+            self.transport.loseConnection()
         self._schedule("abort", CLOSE_GRACE, self.transport.abortConnection)
 
     def _enter(self, state):
