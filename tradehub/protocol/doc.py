@@ -336,7 +336,10 @@ accepting, every session gets SHUTDOWN (reason SERVER_STOPPING, the drain deadli
 connection closes once its queue is empty. At the deadline, requests not started get
 SHUTTING_DOWN; the one running is allowed to finish and is answered. Five seconds after the
 deadline, a connection whose running request still has not finished (a database that no longer
-answers) is closed without its answer, so the daemon always stops. A client's SHUTDOWN_ACK is
+answers) is closed without its answer, so the daemon always stops. The server closes a TCP
+connection by half-closing it (FIN after its last answer) and reading and dropping whatever the
+client still sends until the client closes (5 s at most): closing with unread data would make the
+kernel send RST, which can destroy answers the client has not read yet. A client's SHUTDOWN_ACK is
 accepted and needs no answer. The database pool closes only after every session is drained.
 
 ## Errors
