@@ -32,11 +32,12 @@ class Task:
 class Lane:
     """
     C{execute(tasks)} runs and answers a group of tasks. C{writable()} returns
-    a Deferred that fires when answers may be written again (the transport's
-    buffer has room), so a client that does not read stalls only its own lane.
+    None, or while the transport's buffer is full a Deferred that fires when
+    answers may be written again, so a client that does not read stalls only
+    its own lane.
     """
 
-    def __init__(self, execute, writable=lambda: succeed(None)):
+    def __init__(self, execute, writable=lambda: None):
         self._execute = execute
         self._writable = writable
         self._queue = deque()
@@ -104,7 +105,9 @@ class Lane:
                 continue
             self.busy = True
             try:
-                await self._writable()
+                paused = self._writable()
+                if paused is not None:
+                    await paused
                 await self._execute(self._take_group())
             finally:
                 self.busy = False

@@ -12,6 +12,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from ..controllers.alpaca import FINAL_STATUSES, AccountController, AssetController, OrderController, PositionController
+from ..controllers.base import key_tuple
 
 
 class AlpacaSync(Service):
@@ -119,11 +120,11 @@ class AlpacaSync(Service):
         if not rows:
             return []
         existing = await controller.stored(rows)
-        changed = [r for r in rows if _differs(existing.get(tuple(r[k] for k in controller.spec.key)), r, ignore)]
+        changed = [r for r in rows if _differs(existing.get(key_tuple(controller.spec, r)), r, ignore)]
         if not changed:
             return []
         await controller.upsert_rows(changed)
-        new = sum(1 for r in changed if tuple(r[k] for k in controller.spec.key) not in existing)
+        new = sum(1 for r in changed if key_tuple(controller.spec, r) not in existing)
         return [f"{what}: {new} new, {len(changed) - new} changed"]
 
     async def _forget_closed_positions(self, account_id, open_symbols):

@@ -47,6 +47,7 @@ class TableController:
         self.repository = Repository(spec, self.computed_sql)
         self._checks = [(c.name, self._column_check(c)) for c in spec.columns if self._column_check(c)]
         self._hub_defaults = [c.name for c in spec.columns if c.hub_default]
+        self._key_checks = [(name, check) for name, check in self._checks if name in spec.key]
 
     # Row checks
 
@@ -195,7 +196,7 @@ class TableController:
         try:
             return await self.repository.delete(cursor, keys)
         except ROW_ERRORS as error:
-            raise as_row_error(error, keys) from None
+            raise row_error(error, 0 if len(keys) == 1 else -1) from None
 
     async def select(self, request):
         query = dict(request)
@@ -227,13 +228,10 @@ class TableController:
             raise ProtocolError(ErrorCode.VALIDATION_FAILED, "after is not a cursor of this table") from None
 
     def _check_key(self, key, index):
-        for name in self.spec.key:
-            column = self.spec.by_name[name]
+        """A key gets the same normalization as its columns (canonical uuid, upper-case symbol)."""
+        for name, check in self._key_checks:
             try:
-                if column.kind == "uuid":
-                    key[name] = _canonical_uuid(key[name])
-                elif name == "symbol":
-                    key[name] = _symbol(key[name])
+                key[name] = check(key[name])
             except ValueError as error:
                 raise invalid(index, name, str(error)) from None
 
@@ -262,11 +260,6 @@ class TableController:
 
 class _BatchRefused(Exception):
     """The database refused a multi-row statement; which row is not known yet."""
-
-
-def as_row_error(error, keys):
-    """A DELETE refused by the database: name the first key when there is only one."""
-    return row_error(error, 0 if len(keys) == 1 else -1)
 
 
 def _missing(index, spec, row):

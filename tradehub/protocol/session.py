@@ -12,7 +12,7 @@ import hmac
 import itertools
 import secrets
 
-from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
@@ -340,7 +340,7 @@ class HubProtocol(Protocol):
             self.transport.resumeProducing()
 
     def _writable(self):
-        return succeed(None) if self._writes_paused is None else self._writes_paused
+        return self._writes_paused
 
     # IPushProducer: the transport's write buffer
 
