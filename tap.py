@@ -15,8 +15,9 @@ from tradehub.config import SETTINGS, ConfigError, load_settings, redact_url
 from tradehub.db.embedded import EmbeddedCluster
 from tradehub.db.pool import Pool
 from tradehub.logs import json_observer
-from tradehub.protocol.session import HubFactory
-from tradehub.routes import build_registry
+from tradehub.controllers import build_controllers
+from tradehub.server.hub import HubFactory
+from tradehub.server.routes import build_registry
 from tradehub.service import (
     EmbeddedPostgresService,
     HubService,
@@ -69,7 +70,7 @@ def makeService(options, reactor=None):
         retry_backoff=settings.db_retry_backoff,
     )
     steps += [PoolService(pool), MigrationService(pool, SCHEMA)]
-    broker = None
+    broker = http_pool = None
     if settings.alpaca_enabled and not options["migrate-only"]:
         http_pool = HTTPConnectionPool(reactor)
         broker = AlpacaClient(
@@ -82,14 +83,18 @@ def makeService(options, reactor=None):
             timeout=settings.alpaca_timeout,
             retries=settings.alpaca_retry_attempts,
         )
-        steps.append(
-            AlpacaSync(broker, pool, reactor, settings.alpaca_sync_seconds, settings.alpaca_assets_seconds, http_pool)
-        )
     elif not options["migrate-only"]:
         log.info("Alpaca keys are not configured: the Alpaca sync and order submission are off")
+    controllers = build_controllers(pool, broker)
+    if broker is not None:
+        steps.append(
+            AlpacaSync(
+                broker, controllers, reactor, settings.alpaca_sync_seconds, settings.alpaca_assets_seconds, http_pool
+            )
+        )
     if not options["migrate-only"]:
         factory = HubFactory(
-            build_registry(pool, broker),
+            build_registry(controllers),
             settings.tokens,
             reactor,
             handshake_timeout=settings.handshake_timeout,

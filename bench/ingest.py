@@ -18,9 +18,8 @@ from common import Daemon, Database, run_clients, table
 
 from tradehub.protocol.enums import MessageType, SQLCommand, SQLTable
 from tradehub.protocol.messages import encode_frame
-from tradehub.protocol.tables import MARKET_TICK
-from tradehub.protocol.wire import Timestamp
-from tradehub.repositories.table import timestamp_params
+from tradehub.protocol.tables import LAYOUTS
+from tradehub.schema import Timestamp
 
 T0 = 1_700_000_000_000_000_000
 SYMBOLS = ["AAPL", "MSFT", "NVDA", "AMZN", "GOOG", "META", "TSLA", "SPY"]
@@ -63,7 +62,7 @@ def direct_unnest(dsn, rows):
         batch = rows[first : first + BATCH]
         columns = [[] for _ in range(14)]
         for row in batch:
-            moment, nanos = timestamp_params(row["ts"])
+            moment, nanos = row["ts"].to_pg()
             values = (row["symbol"], moment, nanos, row["seq"], row["kind"], row["price"], row["size"],
                       row["bid_price"], row["bid_size"], row["ask_price"], row["ask_size"], row["exchange"],
                       _array_literal(row["conditions"]), row["tape"])
@@ -78,7 +77,7 @@ def direct_unnest(dsn, rows):
 
 def frames_for(rows, first_id):
     return [
-        encode_frame(MessageType.REQUEST, MARKET_TICK.rows_request.encode({"rows": [row]}), first_id + i,
+        encode_frame(MessageType.REQUEST, LAYOUTS[SQLTable.MARKET_TICK].rows_request.encode({"rows": [row]}), first_id + i,
                      command=SQLCommand.INSERT, table=SQLTable.MARKET_TICK)
         for i, row in enumerate(rows)
     ]

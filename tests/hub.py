@@ -4,9 +4,10 @@ import attrs
 from twisted.internet import reactor
 from twisted.internet.endpoints import serverFromString
 
-from tradehub.dispatch import Registry, Route
+from tradehub.server.routes import Registry, Route, build_registry
+from tradehub.controllers import build_controllers
 from tradehub.protocol.enums import SQLCommand, SQLTable
-from tradehub.protocol.session import HubFactory
+from tradehub.server.hub import HubFactory
 from tradehub.protocol.wire import Field, Layout, list_of, string, u32
 
 from . import wire
@@ -20,6 +21,11 @@ class LiveHub:
     pool: object
     dsn: str
     listener: object
+
+
+def table_registry(pool, broker=None):
+    """The daemon's routes: every table's controller on this pool."""
+    return build_registry(build_controllers(pool, broker))
 
 
 async def start_hub(test, build_registry, **settings):

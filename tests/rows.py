@@ -3,7 +3,7 @@
 import uuid
 from decimal import Decimal
 
-from tradehub.protocol.wire import Timestamp
+from tradehub.schema import Timestamp
 
 T0 = 1_700_000_000_123_456_789
 

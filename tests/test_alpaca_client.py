@@ -10,7 +10,7 @@ from twisted.web.client import Agent, HTTPConnectionPool
 
 from tradehub.alpaca import convert
 from tradehub.alpaca.client import AlpacaClient, AlpacaRejected, AlpacaUnavailable, order_request
-from tradehub.protocol.wire import Timestamp
+from tradehub.schema import Timestamp
 
 from . import rows
 from .fake_alpaca import KEY_ID, SECRET, start_fake_alpaca

@@ -11,14 +11,14 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from tradehub.alpaca.sync import AlpacaSync
+from tradehub.controllers import build_controllers
 from tradehub.client import BlockingClient
 from tradehub.client.errors import HubError
 from tradehub.protocol.enums import ErrorCode, Role, SQLTable
-from tradehub.routes import build_registry
 
 from . import rows, wire
 from .fake_alpaca import ACCOUNT, start_fake_alpaca
-from .hub import start_hub
+from .hub import start_hub, table_registry
 from .support import blocking_query
 from .test_alpaca_client import alpaca_for
 
@@ -28,9 +28,11 @@ class SyncTests(TestCase):
 
     async def setUp(self):
         self.fake = await start_fake_alpaca(self)
-        self.hub = await start_hub(self, build_registry)
+        self.hub = await start_hub(self, table_registry)
         self.clock = Clock()
-        self.sync = AlpacaSync(alpaca_for(self.fake), self.hub.pool, self.clock, every=15, assets_every=86400)
+        self.sync = AlpacaSync(
+            alpaca_for(self.fake), build_controllers(self.hub.pool), self.clock, every=15, assets_every=86400
+        )
 
     def query(self, statement):
         return deferToThread(blocking_query, self.hub.dsn, statement)
@@ -93,7 +95,7 @@ class TradingTests(TestCase):
     async def setUp(self):
         self.fake = await start_fake_alpaca(self)
         self.alpaca = alpaca_for(self.fake, timeout=0.5, retries=1)
-        self.hub = await start_hub(self, lambda pool: build_registry(pool, self.alpaca))
+        self.hub = await start_hub(self, lambda pool: table_registry(pool, self.alpaca))
 
     def frontend(self):
         return BlockingClient("127.0.0.1", self.hub.port, Role.FRONTEND, wire.FRONTEND_TOKEN)
@@ -164,7 +166,7 @@ class TradingTests(TestCase):
         self.assertGreaterEqual(len(posts), 2)
 
     async def test_submitting_needs_alpaca_keys(self):
-        plain = await start_hub(self, build_registry)
+        plain = await start_hub(self, table_registry)
 
         def submit():
             with BlockingClient("127.0.0.1", plain.port, Role.FRONTEND, wire.FRONTEND_TOKEN) as hub:

@@ -16,10 +16,9 @@ from tradehub.client.asynchronous import HubClientProtocol, HubClientService, co
 from tradehub.client.errors import NotFound, ValidationFailed
 from tradehub.protocol.enums import MessageType, Role, SQLTable
 from tradehub.protocol.messages import HELLO_ACK, encode_frame
-from tradehub.routes import build_registry
 
 from . import rows, wire
-from .hub import start_hub
+from .hub import start_hub, table_registry
 from .test_tables import CASES
 
 
@@ -31,7 +30,7 @@ class TwistedClientTests(TestCase):
     timeout = 120
 
     async def setUp(self):
-        self.hub = await start_hub(self, build_registry, max_frame=16384)
+        self.hub = await start_hub(self, table_registry, max_frame=16384)
 
     async def client(self, role=Role.FRONTEND):
         token = wire.FRONTEND_TOKEN if role == Role.FRONTEND else wire.ML_TOKEN
@@ -120,9 +119,9 @@ class TwistedClientTests(TestCase):
 
 
 def written_key(table):
-    from tradehub.protocol.tables import TABLE_SPECS
+    from tradehub.schema import TABLES
 
-    return TABLE_SPECS[table].key
+    return TABLES[table].key
 
 
 class TwistedClientProtocolTests(SynchronousTestCase):
@@ -172,7 +171,7 @@ class BlockingClientTests(TestCase):
     timeout = 60
 
     async def test_idle_blocking_client_keeps_its_session_with_heartbeats(self):
-        hub = await start_hub(self, build_registry, heartbeat_ms=200)
+        hub = await start_hub(self, table_registry, heartbeat_ms=200)
 
         def idle_then_call():
             with BlockingClient("127.0.0.1", hub.port, Role.FRONTEND, wire.FRONTEND_TOKEN) as client:

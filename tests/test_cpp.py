@@ -13,13 +13,12 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from tradehub.client import BlockingClient
 from tradehub.protocol import cpp as generator
 from tradehub.protocol.enums import Role, SQLTable
-from tradehub.protocol.tables import TABLE_SPECS
-from tradehub.protocol.wire import Timestamp
-from tradehub.routes import build_registry
+from tradehub.protocol.tables import LAYOUTS
+from tradehub.schema import Timestamp
 
 from . import rows, wire
 from .cpp import CLIENTS, SOURCES, compile_program, row_literal
-from .hub import start_hub
+from .hub import start_hub, table_registry
 
 
 class GeneratedHeaderTests(SynchronousTestCase):
@@ -66,12 +65,12 @@ def _plan():
 def roundtrip_source(setup, plan):
     body = []
     for index, (table, row) in enumerate(setup):
-        spec = TABLE_SPECS[table]
+        spec = LAYOUTS[table]
         body.append(row_literal(spec.row, row, f"setup{index}"))
         body.append(f"    fe.insert<SQLTable::{table.name}>({{setup{index}}});")
     for index, (table, row, changed, delete) in enumerate(plan):
-        spec = TABLE_SPECS[table]
-        role = "fe" if TABLE_SPECS[table].table.value <= 6 else "ml"
+        spec = LAYOUTS[table]
+        role = "fe" if LAYOUTS[table].table.id.value <= 6 else "ml"
         body.append(row_literal(spec.row, row, f"row{index}"))
         body.append(row_literal(spec.row, changed or row, f"changed{index}"))
         body.append(
@@ -134,7 +133,7 @@ class CrossLanguageTests(TestCase):
     timeout = 180
 
     async def setUp(self):
-        self.hub = await start_hub(self, build_registry)
+        self.hub = await start_hub(self, table_registry)
 
     def python(self, role=Role.FRONTEND):
         token = wire.FRONTEND_TOKEN if role == Role.FRONTEND else wire.ML_TOKEN
@@ -150,7 +149,7 @@ class CrossLanguageTests(TestCase):
         binary = await deferToThread(compile_program, roundtrip_source(setup, plan), "roundtrip")
         status, output = await deferToThread(run, binary, self.hub.port, wire.FRONTEND_TOKEN, wire.ML_TOKEN)
         self.assertEqual(status, 0, output)
-        self.assertEqual(output.count(" OK"), len(TABLE_SPECS), output)
+        self.assertEqual(output.count(" OK"), len(LAYOUTS), output)
 
         def read_back():
             kept = {}
@@ -158,7 +157,7 @@ class CrossLanguageTests(TestCase):
                 for table, row, changed, delete in plan:
                     if delete:
                         continue
-                    key = {k: row[k] for k in TABLE_SPECS[table].key}
+                    key = {k: row[k] for k in LAYOUTS[table].table.key}
                     kept[table] = (client.select(table, keys=[key]).rows, changed or row)
             return kept
 

@@ -3,7 +3,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tradehub.db import schema_doc
 from tradehub.protocol import doc
-from tradehub.protocol.tables import TABLE_SPECS
+from tradehub.schema import TABLES
 
 from .support import fresh_database
 
@@ -32,5 +32,5 @@ class SchemaDocumentTests(TestCase):
         self.assertEqual(
             schema_doc.OUTPUT.read_text(), document, "docs/schema.md is out of date: run python -m tradehub.db.schema_doc"
         )
-        for spec in TABLE_SPECS.values():
+        for spec in TABLES.values():
             self.assertIn(f"## {spec.sql_name}\n", document)

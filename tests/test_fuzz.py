@@ -16,11 +16,10 @@ from tradehub.client import BlockingClient, HubError
 from tradehub.protocol.enums import Role, SQLCommand, SQLTable
 from tradehub.protocol.messages import encode_frame
 
-from tradehub.protocol.tables import MARKET_TICK
-from tradehub.routes import build_registry
+from tradehub.protocol.tables import LAYOUTS
 
 from . import rows, wire
-from .hub import BATCH, COUNT, NOTES_TABLE, notes_registry, start_hub
+from .hub import BATCH, COUNT, NOTES_TABLE, notes_registry, start_hub, table_registry
 from .support import blocking_query
 
 CONNECTIONS = 4
@@ -42,7 +41,7 @@ def tick_batch(rng):
     ticks = [rows.tick(rng.getrandbits(40), exchange=batch, tape=str(size), symbol=rng.choice(["AAPL", "msft"])) for _ in range(size)]
     if rng.random() < 0.2:
         ticks[rng.randrange(size)]["price"] = None
-    payload = MARKET_TICK.rows_request.encode({"rows": ticks})
+    payload = LAYOUTS[SQLTable.MARKET_TICK].rows_request.encode({"rows": ticks})
     return wire.request(SQLCommand.INSERT, SQLTable.MARKET_TICK, payload, rng.getrandbits(64)), (batch, size)
 
 
@@ -154,7 +153,7 @@ class FuzzTests(TestCase):
         whole_or_absent(self, dict(counts), {b: n for _, sent in outcomes for b, n in sent.items()})
 
     async def test_bad_frames_at_the_real_tables_leave_no_partial_batch(self):
-        hub = await start_hub(self, build_registry, max_in_flight=64)
+        hub = await start_hub(self, table_registry, max_in_flight=64)
         outcomes = await gatherResults(
             [deferToThread(fuzz_connection, hub.port, 100 + seed, tick_batch) for seed in range(CONNECTIONS)]
         )

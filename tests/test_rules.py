@@ -10,11 +10,10 @@ from tradehub.client import BlockingClient
 from tradehub.client.errors import HubError
 from tradehub.controllers.market import MarketTickController
 from tradehub.protocol.enums import ErrorCode, MessageType, Role, SQLCommand, SQLTable
-from tradehub.protocol.tables import MARKET_TICK
-from tradehub.routes import build_registry
+from tradehub.protocol.tables import LAYOUTS
 
 from . import rows, wire
-from .hub import start_hub
+from .hub import start_hub, table_registry
 from .support import blocking_query
 
 
@@ -22,7 +21,7 @@ class RuleTests(TestCase):
     timeout = 120
 
     async def setUp(self):
-        self.hub = await start_hub(self, build_registry)
+        self.hub = await start_hub(self, table_registry)
 
     def frontend(self):
         return BlockingClient("127.0.0.1", self.hub.port, Role.FRONTEND, wire.FRONTEND_TOKEN)
@@ -136,14 +135,14 @@ class RuleTests(TestCase):
         """
 
         groups = []
-        original = MarketTickController.insert_group
+        original = MarketTickController.insert_batches
 
-        def counting(controller, requests):
-            groups.append(len(requests))
-            return original(controller, requests)
+        def counting(controller, batches):
+            groups.append(len(batches))
+            return original(controller, batches)
 
-        self.patch(MarketTickController, "insert_group", counting)
-        hub = await start_hub(self, build_registry)
+        self.patch(MarketTickController, "insert_batches", counting)
+        hub = await start_hub(self, table_registry)
 
         def work():
             sock = socket.create_connection(("127.0.0.1", hub.port), timeout=20)
@@ -151,7 +150,7 @@ class RuleTests(TestCase):
             frames = []
             for i in range(1, 201):
                 tick = rows.tick(i, price=None) if i == 150 else rows.tick(i)
-                payload = MARKET_TICK.rows_request.encode({"rows": [tick]})
+                payload = LAYOUTS[SQLTable.MARKET_TICK].rows_request.encode({"rows": [tick]})
                 frames.append(wire.request(SQLCommand.INSERT, SQLTable.MARKET_TICK, payload, request_id=i))
             sock.sendall(b"".join(frames))
             reader = wire.Reader()

@@ -14,7 +14,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from tradehub.client.calls import request_frames
-from tradehub.dispatch import Registry, Route
+from tradehub.server.routes import Registry, Route
 from tradehub.protocol.enums import (
     FLAG_MORE,
     ErrorCode,
@@ -26,7 +26,8 @@ from tradehub.protocol.enums import (
 )
 from tradehub.protocol.errors import ProtocolError
 from tradehub.protocol.messages import HEADER, LENGTH, encode_frame
-from tradehub.protocol.session import HubFactory, State
+from tradehub.server.hub import HubFactory
+from tradehub.server.session import State
 from tradehub.protocol.wire import Field, Layout, list_of, string
 
 from . import wire

@@ -16,11 +16,10 @@ from twisted.trial.unittest import TestCase
 from tradehub.client import BlockingClient
 from tradehub.client.errors import HubError
 from tradehub.protocol.enums import ErrorCode, Role, SQLTable
-from tradehub.protocol.tables import TABLE_SPECS
-from tradehub.routes import build_registry
+from tradehub.schema import TABLES
 
 from . import rows, wire
-from .hub import start_hub
+from .hub import start_hub, table_registry
 from .support import blocking_query
 
 V, NF, C = ErrorCode.VALIDATION_FAILED, ErrorCode.NOT_FOUND, ErrorCode.CONFLICT
@@ -213,8 +212,8 @@ class TableTestsMixin:
 
     async def asyncSetUp(self):
         self.case = CASES[self.table]
-        self.spec = TABLE_SPECS[self.table]
-        self.hub = await start_hub(self, build_registry, max_frame=16384)
+        self.spec = TABLES[self.table]
+        self.hub = await start_hub(self, table_registry, max_frame=16384)
 
     def client(self, role=None):
         role = role or self.case.role

@@ -2,8 +2,16 @@
 
 from tradehub.protocol.enums import MessageType, Role, ShutdownReason
 from tradehub.protocol.framing import FrameDecoder
-from tradehub.protocol.messages import HELLO, SESSION_LAYOUTS, SHUTDOWN, encode_frame
+from tradehub.protocol.messages import ERROR, HELLO, HELLO_ACK, SHUTDOWN, SHUTDOWN_ACK, encode_frame
 
+# The session payloads a test reader decodes, by message type.
+SESSION_LAYOUTS = {
+    MessageType.HELLO: HELLO,
+    MessageType.HELLO_ACK: HELLO_ACK,
+    MessageType.ERROR: ERROR,
+    MessageType.SHUTDOWN: SHUTDOWN,
+    MessageType.SHUTDOWN_ACK: SHUTDOWN_ACK,
+}
 FRONTEND_TOKEN = "frontend-token"
 ML_TOKEN = "ml-token"
 TOKENS = {"FRONTEND": FRONTEND_TOKEN, "ML": ML_TOKEN}

@@ -4,34 +4,14 @@ from Alpaca's decimal strings (or, in the data API, JSON numbers parsed as
 Decimal), exactly; RFC 3339 timestamps to nanoseconds, UTC.
 """
 
-import datetime
-import re
-import time
 from decimal import Decimal
 
-from ..protocol.wire import Timestamp
-
-_RFC3339 = re.compile(
-    r"^(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?(Z|z|[+-]\d\d:\d\d)$"
-)
-_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+from ..schema.timestamp import Timestamp
 
 
 def timestamp(text):
-    """'2024-04-24T18:26:49.434425542Z' -> Timestamp, every digit kept; None stays None."""
-    if text is None:
-        return None
-    match = _RFC3339.match(text)
-    if match is None:
-        raise ValueError(f"not an RFC 3339 timestamp: {text!r}")
-    year, month, day, hour, minute, second, fraction, zone = match.groups()
-    moment = datetime.datetime(int(year), int(month), int(day), int(hour), int(minute), int(second), tzinfo=datetime.timezone.utc)
-    if zone not in ("Z", "z"):
-        sign = 1 if zone[0] == "+" else -1
-        moment -= sign * datetime.timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6]))
-    delta = moment - _EPOCH
-    nanos = int((fraction or "0").ljust(9, "0"))
-    return Timestamp((delta.days * 86400 + delta.seconds) * 10**9 + nanos)
+    """An RFC 3339 timestamp, every digit kept; None stays None."""
+    return None if text is None else Timestamp.from_rfc3339(text)
 
 
 def decimal(value):
@@ -39,10 +19,6 @@ def decimal(value):
     if value is None or value == "":
         return None
     return Decimal(str(value))
-
-
-def now():
-    return Timestamp(time.time_ns())
 
 
 def account(body):
@@ -74,7 +50,7 @@ def account(body):
         "trade_suspended_by_user": bool(body["trade_suspended_by_user"]),
         "shorting_enabled": bool(body["shorting_enabled"]),
         "created_at": timestamp(body["created_at"]),
-        "updated_at": now(),
+        "updated_at": Timestamp.now(),
     }
 
 
@@ -95,7 +71,7 @@ def asset(body):
         "min_trade_increment": decimal(body.get("min_trade_increment")),
         "price_increment": decimal(body.get("price_increment")),
         "maintenance_margin_requirement": decimal(body.get("maintenance_margin_requirement")),
-        "updated_at": now(),
+        "updated_at": Timestamp.now(),
     }
 
 
@@ -161,7 +137,7 @@ def position(body, account_id):
         "current_price": decimal(body.get("current_price")),
         "lastday_price": decimal(body.get("lastday_price")),
         "change_today": decimal(body.get("change_today")),
-        "updated_at": now(),
+        "updated_at": Timestamp.now(),
     }
 
 

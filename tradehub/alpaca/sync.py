@@ -11,24 +11,23 @@ from twisted.internet.defer import ensureDeferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from ..controllers.alpaca import FINAL_STATUSES, AccountController, AssetController, OrderController, PositionController
-from ..controllers.base import key_tuple
+from ..schema.tables import SQLTable
 
 
 class AlpacaSync(Service):
     name = "alpaca-sync"
     log = Logger()
 
-    def __init__(self, alpaca, pool, clock, every, assets_every, http_pool=None):
+    def __init__(self, alpaca, controllers, clock, every, assets_every, http_pool=None):
         self.alpaca = alpaca
         self.http_pool = http_pool
         self.clock = clock
         self.every = every
         self.assets_every = assets_every
-        self.accounts = AccountController(pool)
-        self.assets = AssetController(pool)
-        self.orders = OrderController(pool)
-        self.positions = PositionController(pool)
+        self.accounts = controllers[SQLTable.ACCOUNT]
+        self.assets = controllers[SQLTable.ASSET]
+        self.orders = controllers[SQLTable.ORDER]
+        self.positions = controllers[SQLTable.POSITION]
         self.last_success = {}
         self.last_error = {}
         self._loops = []
@@ -93,7 +92,7 @@ class AlpacaSync(Service):
         """Open orders, and the final state of every order we hold as live that is no longer open."""
         orders = await self.alpaca.orders(account_id, status="open")
         seen = {o["id"] for o in orders}
-        live = await self.orders.pool.transaction(self.orders.repository.live_at_alpaca, FINAL_STATUSES)
+        live = await self.orders.pool.transaction(self.orders.repository.live_at_alpaca)
         for alpaca_id in live:
             if alpaca_id not in seen:
                 orders += await self.alpaca.order(alpaca_id, account_id)
@@ -120,11 +119,11 @@ class AlpacaSync(Service):
         if not rows:
             return []
         existing = await controller.stored(rows)
-        changed = [r for r in rows if _differs(existing.get(key_tuple(controller.spec, r)), r, ignore)]
+        changed = [r for r in rows if _differs(existing.get(controller.table.key_of(r)), r, ignore)]
         if not changed:
             return []
-        await controller.upsert_rows(changed)
-        new = sum(1 for r in changed if key_tuple(controller.spec, r) not in existing)
+        await controller.upsert(changed)
+        new = sum(1 for r in changed if controller.table.key_of(r) not in existing)
         return [f"{what}: {new} new, {len(changed) - new} changed"]
 
     async def _forget_closed_positions(self, account_id, open_symbols):
@@ -132,7 +131,7 @@ class AlpacaSync(Service):
         closed = [{"account_id": account_id, "symbol": p["symbol"]} for p in held if p["symbol"] not in open_symbols]
         if not closed:
             return []
-        await self.positions.delete_keys(closed)
+        await self.positions.delete(closed)
         return [f"positions: {len(closed)} closed"]
 
 

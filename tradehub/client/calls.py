@@ -7,7 +7,7 @@ import attrs
 
 from ..protocol.enums import FLAG_MORE, HEADER_SIZE, MessageType, SQLCommand, SQLTable
 from ..protocol.messages import encode_frame
-from ..protocol.tables import TABLE_SPECS
+from ..protocol.tables import LAYOUTS
 
 
 def request_frames(payload, request_id, command, table, max_frame):
@@ -34,27 +34,27 @@ class Result:
 
 def select_payload(table, keys=(), symbol=None, since=None, until=None, limit=0, after=None):
     """The SELECT request payload of a table (time window only for time-series tables)."""
-    spec = TABLE_SPECS[SQLTable(table)]
+    layouts = LAYOUTS[SQLTable(table)]
     query = {"keys": list(keys), "symbol": symbol, "limit": limit, "after": after}
-    if spec.series:
+    if layouts.table.series:
         query.update(since=since, until=until)
     elif since is not None or until is not None:
-        raise ValueError(f"{spec.table.name} is not a time series")
-    return spec.select_request.encode(query)
+        raise ValueError(f"{layouts.table.id.name} is not a time series")
+    return layouts.select_request.encode(query)
 
 
 def rows_payload(table, rows):
     """The INSERT, UPSERT or UPDATE payload: rows are dicts keyed by column name."""
-    return TABLE_SPECS[SQLTable(table)].rows_request.encode({"rows": list(rows)})
+    return LAYOUTS[SQLTable(table)].rows_request.encode({"rows": list(rows)})
 
 
 def keys_payload(table, keys):
-    return TABLE_SPECS[SQLTable(table)].keys_request.encode({"keys": list(keys)})
+    return LAYOUTS[SQLTable(table)].keys_request.encode({"keys": list(keys)})
 
 
 def decode_result(table, payload):
     """A table's RESPONSE payload (joined when it came in several frames) as a L{Result}."""
-    answer = TABLE_SPECS[SQLTable(table)].response.decode(payload)
+    answer = LAYOUTS[SQLTable(table)].response.decode(payload)
     return Result(answer["affected"], [dict(row) for row in answer["rows"]], answer["next_cursor"])
 
 

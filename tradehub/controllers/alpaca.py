@@ -4,39 +4,14 @@ import re
 from decimal import Decimal
 
 from ..alpaca.client import AlpacaRejected, AlpacaUnavailable
-from ..errors import invalid, not_found, row_error
-from ..protocol.enums import ErrorCode, SQLCommand
-from ..protocol.errors import ProtocolError
-from ..protocol.tables import ACCOUNT, ASSET, ORDER, POSITION, TRADE
+from ..db.failures import ROW_ERRORS, row_refusal
+from ..errors import Busy, Conflict, Invalid, invalid, not_found
 from ..repositories.orders import OrderRepository
 from ..repositories.table import Repository
-from .base import ROW_ERRORS, TableController, key_tuple
+from ..schema.tables import ACCOUNT, ASSET, FINAL_STATUSES, ORDER, POSITION, TRADE, status_may_move
+from .base import TableController
 
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
-
-# How far along its life an order is: a status may only stay or move up, and
-# a final status never changes.
-ORDER_PROGRESS = {
-    "pending_new": 0,
-    "accepted_for_bidding": 1,
-    "new": 1,
-    "accepted": 1,
-    "held": 1,
-    "suspended": 1,
-    "calculated": 2,
-    "partially_filled": 2,
-    "pending_cancel": 2,
-    "pending_replace": 2,
-    "stopped": 2,
-    "done_for_day": 2,
-    "filled": 3,
-    "canceled": 3,
-    "expired": 3,
-    "replaced": 3,
-    "rejected": 3,
-}
-FINAL_STATUSES = frozenset(s for s, progress in ORDER_PROGRESS.items() if progress == 3)
-
 
 class _SubmitAlone(Exception):
     """A submitting INSERT is never coalesced: the lane then runs each request on its own."""
@@ -58,10 +33,6 @@ def _from_alpaca(row):
     return {name: row[name] for name in names}
 
 
-def status_may_move(old, new):
-    return old == new or (old not in FINAL_STATUSES and ORDER_PROGRESS[new] >= ORDER_PROGRESS[old])
-
-
 def _positive(row, index, *names):
     for name in names:
         if row[name] is not None and row[name] <= 0:
@@ -69,8 +40,7 @@ def _positive(row, index, *names):
 
 
 class AccountController(TableController):
-    def __init__(self, pool):
-        super().__init__(ACCOUNT, pool)
+    table = ACCOUNT
 
     def rules(self, row, index):
         if not _CURRENCY.match(row["currency"]):
@@ -84,8 +54,7 @@ class AccountController(TableController):
 
 
 class AssetController(TableController):
-    def __init__(self, pool):
-        super().__init__(ASSET, pool)
+    table = ASSET
 
     def rules(self, row, index):
         _positive(row, index, "min_order_size", "min_trade_increment", "price_increment")
@@ -100,25 +69,21 @@ class OrderController(TableController):
     AlpacaClient, or None when no keys are configured.
     """
 
-    def __init__(self, pool, broker=None):
-        super().__init__(ORDER, pool)
-        self.repository = OrderRepository(ORDER)
-        self.assets = Repository(ASSET)
-        self.broker = broker
+    table = ORDER
+    repository_class = OrderRepository
+    assets = Repository(ASSET)
 
-    async def insert(self, request):
-        rows = request["rows"]
+    async def insert(self, rows):
         if not any(row["submit"] for row in rows):
-            return await super().insert(request)
+            return await super().insert(rows)
         parent, legs = self._submission(self.checked(rows))
         await self._in_transaction(self._insert_or_resume, [parent, *legs])
-        stored = await self._submit(parent, legs)
-        return self._answer(len(rows), stored)
+        return await self._submit(parent, legs)
 
-    async def insert_group(self, requests):
-        if any(row["submit"] for request in requests for row in request["rows"]):
+    async def insert_batches(self, batches):
+        if any(row["submit"] for batch in batches for row in batch):
             raise _SubmitAlone()
-        return await super().insert_group(requests)
+        return await super().insert_batches(batches)
 
     def _submission(self, rows):
         """The one order a submitting request may carry, and its legs."""
@@ -143,14 +108,11 @@ class OrderController(TableController):
         existing = await self.repository.locked(cursor, rows)
         fresh = []
         for index, row in enumerate(rows):
-            old = existing.get(key_tuple(self.spec, row))
+            old = existing.get(self.table.key_of(row))
             if old is None:
                 fresh.append(row)
             elif not (old["submit"] and old["status"] == "pending_new"):
-                raise ProtocolError(
-                    ErrorCode.CONFLICT, f"row {index}: order {row['client_order_id']} already exists ({old['status']})",
-                    row_index=index,
-                )
+                raise Conflict(f"row {index}: order {row['client_order_id']} already exists ({old['status']})", index)
         return await self._insert(cursor, fresh, one_by_one) if fresh else []
 
     async def _submit(self, parent, legs):
@@ -159,28 +121,26 @@ class OrderController(TableController):
         except AlpacaRejected as refusal:
             failed = [dict(row, status="rejected", status_message=refusal.message[:500]) for row in (parent, *legs)]
             await self.pool.transaction(self._update, failed)
-            code = ErrorCode.CONFLICT if refusal.conflict else ErrorCode.VALIDATION_FAILED
-            raise ProtocolError(code, f"row 0: Alpaca refused the order: {refusal.message}", row_index=0) from None
+            kind = Conflict if refusal.conflict else Invalid
+            raise kind(f"row 0: Alpaca refused the order: {refusal.message}", 0) from None
         except AlpacaUnavailable as failure:
-            raise ProtocolError(
-                ErrorCode.BUSY,
+            raise Busy(
                 f"Alpaca did not answer ({failure}): the order stays pending_new; "
-                "send the same request again to resume (it is never submitted twice)",
+                "send the same request again to resume (it is never submitted twice)"
             ) from None
         return await self.pool.transaction(self._update, _merge(parent, legs, answer))
 
-    async def update(self, request):
-        rows = self.checked(request["rows"])
+    async def update(self, rows):
+        rows = self.checked(rows)
         if self.broker is not None:
             await self._cancel_at_alpaca(rows)
-        stored = await self.pool.transaction(self._update, rows)
-        return self._answer(len(rows), stored)
+        return await self.pool.transaction(self._update, rows)
 
     async def _cancel_at_alpaca(self, rows):
         """Cancels of submitted orders go to Alpaca first; its answer decides the stored status."""
         existing = await self.stored(rows)
         for index, row in enumerate(rows):
-            old = existing.get(key_tuple(self.spec, row))
+            old = existing.get(self.table.key_of(row))
             if not (old and old["submit"] and old["id"] and row["status"] == "canceled" and old["status"] not in FINAL_STATUSES):
                 continue
             try:
@@ -189,7 +149,7 @@ class OrderController(TableController):
             except AlpacaRejected as refusal:
                 raise invalid(index, "status", f"Alpaca would not cancel: {refusal.message}") from None
             except AlpacaUnavailable as failure:
-                raise ProtocolError(ErrorCode.BUSY, f"row {index}: Alpaca did not answer the cancel ({failure})", row_index=index) from None
+                raise Busy(f"row {index}: Alpaca did not answer the cancel ({failure})", index) from None
             for name in ("id", "status", "updated_at", "canceled_at", "filled_qty", "filled_avg_price", "filled_at"):
                 row[name] = now[name]
 
@@ -215,7 +175,7 @@ class OrderController(TableController):
 
     async def prepare(self, cursor, rows, command, existing):
         for index, row in enumerate(rows):
-            old = existing.get(key_tuple(self.spec, row))
+            old = existing.get(self.table.key_of(row))
             if old is not None and not status_may_move(old["status"], row["status"]):
                 raise invalid(index, "status", f"may not move from {old['status']} to {row['status']}")
         await self._check_price_increments(cursor, rows)
@@ -236,17 +196,15 @@ class OrderController(TableController):
 
     def deletable(self, row, index):
         if row["status"] not in FINAL_STATUSES:
-            raise ProtocolError(
-                ErrorCode.CONFLICT,
+            raise Conflict(
                 f"row {index}: order {row['client_order_id']} is live ({row['status']}): "
                 "cancel it with an UPDATE to status canceled instead",
-                row_index=index,
+                index,
             )
 
 
 class PositionController(TableController):
-    def __init__(self, pool):
-        super().__init__(POSITION, pool)
+    table = POSITION
 
     def rules(self, row, index):
         qty = row["qty"]
@@ -259,9 +217,8 @@ class PositionController(TableController):
 class TradeController(TableController):
     """Each fill moves its order's filled_qty, filled_avg_price and status in the same transaction."""
 
-    def __init__(self, pool):
-        super().__init__(TRADE, pool)
-        self.orders = OrderRepository(ORDER)
+    table = TRADE
+    orders = OrderRepository(ORDER)
 
     def rules(self, row, index):
         _positive(row, index, "qty", "price")
@@ -269,11 +226,8 @@ class TradeController(TableController):
             raise invalid(index, "fee", "must not be negative")
 
     async def prepare(self, cursor, rows, command, existing):
-        if command is not SQLCommand.INSERT:
-            raise ProtocolError(
-                ErrorCode.VALIDATION_FAILED,
-                f"trades are executions: {command.name} would leave their orders' fills wrong; insert corrections",
-            )
+        if command != "INSERT":
+            raise Invalid(f"trades are executions: {command} would leave their orders' fills wrong; insert corrections")
         orders = await self.orders.where_in(cursor, "client_order_id", {row["client_order_id"] for row in rows})
         by_id = {o["client_order_id"]: o for o in orders}
         for index, row in enumerate(rows):
@@ -292,4 +246,4 @@ class TradeController(TableController):
             try:
                 await self.orders.apply_fill(cursor, row)
             except ROW_ERRORS as error:
-                raise row_error(error, index) from None
+                raise row_refusal(error, index) from None

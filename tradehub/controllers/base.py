@@ -1,33 +1,34 @@
 """
-The five commands of one table: validation, then one transaction through
-the table's repository. A table's controller adds its domain rules through
-the hooks; everything else is shared.
+The five commands of one table, on rows: validation, then one transaction
+through the table's repository. A table's controller declares its table and
+adds its domain rules through the hooks; everything else is shared. The
+wire, the Alpaca sync and the streams all call this one API.
 
 Writes are all or none: a request's rows are checked before anything is
 written, then written in one transaction; when the database refuses a row of
-a batch, the error names that row's index.
+a batch, the refusal names that row's index.
 """
 
-import json
-import time
-import uuid
+from __future__ import annotations
 
-import psycopg2
+from typing import Any, ClassVar
 
-from ..errors import invalid, not_found, row_error
-from ..protocol.enums import ErrorCode, SQLCommand
-from ..protocol.errors import ProtocolError
-from ..protocol.tables import MAX_LIMIT
-from ..protocol.wire import Timestamp
-from ..repositories.table import Repository
+import attrs
 
-# Errors that a row's values cause (constraint violations, bad data): they
-# are final, and worth finding the row for.
-ROW_ERRORS = (psycopg2.IntegrityError, psycopg2.DataError)
+from ..db.failures import ROW_ERRORS, row_refusal
+from ..db.pool import Pool
+from ..errors import Invalid, invalid, not_found
+from ..repositories.table import Repository, Row
+from ..schema.tables import MAX_LIMIT, Table
+from ..schema.timestamp import Timestamp
 
 
-def key_tuple(spec, row):
-    return tuple(row[k] for k in spec.key)
+@attrs.frozen
+class Page:
+    """One page of a SELECT: its rows, and whether more follow."""
+
+    rows: list[Row]
+    more: bool
 
 
 class TableController:
@@ -36,87 +37,65 @@ class TableController:
     own; C{prepare(cursor, rows, command, existing)} checks rows against the
     database inside the write's transaction; C{written(cursor, rows, command)}
     makes the writes that follow from them; C{deletable(row, index)} guards
-    DELETE.
+    DELETE. C{broker} is the Alpaca client, or None when it is off.
     """
 
-    computed_sql = None
+    table: ClassVar[Table]
+    repository_class: ClassVar[type[Repository]] = Repository
+    computed_sql: ClassVar[dict[str, str] | None] = None
 
-    def __init__(self, spec, pool):
-        self.spec = spec
+    def __init__(self, pool: Pool, broker: Any = None) -> None:
         self.pool = pool
-        self.repository = Repository(spec, self.computed_sql)
-        self._checks = [(c.name, self._column_check(c)) for c in spec.columns if self._column_check(c)]
-        self._hub_defaults = [c.name for c in spec.columns if c.hub_default]
-        self._key_checks = [(name, check) for name, check in self._checks if name in spec.key]
+        self.broker = broker
+        self.repository = self.repository_class(self.table, self.computed_sql)
+        self._checked = [c for c in self.table.columns if c.checked]
+        self._hub_defaults = [c.name for c in self.table.columns if c.hub_default]
+        self._key_checked = [c for c in self._checked if c.name in self.table.key]
 
     # Row checks
 
-    def _column_check(self, column):
-        if column.kind == "uuid":
-            return _canonical_uuid
-        if column.kind == "json":
-            return _json_object
-        if column.name == "symbol":
-            return _symbol
-        if column.choices:
-            choices = frozenset(column.choices)
-
-            def choice(value):
-                if value not in choices:
-                    raise ValueError("must be one of " + ", ".join(column.choices))
-                return value
-
-            return choice
-        return None
-
-    def checked(self, rows):
-        """The rows normalized (canonical uuids, upper-case symbols), or VALIDATION_FAILED."""
+    def checked(self, rows: list[Row]) -> list[Row]:
+        """The rows normalized (canonical uuids, upper-case symbols), or Invalid."""
         for index, row in enumerate(rows):
-            for name, check in self._checks:
-                value = row[name]
-                if value is None:
-                    continue
-                try:
-                    row[name] = check(value)
-                except ValueError as error:
-                    raise invalid(index, name, str(error)) from None
+            _normalize(self._checked, row, index)
             for name in self._hub_defaults:
                 if row[name] is None:
-                    row[name] = Timestamp(time.time_ns())
+                    row[name] = Timestamp.now()
             self.rules(row, index)
         return rows
 
-    def rules(self, row, index):
+    def rules(self, row: Row, index: int) -> None:
         """Domain rules of one row; raise L{invalid} to refuse it."""
 
-    async def prepare(self, cursor, rows, command, existing):
+    async def prepare(self, cursor, rows: list[Row], command: str, existing: dict[tuple, Row]) -> None:
         """Rules that need the database; C{existing} maps keys to stored rows (UPDATE, UPSERT)."""
 
-    async def written(self, cursor, rows, command):
+    async def written(self, cursor, rows: list[Row], command: str) -> None:
         """Writes that follow from these rows, in the same transaction."""
 
-    def deletable(self, row, index):
+    def deletable(self, row: Row, index: int) -> None:
         """Refuse the DELETE of a stored row by raising."""
 
     # Commands
 
-    async def insert(self, request):
-        rows = self.checked(request["rows"])
-        stored = await self._in_transaction(self._insert, rows)
-        return self._answer(len(rows), stored)
+    async def insert(self, rows: list[Row]) -> list[Row]:
+        """The rows as stored (none when the table does not echo writes)."""
+        return await self._in_transaction(self._insert, self.checked(rows))
 
-    async def insert_group(self, requests):
-        """Coalesced INSERTs: one transaction, one statement, one answer each."""
-        batches = [self.checked(request["rows"]) for request in requests]
-        rows = [row for batch in batches for row in batch]
-        stored = await self._in_transaction(self._insert, rows)
+    async def insert_batches(self, batches: list[list[Row]]) -> list[list[Row]]:
+        """Coalesced INSERTs: one transaction, one statement, the stored rows of each batch."""
+        for batch in batches:
+            self.checked(batch)
+        stored = await self._in_transaction(self._insert, [row for batch in batches for row in batch])
+        if not self.table.echo_writes:
+            return [[] for _ in batches]
         answers, start = [], 0
         for batch in batches:
-            answers.append(self._answer(len(batch), stored[start : start + len(batch)]))
+            answers.append(stored[start : start + len(batch)])
             start += len(batch)
         return answers
 
-    async def _in_transaction(self, write, rows):
+    async def _in_transaction(self, write, rows: list[Row]) -> list[Row]:
         """
         Run a batch write in one transaction. When the database refuses the
         batch (it was rolled back whole), write it again row by row in a new
@@ -127,115 +106,86 @@ class TableController:
         except _BatchRefused:
             return await self.pool.transaction(write, rows, True)
 
-    async def _insert(self, cursor, rows, one_by_one):
-        await self.prepare(cursor, rows, SQLCommand.INSERT, {})
+    async def _insert(self, cursor, rows: list[Row], one_by_one: bool) -> list[Row]:
+        await self.prepare(cursor, rows, "INSERT", {})
         stored = await self._write(cursor, rows, self.repository.insert, one_by_one)
-        await self.written(cursor, rows, SQLCommand.INSERT)
+        await self.written(cursor, rows, "INSERT")
         return stored
 
-    async def upsert(self, request):
-        stored = await self.upsert_rows(request["rows"])
-        return self._answer(len(request["rows"]), stored)
-
-    async def upsert_rows(self, rows):
-        """UPSERT from inside the hub (the Alpaca sync): the same rules as over the wire."""
+    async def upsert(self, rows: list[Row]) -> list[Row]:
         return await self._in_transaction(self._upsert, self.checked(rows))
 
-    async def _upsert(self, cursor, rows, one_by_one):
-        _no_repeated_keys(self.spec, rows)
+    async def _upsert(self, cursor, rows: list[Row], one_by_one: bool) -> list[Row]:
+        self._no_repeated_keys(rows)
         existing = await self.repository.locked(cursor, rows)
-        await self.prepare(cursor, rows, SQLCommand.UPSERT, existing)
+        await self.prepare(cursor, rows, "UPSERT", existing)
         stored = await self._write(cursor, rows, self.repository.upsert, one_by_one)
-        await self.written(cursor, rows, SQLCommand.UPSERT)
+        await self.written(cursor, rows, "UPSERT")
         return stored
 
-    async def update(self, request):
-        stored = await self.update_rows(request["rows"])
-        return self._answer(len(request["rows"]), stored)
-
-    async def update_rows(self, rows):
+    async def update(self, rows: list[Row]) -> list[Row]:
         return await self.pool.transaction(self._update, self.checked(rows))
 
-    async def stored(self, keys):
+    async def stored(self, keys: list[Row]) -> dict[tuple, Row]:
         """The stored rows with these keys, by key tuple."""
         return await self.pool.transaction(self.repository.locked, list(keys))
 
-    async def _update(self, cursor, rows):
-        _no_repeated_keys(self.spec, rows)
+    async def _update(self, cursor, rows: list[Row]) -> list[Row]:
+        self._no_repeated_keys(rows)
         existing = await self.repository.locked(cursor, rows)
         for index, row in enumerate(rows):
-            if key_tuple(self.spec, row) not in existing:
-                raise _missing(index, self.spec, row)
-        await self.prepare(cursor, rows, SQLCommand.UPDATE, existing)
+            if self.table.key_of(row) not in existing:
+                raise self._missing(index, row)
+        await self.prepare(cursor, rows, "UPDATE", existing)
         stored = []
         for index, row in enumerate(rows):
             try:
                 stored.append(await self.repository.update(cursor, row))
             except ROW_ERRORS as error:
-                raise row_error(error, index) from None
-        await self.written(cursor, rows, SQLCommand.UPDATE)
+                raise row_refusal(error, index) from None
+        await self.written(cursor, rows, "UPDATE")
         return stored
 
-    async def delete(self, request):
-        affected = await self.delete_keys(request["keys"])
-        return self._answer(affected, [])
-
-    async def delete_keys(self, keys):
+    async def delete(self, keys: list[Row]) -> int:
+        """How many rows were deleted: every key must name a stored row."""
         for index, key in enumerate(keys):
-            self._check_key(key, index)
+            _normalize(self._key_checked, key, index)
         return await self.pool.transaction(self._delete, keys)
 
-    async def _delete(self, cursor, keys):
-        _no_repeated_keys(self.spec, keys)
+    async def _delete(self, cursor, keys: list[Row]) -> int:
+        self._no_repeated_keys(keys)
         existing = await self.repository.locked(cursor, keys)
         for index, key in enumerate(keys):
-            row = existing.get(key_tuple(self.spec, key))
+            row = existing.get(self.table.key_of(key))
             if row is None:
-                raise _missing(index, self.spec, key)
+                raise self._missing(index, key)
             self.deletable(row, index)
         try:
             return await self.repository.delete(cursor, keys)
         except ROW_ERRORS as error:
-            raise row_error(error, 0 if len(keys) == 1 else -1) from None
+            raise row_refusal(error, 0 if len(keys) == 1 else -1) from None
 
-    async def select(self, request):
-        query = dict(request)
+    async def select(self, query: dict[str, Any]) -> Page:
+        """
+        One page of rows: C{query} holds keys, symbol, since and until (time
+        series), limit, and position (the sort columns of the previous page's
+        last row, or None).
+        """
         if query["limit"] > MAX_LIMIT:
-            raise ProtocolError(ErrorCode.VALIDATION_FAILED, f"limit must be at most {MAX_LIMIT}")
+            raise Invalid(f"limit must be at most {MAX_LIMIT}")
         if len(query["keys"]) > MAX_LIMIT:
-            raise ProtocolError(ErrorCode.VALIDATION_FAILED, f"at most {MAX_LIMIT} keys per SELECT")
+            raise Invalid(f"at most {MAX_LIMIT} keys per SELECT")
         for index, key in enumerate(query["keys"]):
-            self._check_key(key, index)
+            _normalize(self._key_checked, key, index)
         if query["symbol"] is not None:
-            if "symbol" not in self.spec.by_name:
-                raise ProtocolError(ErrorCode.VALIDATION_FAILED, f"{self.spec.table.name} has no symbol to filter on")
-            query["symbol"] = query["symbol"].upper()
-        query["position"] = self._position(query["after"])
+            if "symbol" not in self.table.by_name:
+                raise Invalid(f"{self.table.id.name} has no symbol to filter on")
+            query = dict(query, symbol=query["symbol"].upper())
         statement, params, limit = self.repository.select_statement(query)
         records = await self.pool.query(statement, params)
-        rows = [self.repository.row(r) for r in records[:limit]]
-        next_cursor = None
-        if len(records) > limit:
-            next_cursor = self.spec.cursor.encode({name: rows[-1][name] for name in self.spec.sort})
-        return self.spec.response.encode({"affected": len(rows), "rows": rows, "next_cursor": next_cursor})
+        return Page([self.repository.row(r) for r in records[:limit]], len(records) > limit)
 
-    def _position(self, after):
-        if after is None:
-            return None
-        try:
-            return self.spec.cursor.decode(after)
-        except ProtocolError:
-            raise ProtocolError(ErrorCode.VALIDATION_FAILED, "after is not a cursor of this table") from None
-
-    def _check_key(self, key, index):
-        """A key gets the same normalization as its columns (canonical uuid, upper-case symbol)."""
-        for name, check in self._key_checks:
-            try:
-                key[name] = check(key[name])
-            except ValueError as error:
-                raise invalid(index, name, str(error)) from None
-
-    async def _write(self, cursor, rows, write, one_by_one):
+    async def _write(self, cursor, rows: list[Row], write, one_by_one: bool) -> list[Row]:
         """
         One statement for all rows; or, looking for the row the database
         refuses, one statement per row.
@@ -246,54 +196,36 @@ class TableController:
                 try:
                     stored += await write(cursor, [row])
                 except ROW_ERRORS as error:
-                    raise row_error(error, index) from None
+                    raise row_refusal(error, index) from None
             return stored
         try:
             return await write(cursor, rows)
         except ROW_ERRORS as error:
             raise _BatchRefused() from error
 
-    def _answer(self, affected, stored):
-        rows = stored if self.spec.echo_writes else []
-        return self.spec.response.encode({"affected": affected, "rows": rows, "next_cursor": None})
+    def _missing(self, index: int, row: Row):
+        key = self.table.key
+        return not_found(index, self.table.sql_name, "+".join(key), "+".join(str(row[k]) for k in key))
+
+    def _no_repeated_keys(self, rows: list[Row]) -> None:
+        seen: dict[tuple, int] = {}
+        for index, row in enumerate(rows):
+            key = self.table.key_of(row)
+            if key in seen:
+                raise invalid(index, "key", f"repeats row {seen[key]}'s key in one request")
+            seen[key] = index
 
 
 class _BatchRefused(Exception):
     """The database refused a multi-row statement; which row is not known yet."""
 
 
-def _missing(index, spec, row):
-    return not_found(index, spec.sql_name, "+".join(spec.key), "+".join(str(row[k]) for k in spec.key))
-
-
-def _no_repeated_keys(spec, rows):
-    seen = {}
-    for index, row in enumerate(rows):
-        key = key_tuple(spec, row)
-        if key in seen:
-            raise invalid(index, "key", f"repeats row {seen[key]}'s key in one request")
-        seen[key] = index
-
-
-def _canonical_uuid(value):
-    try:
-        return str(uuid.UUID(value))
-    except (ValueError, AttributeError, TypeError):
-        raise ValueError(f"{value!r} is not a UUID") from None
-
-
-def _symbol(value):
-    value = value.strip().upper()
-    if not 1 <= len(value) <= 64:
-        raise ValueError("must be 1 to 64 characters")
-    return value
-
-
-def _json_object(value):
-    try:
-        parsed = json.loads(value)
-    except ValueError:
-        raise ValueError("is not valid JSON") from None
-    if not isinstance(parsed, dict):
-        raise ValueError("must be a JSON object")
-    return value
+def _normalize(columns, row: Row, index: int) -> None:
+    for column in columns:
+        value = row[column.name]
+        if value is None:
+            continue
+        try:
+            row[column.name] = column.check(value)
+        except ValueError as error:
+            raise invalid(index, column.name, str(error)) from None

@@ -1,7 +1,7 @@
 """Rules of the market data feed's ticks: a trade has a price and size, a quote has both sides."""
 
 from ..errors import invalid
-from ..protocol.tables import MARKET_TICK
+from ..schema.tables import MARKET_TICK
 from .base import TableController
 
 _TRADE_ONLY = ("price", "size")
@@ -9,8 +9,7 @@ _QUOTE_ONLY = ("bid_price", "bid_size", "ask_price", "ask_size")
 
 
 class MarketTickController(TableController):
-    def __init__(self, pool):
-        super().__init__(MARKET_TICK, pool)
+    table = MARKET_TICK
 
     def rules(self, row, index):
         present, absent = (_TRADE_ONLY, _QUOTE_ONLY) if row["kind"] == "trade" else (_QUOTE_ONLY, _TRADE_ONLY)

@@ -4,7 +4,7 @@ import math
 import re
 
 from ..errors import invalid, not_found
-from ..protocol.tables import FEATURE_SET, LABELED_DATA, ML_MODEL, ML_PREDICTION, TECHNICAL_INDICATOR
+from ..schema.tables import FEATURE_SET, LABELED_DATA, ML_MODEL, ML_PREDICTION, TECHNICAL_INDICATOR
 from ..repositories.features import FeatureSchemaRepository
 from ..repositories.table import Repository
 from .base import TableController
@@ -25,8 +25,7 @@ def _horizon(row, index):
 
 
 class ModelController(TableController):
-    def __init__(self, pool):
-        super().__init__(ML_MODEL, pool)
+    table = ML_MODEL
 
     def rules(self, row, index):
         for name in ("name", "version"):
@@ -35,9 +34,8 @@ class ModelController(TableController):
 
 
 class PredictionController(TableController):
-    def __init__(self, pool):
-        super().__init__(ML_PREDICTION, pool)
-        self.models = Repository(ML_MODEL)
+    table = ML_PREDICTION
+    models = Repository(ML_MODEL)
 
     def rules(self, row, index):
         _finite(row, index, "value", "confidence")
@@ -56,8 +54,7 @@ class PredictionController(TableController):
 
 
 class LabeledDataController(TableController):
-    def __init__(self, pool):
-        super().__init__(LABELED_DATA, pool)
+    table = LABELED_DATA
 
     def rules(self, row, index):
         if row["label_class"] is None and row["label_value"] is None:
@@ -69,11 +66,9 @@ class LabeledDataController(TableController):
 class FeatureSetController(TableController):
     """Feature names are kept once per (name, version), in feature_schema."""
 
+    table = FEATURE_SET
     computed_sql = {"feature_names": FeatureSchemaRepository.NAMES_OF_ROW}
-
-    def __init__(self, pool):
-        super().__init__(FEATURE_SET, pool)
-        self.schemas = FeatureSchemaRepository()
+    schemas = FeatureSchemaRepository()
 
     def rules(self, row, index):
         if not row["features"]:
@@ -102,8 +97,7 @@ class FeatureSetController(TableController):
 
 
 class IndicatorController(TableController):
-    def __init__(self, pool):
-        super().__init__(TECHNICAL_INDICATOR, pool)
+    table = TECHNICAL_INDICATOR
 
     def rules(self, row, index):
         if not _INDICATOR_NAME.match(row["name"]):

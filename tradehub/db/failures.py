@@ -1,6 +1,6 @@
 """
-Which database failures are worth retrying, and which mean the connection
-itself is gone.
+Which database failures are worth retrying, which mean the connection
+itself is gone, and which refusal a client sees for each.
 
 Retrying is only safe for failures that leave nothing half-done: the
 transaction was rolled back by the server (serialization failure, deadlock)
@@ -8,9 +8,14 @@ or the connection died before COMMIT was sent. Constraint violations and bad
 data are final and never retried.
 """
 
+from __future__ import annotations
+
 import psycopg2
+from psycopg2 import errorcodes
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from txpostgres.txpostgres import RollbackFailed
+
+from ..errors import Closing, Conflict, Invalid, Missing, Refused, Unavailable
 
 SERIALIZATION_FAILURE = "40001"
 DEADLOCK_DETECTED = "40P01"
@@ -53,3 +58,46 @@ def is_transient(error):
     ):
         return True
     return connection_is_gone(error)
+
+
+_CONSTRAINT_CODES = {
+    errorcodes.UNIQUE_VIOLATION: (Conflict, "already exists"),
+    errorcodes.EXCLUSION_VIOLATION: (Conflict, "conflicts with an existing row"),
+    errorcodes.FOREIGN_KEY_VIOLATION: (Missing, "refers to a row that does not exist"),
+    errorcodes.CHECK_VIOLATION: (Invalid, "breaks a rule"),
+    errorcodes.NOT_NULL_VIOLATION: (Invalid, "misses a required value"),
+    errorcodes.NUMERIC_VALUE_OUT_OF_RANGE: (Invalid, "is out of range"),
+    errorcodes.INVALID_TEXT_REPRESENTATION: (Invalid, "is not valid"),
+    errorcodes.STRING_DATA_RIGHT_TRUNCATION: (Invalid, "is too long"),
+}
+# Errors that a row's values cause (constraint violations, bad data): they
+# are final, and worth finding the row for.
+ROW_ERRORS = (psycopg2.IntegrityError, psycopg2.DataError)
+
+
+def refusal(error: Exception) -> Refused | None:
+    """The refusal a client sees for a database failure, or None when it is not one (a bug)."""
+    if isinstance(error, PoolClosed):
+        return Closing("the hub is shutting down")
+    if isinstance(error, CommitOutcomeUnknown):
+        return Unavailable("the database connection was lost during COMMIT: the outcome is unknown")
+    if not isinstance(error, psycopg2.Error):
+        return None
+    known = _CONSTRAINT_CODES.get(error.pgcode)
+    if known is not None:
+        kind, what = known
+        diag = error.diag
+        detail = (diag.message_detail or diag.message_primary or "").strip()
+        if error.pgcode == errorcodes.FOREIGN_KEY_VIOLATION and "is still referenced" in detail:
+            kind, what = Conflict, "is still referenced"
+        subject = diag.constraint_name or diag.column_name or "the row"
+        return kind(f"{subject} {what}: {detail}")
+    if is_transient(error):
+        return Unavailable("the database is unavailable; try again")
+    return None
+
+
+def row_refusal(error: Exception, index: int) -> Exception:
+    """The refusal for a failure caused by row C{index} of a request (the error itself if it is a bug)."""
+    refused = refusal(error)
+    return error if refused is None else refused.at_row(index)

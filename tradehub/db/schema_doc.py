@@ -15,13 +15,13 @@ from pathlib import Path
 
 import psycopg2
 
-from ..protocol.tables import TABLE_SPECS
+from ..schema import TABLES
 
 OUTPUT = Path(__file__).resolve().parents[2] / "docs" / "schema.md"
 SCHEMA = Path(__file__).resolve().parents[2] / "schema"
 
 _MEANINGS = {
-    (spec.sql_name, column.name): column.doc for spec in TABLE_SPECS.values() for column in spec.columns
+    (spec.sql_name, column.name): column.doc for spec in TABLES.values() for column in spec.columns
 }
 _SPECIAL = {
     ("schema_migrations", "version"): "the migration's number (NNNN of NNNN_name.sql)",

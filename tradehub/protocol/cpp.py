@@ -22,7 +22,7 @@ from .enums import (
     SQLTable,
 )
 from .messages import ERROR, HEADER, HELLO, HELLO_ACK, SHUTDOWN, SHUTDOWN_ACK
-from .tables import TABLE_SPECS
+from .tables import LAYOUTS
 
 OUTPUT = Path(__file__).resolve().parents[2] / "clients" / "cpp" / "tradehub_protocol.hpp"
 
@@ -105,7 +105,7 @@ def _layouts():
 
     for layout in (HEADER, HELLO, HELLO_ACK, ERROR, SHUTDOWN, SHUTDOWN_ACK):
         visit(layout)
-    for spec in TABLE_SPECS.values():
+    for spec in LAYOUTS.values():
         for layout in (spec.row, spec.key_row, spec.rows_request, spec.keys_request, spec.select_request, spec.response):
             visit(layout)
     return ordered
@@ -113,7 +113,7 @@ def _layouts():
 
 def _struct(layout):
     name = struct_name(layout.name)
-    lines = [f"// {layout.name}" + (f": {layout.doc}" if layout.doc else ""), f"struct {name} {{"]
+    lines = [f"// {layout.name}", f"struct {name} {{"]
     for field in layout.fields:
         initial = "{}"
         lines.append(f"    {cpp_type(field.type)} {member(field.name)}{initial};  // {field.type.name}: {field.doc}")
@@ -141,9 +141,9 @@ def _enum(enum, base, doc):
 
 def _key_functions():
     lines = ["// The key of a row, as DELETE and SELECT take it."]
-    for spec in TABLE_SPECS.values():
+    for spec in LAYOUTS.values():
         row, key = struct_name(spec.row.name), struct_name(spec.key_row.name)
-        members = ", ".join(f"r.{member(k)}" for k in spec.key)
+        members = ", ".join(f"r.{member(k)}" for k in spec.table.key)
         lines.append(f"inline {key} key_of(const {row}& r) {{ return {key}{{{members}}}; }}")
     return "\n".join(lines) + "\n"
 
@@ -153,9 +153,9 @@ def _table_traits():
         "// Each table's layouts, for the generic calls of tradehub_client.hpp.",
         "template <SQLTable T> struct TableTraits;",
     ]
-    for spec in TABLE_SPECS.values():
+    for spec in LAYOUTS.values():
         lines.append(
-            f"template <> struct TableTraits<SQLTable::{spec.table.name}> {{\n"
+            f"template <> struct TableTraits<SQLTable::{spec.table.id.name}> {{\n"
             f"    using Row = {struct_name(spec.row.name)};\n"
             f"    using Key = {struct_name(spec.key_row.name)};\n"
             f"    using Rows = {struct_name(spec.rows_request.name)};\n"

@@ -22,8 +22,9 @@ from .enums import (
     SQLTable,
 )
 from .messages import ERROR, HEADER, HELLO, HELLO_ACK, SHUTDOWN, SHUTDOWN_ACK, encode_frame
-from .tables import DEFAULT_LIMIT, MAX_LIMIT, TABLE_SPECS
-from .wire import Timestamp, blob, boolean, decimal_, f64, i32, i64, string, text, timestamp, u8, u16, u32, u64
+from ..schema import DEFAULT_LIMIT, MAX_LIMIT, Timestamp
+from .tables import LAYOUTS
+from .wire import blob, boolean, decimal_, f64, i32, i64, string, text, timestamp, u8, u16, u32, u64
 
 OUTPUT = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
 
@@ -154,30 +155,31 @@ CONFLICT; a missing referenced row is NOT_FOUND. Nothing of a refused request is
 """.format(default=DEFAULT_LIMIT, maximum=MAX_LIMIT)
 
 
-def _table_section(spec):
+def _table_section(layouts):
+    spec = layouts.table
     kind = f"time series on `{spec.series}`" if spec.series else "keyed"
     writes = "" if spec.echo_writes else " Write answers carry `affected` only (no rows): this is the hot path."
-    return f"""### {spec.table.value} {spec.table.name} (`{spec.sql_name}`)
+    return f"""### {spec.id.value} {spec.id.name} (`{spec.sql_name}`)
 
 {spec.doc} {kind.capitalize()}.{writes} The key layout is
-{", ".join(f"`{f.name}: {f.type.name}`" for f in spec.key_row.fields)}, in that order.
+{", ".join(f"`{f.name}: {f.type.name}`" for f in layouts.key_row.fields)}, in that order.
 
 Row:
 
-{layout_table(spec.row)}
+{layout_table(layouts.row)}
 
 Select:
 
-{layout_table(spec.select_request)}
+{layout_table(layouts.select_request)}
 """
 
 
 def _table_sections():
-    return COMMON_LAYOUTS + "\n" + "\n".join(_table_section(spec) for spec in TABLE_SPECS.values())
+    return COMMON_LAYOUTS + "\n" + "\n".join(_table_section(layouts) for layouts in LAYOUTS.values())
 
 
 def _request_example():
-    spec = TABLE_SPECS[SQLTable.MARKET_TICK]
+    spec = LAYOUTS[SQLTable.MARKET_TICK]
     row = {
         "symbol": "AAPL", "ts": Timestamp(1_700_000_000_123_456_789), "seq": 7, "kind": "trade",
         "price": decimal.Decimal("189.12"), "size": decimal.Decimal("100"), "bid_price": None, "bid_size": None,

@@ -1,6 +1,11 @@
-"""Every enumeration of the wire contract, in one place."""
+"""
+Every enumeration of the wire contract, in one place. SQLTable, the table
+numbers, is declared with the tables in the schema and re-exported here.
+"""
 
 from enum import IntEnum
+
+from ..schema.tables import SQLTable as SQLTable
 
 MAGIC = 0x4854
 ENVELOPE_VERSION = 1
@@ -33,20 +38,6 @@ class SQLCommand(IntEnum):
     @property
     def writes(self):
         return self is not SQLCommand.SELECT
-
-
-class SQLTable(IntEnum):
-    ACCOUNT = 1
-    ASSET = 2
-    ORDER = 3
-    POSITION = 4
-    TRADE = 5
-    MARKET_TICK = 6
-    ML_MODEL = 7
-    ML_PREDICTION = 8
-    LABELED_DATA = 9
-    FEATURE_SET = 10
-    TECHNICAL_INDICATOR = 11
 
 
 class Role(IntEnum):

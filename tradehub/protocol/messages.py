@@ -1,6 +1,7 @@
 """
 The envelope: the 16-byte header and the session payloads (HELLO,
-HELLO_ACK, ERROR, SHUTDOWN, SHUTDOWN_ACK), as attrs values with layouts.
+HELLO_ACK, ERROR, SHUTDOWN, SHUTDOWN_ACK), each an attrs class whose fields
+carry their wire type and meaning; the layouts derive from the classes.
 """
 
 import struct
@@ -8,137 +9,66 @@ import struct
 import attrs
 
 from .enums import ENVELOPE_VERSION, MAGIC, MessageType
-from .wire import Field, Layout, i32, string, u8, u16, u32, u64
+from .wire import Layout, i32, string, u8, u16, u32, u64, wire
 
 LENGTH = struct.Struct("<I")
 
 
 @attrs.frozen
 class Header:
-    magic: int
-    version: int
-    type: int
-    command: int
-    table: int
-    flags: int
-    request_id: int
-
-
-HEADER = Layout(
-    "header",
-    [
-        Field("magic", u16, "0x4854, the bytes 54 48 (\"TH\")"),
-        Field("version", u8, "envelope version: 1"),
-        Field("type", u8, "MessageType"),
-        Field("command", u8, "SQLCommand; 0 when the type carries none"),
-        Field("table", u8, "SQLTable; 0 when the type carries none"),
-        Field("flags", u16, "bit 0 MORE: more frames follow for this request_id"),
-        Field("request_id", u64, "chosen by the client, echoed on every answer; 0 on frames the server starts"),
-    ],
-    Header,
-)
+    magic: int = wire(u16, "0x4854, the bytes 54 48 (\"TH\")")
+    version: int = wire(u8, "envelope version: 1")
+    type: int = wire(u8, "MessageType")
+    command: int = wire(u8, "SQLCommand; 0 when the type carries none")
+    table: int = wire(u8, "SQLTable; 0 when the type carries none")
+    flags: int = wire(u16, "bit 0 MORE: more frames follow for this request_id")
+    request_id: int = wire(u64, "chosen by the client, echoed on every answer; 0 on frames the server starts")
 
 
 @attrs.frozen
 class Hello:
-    role: int
-    min_version: int
-    max_version: int
-    client_name: str
-    token: str = attrs.field(repr=False)
-
-
-HELLO = Layout(
-    "HELLO",
-    [
-        Field("role", u8, "1 FRONTEND, 2 ML"),
-        Field("min_version", u8, "lowest protocol version the client speaks"),
-        Field("max_version", u8, "highest protocol version the client speaks"),
-        Field("client_name", string, "free text for logs"),
-        Field("token", string, "the shared secret of the role"),
-    ],
-    Hello,
-)
+    role: int = wire(u8, "1 FRONTEND, 2 ML")
+    min_version: int = wire(u8, "lowest protocol version the client speaks")
+    max_version: int = wire(u8, "highest protocol version the client speaks")
+    client_name: str = wire(string, "free text for logs")
+    token: str = wire(string, "the shared secret of the role", repr=False)
 
 
 @attrs.frozen
 class HelloAck:
-    version: int
-    session_id: int
-    heartbeat_ms: int
-    max_frame: int
-    max_in_flight: int
-    server_name: str
-
-
-HELLO_ACK = Layout(
-    "HELLO_ACK",
-    [
-        Field("version", u8, "the version chosen: the highest both sides speak"),
-        Field("session_id", u64, "unique per connection"),
-        Field("heartbeat_ms", u32, "idle interval after which each side sends HEARTBEAT"),
-        Field("max_frame", u32, "largest body length either side may send"),
-        Field("max_in_flight", u32, "unanswered requests before the server stops reading"),
-        Field("server_name", string, "free text"),
-    ],
-    HelloAck,
-)
+    version: int = wire(u8, "the version chosen: the highest both sides speak")
+    session_id: int = wire(u64, "unique per connection")
+    heartbeat_ms: int = wire(u32, "idle interval after which each side sends HEARTBEAT")
+    max_frame: int = wire(u32, "largest body length either side may send")
+    max_in_flight: int = wire(u32, "unanswered requests before the server stops reading")
+    server_name: str = wire(string, "free text")
 
 
 @attrs.frozen
 class Error:
-    code: int
-    row_index: int
-    message: str
-
-
-ERROR = Layout(
-    "ERROR",
-    [
-        Field("code", u16, "ErrorCode"),
-        Field("row_index", i32, "the offending row of a multi-row request, or -1"),
-        Field("message", string, "human-readable explanation"),
-    ],
-    Error,
-)
+    code: int = wire(u16, "ErrorCode")
+    row_index: int = wire(i32, "the offending row of a multi-row request, or -1")
+    message: str = wire(string, "human-readable explanation")
 
 
 @attrs.frozen
 class Shutdown:
-    reason: int
-    deadline_ms: int
-    message: str
-
-
-SHUTDOWN = Layout(
-    "SHUTDOWN",
-    [
-        Field("reason", u8, "1 CLIENT_DONE, 2 SERVER_STOPPING"),
-        Field("deadline_ms", u32, "how long the sender waits for the drain"),
-        Field("message", string, "free text"),
-    ],
-    Shutdown,
-)
+    reason: int = wire(u8, "1 CLIENT_DONE, 2 SERVER_STOPPING")
+    deadline_ms: int = wire(u32, "how long the sender waits for the drain")
+    message: str = wire(string, "free text")
 
 
 @attrs.frozen
 class ShutdownAck:
-    completed: int
+    completed: int = wire(u32, "requests finished since the SHUTDOWN")
 
 
-SHUTDOWN_ACK = Layout(
-    "SHUTDOWN_ACK",
-    [Field("completed", u32, "requests finished since the SHUTDOWN")],
-    ShutdownAck,
-)
-
-SESSION_LAYOUTS = {
-    MessageType.HELLO: HELLO,
-    MessageType.HELLO_ACK: HELLO_ACK,
-    MessageType.ERROR: ERROR,
-    MessageType.SHUTDOWN: SHUTDOWN,
-    MessageType.SHUTDOWN_ACK: SHUTDOWN_ACK,
-}
+HEADER = Layout.of("header", Header)
+HELLO = Layout.of("HELLO", Hello)
+HELLO_ACK = Layout.of("HELLO_ACK", HelloAck)
+ERROR = Layout.of("ERROR", Error)
+SHUTDOWN = Layout.of("SHUTDOWN", Shutdown)
+SHUTDOWN_ACK = Layout.of("SHUTDOWN_ACK", ShutdownAck)
 
 
 def encode_frame(message_type, payload=b"", request_id=0, command=0, table=0, flags=0):

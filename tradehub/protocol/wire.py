@@ -4,10 +4,10 @@ list of named fields declared once and used by the decoder, the encoder, the
 protocol document and the C++ header generator.
 """
 
-import datetime
 import decimal
 import io
 import struct
+from typing import Any
 
 import attrs
 from construct import (
@@ -24,39 +24,13 @@ from construct import (
     StreamError,
 )
 
+from ..schema.timestamp import Timestamp
 from .enums import ErrorCode
 from .errors import ProtocolError
 
 I64_MIN, I64_MAX = -(2**63), 2**63 - 1
 # Wide enough that scaling never rounds: a rounded value must be rejected, not stored.
 _EXACT = decimal.Context(prec=200, Emax=10**6, Emin=-(10**6))
-_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
-
-
-@attrs.frozen(order=True)
-class Timestamp:
-    """
-    A UTC instant with nanosecond precision: datetime keeps only
-    microseconds, so the wire value stays an integer count of nanoseconds.
-    """
-
-    ns: int
-
-    @classmethod
-    def from_datetime(cls, moment):
-        if moment.tzinfo is None:
-            raise ValueError("timestamps must be timezone-aware")
-        delta = moment - _EPOCH
-        return cls((delta.days * 86400 + delta.seconds) * 10**9 + delta.microseconds * 1000)
-
-    def to_datetime(self):
-        """The instant as an aware UTC datetime, truncated to microseconds."""
-        return _EPOCH + datetime.timedelta(microseconds=self.ns // 1000)
-
-    def __str__(self):
-        seconds, fraction = divmod(self.ns, 10**9)
-        whole = _EPOCH + datetime.timedelta(seconds=seconds)
-        return f"{whole:%Y-%m-%dT%H:%M:%S}.{fraction:09d}Z"
 
 
 # The custom codecs below also emit Python source for construct's compiler
@@ -64,7 +38,8 @@ class Timestamp:
 # calling back into construct's slow generic path.
 _COMPILED_HELPERS = (
     "from decimal import Decimal as _Decimal\n"
-    "from tradehub.protocol.wire import Timestamp, decimal_to_units, presence, bool_of_byte, byte_of_bool\n"
+    "from tradehub.schema.timestamp import Timestamp\n"
+    "from tradehub.protocol.wire import decimal_to_units, presence, bool_of_byte, byte_of_bool\n"
     "from tradehub.protocol.wire import read_prefixed, write_prefixed\n"
 )
 
@@ -319,11 +294,21 @@ def list_of(item):
     return WireType(f"list<{item.name}>", PrefixedArray(Int32ul, item.construct), None, f"list of {item.python}", item)
 
 
+# Every field type a column kind may name, by its contract name.
+FIELD_TYPES = {t.name: t for t in (boolean, i32, i64, f64, string, text, blob, timestamp, decimal_)}
+FIELD_TYPES.update({t.name: t for t in (list_of(string), list_of(f64))})
+
+
 @attrs.frozen
 class Field:
     name: str
     type: WireType
     doc: str = ""
+
+
+def wire(type: WireType, doc: str, **options: Any) -> Any:
+    """An attrs field of an envelope payload class, with its wire type and meaning."""
+    return attrs.field(metadata={"wire": type, "doc": doc}, **options)
 
 
 class Layout:
@@ -332,11 +317,10 @@ class Layout:
     rejects trailing bytes; both directions raise L{ProtocolError}.
     """
 
-    def __init__(self, name, fields, cls=None, doc=""):
+    def __init__(self, name, fields, cls=None):
         self.name = name
         self.fields = tuple(fields)
         self.cls = cls
-        self.doc = doc
         self.struct = _Record((f.name, f.type.construct) for f in self.fields)
         # The compiled functions, called directly: construct's generic entry
         # points would add a context Container and a path to every call.
@@ -344,6 +328,12 @@ class Layout:
         self._parse, self._build = compiled.parsefunc, compiled.buildfunc
         self._names = tuple(f.name for f in self.fields)
         self._fixed = _fixed_struct(self.fields)
+
+    @classmethod
+    def of(cls, name, payload):
+        """The layout of an attrs class whose fields were declared with L{wire}: declared once, used both ways."""
+        fields = [Field(f.name, f.metadata["wire"], f.metadata["doc"]) for f in attrs.fields(payload)]
+        return cls(name, fields, payload)
 
     @property
     def size(self):

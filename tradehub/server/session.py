@@ -8,20 +8,14 @@ receives an answer is answered through the connection's lane, so answers
 """
 
 import enum
-import hmac
-import itertools
-import secrets
 
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from ..dispatch import serve_group
-from ..lanes import Lane, Task
-from . import permissions
-from .enums import (
+from ..protocol.enums import (
     FLAG_MORE,
     HEADER_SIZE,
     SUPPORTED_VERSIONS,
@@ -29,12 +23,13 @@ from .enums import (
     MessageType,
     Role,
     ShutdownReason,
-    SQLCommand,
-    SQLTable,
 )
-from .errors import ProtocolError
-from .framing import FrameDecoder
-from .messages import ERROR, HELLO, HELLO_ACK, SHUTDOWN, SHUTDOWN_ACK, HelloAck, encode_frame
+from ..protocol.errors import ProtocolError
+from ..protocol.framing import FrameDecoder
+from ..protocol.messages import ERROR, HELLO, HELLO_ACK, SHUTDOWN, SHUTDOWN_ACK, HelloAck, encode_frame
+from .lanes import Lane, Task
+from .requests import ChunkedRequest, admit
+from .routes import serve_group
 
 SERVER_NAME = "tradehub"
 SILENT_INTERVALS = 3
@@ -219,7 +214,7 @@ class HubProtocol(Protocol):
             chunked = None
         if header.flags & FLAG_MORE:
             if chunked is None:
-                self._chunked = chunked = _ChunkedRequest(header.request_id, self.hub.max_request)
+                self._chunked = chunked = ChunkedRequest(header.request_id, self.hub.max_request)
             chunked.add(frame.payload)
             return
         if chunked is not None:
@@ -234,35 +229,9 @@ class HubProtocol(Protocol):
         self._push(self._task_for(header, payload))
 
     def _task_for(self, header, payload):
-        task = Task(header.request_id)
         if self.state is State.DRAINING:
-            task.error = ProtocolError(ErrorCode.SHUTTING_DOWN, "the session is shutting down")
-            return task
-        try:
-            command = SQLCommand(header.command)
-        except ValueError:
-            task.error = ProtocolError(ErrorCode.UNKNOWN_COMMAND, f"unknown command {header.command}")
-            return task
-        try:
-            table = SQLTable(header.table)
-        except ValueError:
-            task.error = ProtocolError(ErrorCode.UNKNOWN_TABLE, f"unknown table {header.table}")
-            return task
-        if not permissions.allowed(self.role, command, table):
-            task.error = ProtocolError(
-                ErrorCode.PERMISSION_DENIED, f"role {self.role.name} may not {command.name} {table.name}"
-            )
-            return task
-        route = self.hub.registry.route(command, table)
-        if route is None:
-            task.error = ProtocolError(ErrorCode.INTERNAL, f"{command.name} {table.name} is not implemented yet")
-            return task
-        task.route = route
-        try:
-            task.value = route.request.decode(payload)
-        except ProtocolError as error:
-            task.error = error
-        return task
+            return Task(header.request_id, error=ProtocolError(ErrorCode.SHUTTING_DOWN, "the session is shutting down"))
+        return admit(self.hub.registry, self.role, header, payload)
 
     def _on_heartbeat(self, frame):
         """Receiving it already proved liveness; nothing answers it."""
@@ -474,41 +443,6 @@ class HubProtocol(Protocol):
             timer.cancel()
 
 
-class _ChunkedRequest:
-    """
-    A REQUEST whose payload comes in several frames (MORE set on all but the
-    last), joined up to max_request bytes; beyond that its parts are dropped
-    and the request is answered with MALFORMED_PAYLOAD.
-    """
-
-    def __init__(self, request_id, max_request):
-        self.request_id = request_id
-        self.max_request = max_request
-        self.parts = []
-        self.size = 0
-        self.error = None
-
-    def add(self, payload):
-        self.size += len(payload)
-        if self.error is not None:
-            return
-        if self.size > self.max_request:
-            self.parts = []
-            self.error = ProtocolError(
-                ErrorCode.MALFORMED_PAYLOAD, f"the request is larger than the maximum of {self.max_request} bytes"
-            )
-            return
-        self.parts.append(payload)
-
-    def joined(self):
-        return b"".join(self.parts)
-
-    def interrupted(self):
-        return self.error or ProtocolError(
-            ErrorCode.MALFORMED_PAYLOAD, "another request began before this chunked request's last frame"
-        )
-
-
 def _choose_version(low, high):
     common = [v for v in SUPPORTED_VERSIONS if low <= v <= high]
     return max(common) if common else None
@@ -521,98 +455,3 @@ def _describe(address):
     return f"[{host}]:{address.port}" if ":" in host else f"{host}:{address.port}"
 
 
-class HubFactory(Factory):
-    """
-    Shared by every listener: the settings sessions negotiate, the route
-    registry, the live sessions, and the drain used when the daemon stops.
-    """
-
-    noisy = False
-    log = Logger()
-
-    def __init__(
-        self, registry, tokens, clock, *, handshake_timeout, heartbeat_ms, max_frame, max_in_flight, max_request=None
-    ):
-        self.registry = registry
-        self._tokens = {Role[name]: token.encode() for name, token in tokens.items()}
-        self.clock = clock
-        self.handshake_timeout = handshake_timeout
-        self.heartbeat_ms = heartbeat_ms
-        self.heartbeat = heartbeat_ms / 1000
-        self.max_frame = max_frame
-        self.max_request = max_request if max_request is not None else 64 * max_frame
-        self.max_in_flight = max_in_flight
-        self.low_water = max_in_flight // 2
-        self.sessions = _Sessions()
-        self._session_prefix = secrets.randbits(24) << 40
-        self._session_counter = itertools.count(1)
-
-    def buildProtocol(self, addr):
-        protocol = HubProtocol(self)
-        protocol.factory = self
-        return protocol
-
-    def authenticate(self, role, token):
-        """Constant-time token check; an unknown role is compared too, so it takes as long."""
-        expected = self._tokens.get(role)
-        matches = hmac.compare_digest(token.encode(), expected if expected is not None else b"\0" * 32)
-        return expected is not None and matches
-
-    def next_session_id(self):
-        return self._session_prefix | next(self._session_counter)
-
-    def when_gone(self, session, waiter):
-        self.sessions.notify_when_gone(session, waiter)
-
-    def drain(self, deadline):
-        """
-        Server-initiated shutdown of every session. Fires when every session
-        is closed and every lane has finished its running work.
-        """
-        sessions = list(self.sessions)
-        if sessions:
-            self.log.info("draining {count} sessions (deadline {deadline:g}s)", count=len(sessions), deadline=deadline)
-        drained = DeferredList([session.server_shutdown(deadline) for session in sessions], consumeErrors=True)
-        # A database that never answers must not keep the daemon from stopping.
-        give_up = self.clock.callLater(deadline + CLOSE_GRACE, self._abandon, sessions)
-        drained.addBoth(lambda result: (give_up.cancel() if give_up.active() else None, result)[1])
-        return drained
-
-    def _abandon(self, sessions):
-        stuck = [s for s in sessions if s in self.sessions]
-        self.log.warn("{count} sessions still had work {grace:g}s after the drain deadline; closing them",
-                      count=len(stuck), grace=CLOSE_GRACE)
-        for session in stuck:
-            session.transport.abortConnection()
-            self.sessions.discard(session)
-
-
-class _Sessions:
-    """The live sessions, and who waits for one to be gone."""
-
-    def __init__(self):
-        self._live = set()
-        self._waiters = {}
-
-    def add(self, session):
-        self._live.add(session)
-
-    def discard(self, session):
-        self._live.discard(session)
-        for waiter in self._waiters.pop(session, []):
-            waiter.callback(None)
-
-    def notify_when_gone(self, session, waiter):
-        if session in self._live:
-            self._waiters.setdefault(session, []).append(waiter)
-        else:
-            waiter.callback(None)
-
-    def __iter__(self):
-        return iter(list(self._live))
-
-    def __contains__(self, session):
-        return session in self._live
-
-    def __len__(self):
-        return len(self._live)

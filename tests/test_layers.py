@@ -1,0 +1,43 @@
+"""
+The package tree is the flow: each layer imports only what lies below it.
+Checked in a fresh interpreter, so what one test imported cannot hide what
+another module pulls in.
+"""
+
+import json
+import subprocess
+import sys
+
+from twisted.trial.unittest import SynchronousTestCase
+
+
+def imported_after(*modules):
+    """The tradehub, database-driver and Twisted modules loaded by importing C{modules} in a new process."""
+    code = (
+        "import importlib, json, sys\n"
+        f"for name in {list(modules)!r}: importlib.import_module(name)\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    output = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    return set(json.loads(output))
+
+
+class LayerTests(SynchronousTestCase):
+    def test_schema_imports_nothing_else_of_tradehub(self):
+        loaded = imported_after("tradehub.schema")
+        self.assertEqual({m for m in loaded if m.startswith("tradehub")} - {"tradehub"},
+                         {"tradehub.schema", "tradehub.schema.kinds", "tradehub.schema.tables",
+                          "tradehub.schema.timestamp"})
+
+    def test_wire_package_knows_bytes_only(self):
+        loaded = imported_after(
+            "tradehub.protocol", "tradehub.protocol.tables", "tradehub.protocol.messages",
+            "tradehub.protocol.framing", "tradehub.protocol.permissions",
+        )
+        forbidden = ("psycopg2", "txpostgres", "twisted", "tradehub.server", "tradehub.db",
+                     "tradehub.controllers", "tradehub.repositories")
+        self.assertEqual(sorted(m for m in loaded if m.startswith(forbidden)), [])
+
+    def test_repositories_and_controllers_never_import_the_wire(self):
+        loaded = imported_after("tradehub.repositories.table", "tradehub.controllers", "tradehub.alpaca.sync")
+        self.assertEqual(sorted(m for m in loaded if m.startswith(("tradehub.protocol", "tradehub.server"))), [])

@@ -1,0 +1,31 @@
+"""
+What the hub stores, declared once and importing nothing else of tradehub:
+the tables and their columns, the column kinds, and the Timestamp type. The
+wire layouts, the SQL, the documents and the C++ header derive from it.
+"""
+
+from .tables import (
+    DEFAULT_LIMIT,
+    FINAL_STATUSES,
+    MAX_LIMIT,
+    ORDER_PROGRESS,
+    TABLES,
+    Column,
+    SQLTable,
+    Table,
+    status_may_move,
+)
+from .timestamp import Timestamp
+
+__all__ = [
+    "DEFAULT_LIMIT",
+    "FINAL_STATUSES",
+    "MAX_LIMIT",
+    "ORDER_PROGRESS",
+    "TABLES",
+    "Column",
+    "SQLTable",
+    "Table",
+    "Timestamp",
+    "status_may_move",
+]

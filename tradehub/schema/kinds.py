@@ -1,0 +1,127 @@
+"""
+Column kinds: how a column's values travel on the wire (the contract's field
+type, by name), how they are stored (SQL types, one or more columns), how a
+value is checked and normalised, and how it converts to and from a SQL
+parameter. Every layer asks the kind; none branches on its name.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any, Callable
+
+import attrs
+
+from .timestamp import Timestamp
+
+_FLOAT_WORDS = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+
+
+@attrs.frozen
+class Part:
+    """One SQL column of a kind: the suffix of its name, its type, its unnest array type, its read cast."""
+
+    suffix: str
+    sql: str
+    array: str
+    read: str = ""
+
+
+@attrs.frozen
+class Kind:
+    """
+    C{wire} names the contract's field type ("str", "decimal", "list<f64>").
+    C{check} normalises a valid value (canonical uuid, upper-case symbol) or
+    raises ValueError saying what is wrong. C{to_sql} turns a value into one
+    parameter per part; C{from_sql} turns the parts' stored values back.
+    """
+
+    name: str
+    wire: str
+    parts: tuple[Part, ...]
+    check: Callable[[Any], Any] | None = None
+    to_sql: Callable[[Any], tuple] | None = None
+    from_sql: Callable[..., Any] | None = None
+
+    def params(self, value: Any) -> tuple:
+        if value is None:
+            return (None,) * len(self.parts)
+        return self.to_sql(value) if self.to_sql is not None else (value,)
+
+    def value(self, *stored: Any) -> Any:
+        if stored[0] is None:
+            return None
+        return self.from_sql(*stored) if self.from_sql is not None else stored[0]
+
+
+def _single(name: str, wire: str, sql: str, read: str = "", **conversions: Any) -> Kind:
+    return Kind(name, wire, (Part("", sql, sql + "[]", read),), **conversions)
+
+
+def canonical_uuid(value: Any) -> str:
+    try:
+        return str(uuid.UUID(value))
+    except (ValueError, AttributeError, TypeError):
+        raise ValueError(f"{value!r} is not a UUID") from None
+
+
+def symbol(value: str) -> str:
+    value = value.strip().upper()
+    if not 1 <= len(value) <= 64:
+        raise ValueError("must be 1 to 64 characters")
+    return value
+
+
+def json_object(value: str) -> str:
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        raise ValueError("is not valid JSON") from None
+    if not isinstance(parsed, dict):
+        raise ValueError("must be a JSON object")
+    return value
+
+
+def exact_float(value: float) -> str:
+    """
+    A float as the text PostgreSQL reads back to the same double: -0.0, NaN
+    and the infinities included (a bare -0.0 would be read as numeric zero).
+    """
+    text = repr(float(value))
+    return _FLOAT_WORDS.get(text, text)
+
+
+def text_array_literal(items: list[str]) -> str:
+    return "{" + ",".join('"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"' for s in items) + "}"
+
+
+def float_array_literal(items: list[float]) -> str:
+    return "{" + ",".join(map(exact_float, items)) + "}"
+
+
+UUID = _single("uuid", "str", "uuid", check=canonical_uuid)
+TEXT = _single("text", "str", "text")
+SYMBOL = _single("symbol", "str", "text", check=symbol)
+JSON = _single("json", "text", "jsonb", read="::text", check=json_object)
+DECIMAL = _single("decimal", "decimal", "numeric")
+BOOL = _single("bool", "bool", "boolean")
+INT64 = _single("int", "i64", "bigint")
+INT32 = _single("int32", "i32", "integer")
+FLOAT = _single("float", "f64", "double precision", to_sql=lambda v: (exact_float(v),))
+BYTES = _single("bytes", "bytes", "bytea", from_sql=bytes)
+# Lists travel as array literals: one text value per row, so a batch is a flat text[] for unnest.
+TEXT_LIST = Kind(
+    "text_list", "list<str>", (Part("", "text[]", "text[]"),), to_sql=lambda v: (text_array_literal(v),)
+)
+FLOAT_LIST = Kind(
+    "float_list", "list<f64>", (Part("", "double precision[]", "text[]"),), to_sql=lambda v: (float_array_literal(v),)
+)
+# timestamptz keeps microseconds; <name>_ns keeps the nanoseconds within them.
+TIMESTAMP = Kind(
+    "timestamp",
+    "timestamp",
+    (Part("", "timestamptz", "timestamptz[]"), Part("_ns", "smallint", "smallint[]")),
+    to_sql=Timestamp.to_pg,
+    from_sql=Timestamp.from_pg,
+)

@@ -1,0 +1,74 @@
+"""
+A REQUEST on its way to the lane: joined from its MORE frames, then
+admitted in the contract's order of checks (command, table, permission,
+route, payload) into a Task that carries its route and decoded value, or
+the error that answers it.
+"""
+
+from ..protocol import permissions
+from ..protocol.enums import ErrorCode, SQLCommand, SQLTable
+from ..protocol.errors import ProtocolError
+from .lanes import Task
+
+
+def admit(registry, role, header, payload):
+    """The task for one whole request: checks in order, the first that fails answers it."""
+    task = Task(header.request_id)
+    try:
+        command = SQLCommand(header.command)
+    except ValueError:
+        task.error = ProtocolError(ErrorCode.UNKNOWN_COMMAND, f"unknown command {header.command}")
+        return task
+    try:
+        table = SQLTable(header.table)
+    except ValueError:
+        task.error = ProtocolError(ErrorCode.UNKNOWN_TABLE, f"unknown table {header.table}")
+        return task
+    if not permissions.allowed(role, command, table):
+        task.error = ProtocolError(ErrorCode.PERMISSION_DENIED, f"role {role.name} may not {command.name} {table.name}")
+        return task
+    route = registry.route(command, table)
+    if route is None:
+        task.error = ProtocolError(ErrorCode.INTERNAL, f"{command.name} {table.name} is not implemented yet")
+        return task
+    task.route = route
+    try:
+        task.value = route.request.decode(payload)
+    except ProtocolError as error:
+        task.error = error
+    return task
+
+
+class ChunkedRequest:
+    """
+    A REQUEST whose payload comes in several frames (MORE set on all but the
+    last), joined up to max_request bytes; beyond that its parts are dropped
+    and the request is answered with MALFORMED_PAYLOAD.
+    """
+
+    def __init__(self, request_id, max_request):
+        self.request_id = request_id
+        self.max_request = max_request
+        self.parts = []
+        self.size = 0
+        self.error = None
+
+    def add(self, payload):
+        self.size += len(payload)
+        if self.error is not None:
+            return
+        if self.size > self.max_request:
+            self.parts = []
+            self.error = ProtocolError(
+                ErrorCode.MALFORMED_PAYLOAD, f"the request is larger than the maximum of {self.max_request} bytes"
+            )
+            return
+        self.parts.append(payload)
+
+    def joined(self):
+        return b"".join(self.parts)
+
+    def interrupted(self):
+        return self.error or ProtocolError(
+            ErrorCode.MALFORMED_PAYLOAD, "another request began before this chunked request's last frame"
+        )

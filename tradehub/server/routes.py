@@ -1,0 +1,162 @@
+"""
+Requests to controllers: the only place where the wire meets rows. One
+registry maps (command, table) to a route; a table's routes decode the
+request, call its controller with rows, and encode the answer; every
+failure becomes the typed L{ProtocolError} of the ERROR frame.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Awaitable, Callable, Optional
+
+import attrs
+from twisted.python.failure import Failure
+
+from ..controllers import TableController
+from ..db.failures import refusal
+from ..errors import Busy, Closing, Conflict, Invalid, Missing, Refused, Unavailable
+from ..protocol.enums import ErrorCode, SQLCommand, SQLTable
+from ..protocol.errors import ProtocolError
+from ..protocol.tables import LAYOUTS, TableLayouts
+from ..protocol.wire import Layout
+
+_CODES = {
+    Invalid: ErrorCode.VALIDATION_FAILED,
+    Missing: ErrorCode.NOT_FOUND,
+    Conflict: ErrorCode.CONFLICT,
+    Busy: ErrorCode.BUSY,
+    Unavailable: ErrorCode.DB_UNAVAILABLE,
+    Closing: ErrorCode.SHUTTING_DOWN,
+}
+
+
+@attrs.frozen
+class Route:
+    """
+    How one (command, table) is served. C{handle(value)} answers one
+    decoded request with its RESPONSE payload (bytes; the session splits a
+    large one over several frames). C{handle_group(values)}, when given,
+    serves consecutive requests of the same route in one go, returning one
+    payload per request: the lane may coalesce them.
+    """
+
+    command: SQLCommand
+    table: SQLTable
+    request: Layout
+    handle: Callable[[Any], Awaitable[bytes]]
+    handle_group: Optional[Callable[[list], Awaitable[list[bytes]]]] = None
+
+
+class Registry:
+    def __init__(self, routes: list[Route] | tuple[Route, ...] = ()) -> None:
+        self._routes: dict[tuple[SQLCommand, SQLTable], Route] = {}
+        for route in routes:
+            self.add(route)
+
+    def add(self, route: Route) -> None:
+        key = (route.command, route.table)
+        if key in self._routes:
+            raise ValueError(f"{route.command.name} {route.table.name} is registered twice")
+        self._routes[key] = route
+
+    def route(self, command: SQLCommand, table: SQLTable) -> Route | None:
+        return self._routes.get((command, table))
+
+
+def as_protocol_error(error: BaseException) -> ProtocolError:
+    """The typed error a client sees for any failure below the session."""
+    if isinstance(error, ProtocolError):
+        return error
+    refused = error if isinstance(error, Refused) else refusal(error)
+    if refused is not None:
+        return ProtocolError(_CODES[type(refused)], refused.message, refused.row_index)
+    return ProtocolError(ErrorCode.INTERNAL, f"internal error ({type(error).__name__})", cause=Failure(error))
+
+
+async def serve_one(route: Route, value: Any) -> bytes | ProtocolError:
+    """Run one request; any failure comes back as a ProtocolError value, not raised."""
+    try:
+        return await route.handle(value)
+    except Exception as error:
+        return as_protocol_error(error)
+
+
+async def serve_group(route: Route, values: list) -> list[bytes | ProtocolError]:
+    """
+    Run coalesced requests together; if the group fails as a whole, run them
+    one by one so that each gets its own correct answer (the failed group
+    wrote nothing: it was one transaction).
+    """
+    if len(values) == 1:
+        return [await serve_one(route, values[0])]
+    assert route.handle_group is not None
+    try:
+        return await route.handle_group(values)
+    except Exception:
+        return [await serve_one(route, value) for value in values]
+
+
+class TableRoutes:
+    """The five commands of one table: decode, call the controller with rows, encode."""
+
+    def __init__(self, controller: TableController, layouts: TableLayouts) -> None:
+        self.controller = controller
+        self.layouts = layouts
+
+    def routes(self) -> list[Route]:
+        table, request = self.layouts.table.id, self.layouts.request
+        return [
+            Route(SQLCommand.INSERT, table, request(SQLCommand.INSERT), self.insert, self.insert_group),
+            Route(SQLCommand.UPSERT, table, request(SQLCommand.UPSERT), self.upsert),
+            Route(SQLCommand.UPDATE, table, request(SQLCommand.UPDATE), self.update),
+            Route(SQLCommand.DELETE, table, request(SQLCommand.DELETE), self.delete),
+            Route(SQLCommand.SELECT, table, request(SQLCommand.SELECT), self.select),
+        ]
+
+    def _answer(self, affected: int, rows: list, next_cursor: bytes | None = None) -> bytes:
+        return self.layouts.response.encode({"affected": affected, "rows": rows, "next_cursor": next_cursor})
+
+    def _written(self, affected: int, stored: list) -> bytes:
+        return self._answer(affected, stored if self.layouts.table.echo_writes else [])
+
+    async def insert(self, request: dict) -> bytes:
+        rows = request["rows"]
+        return self._written(len(rows), await self.controller.insert(rows))
+
+    async def insert_group(self, requests: list[dict]) -> list[bytes]:
+        batches = [request["rows"] for request in requests]
+        stored = await self.controller.insert_batches(batches)
+        return [self._written(len(batch), rows) for batch, rows in zip(batches, stored)]
+
+    async def upsert(self, request: dict) -> bytes:
+        rows = request["rows"]
+        return self._written(len(rows), await self.controller.upsert(rows))
+
+    async def update(self, request: dict) -> bytes:
+        rows = request["rows"]
+        return self._written(len(rows), await self.controller.update(rows))
+
+    async def delete(self, request: dict) -> bytes:
+        return self._answer(await self.controller.delete(request["keys"]), [])
+
+    async def select(self, request: dict) -> bytes:
+        query = dict(request, position=self._position(request["after"]))
+        page = await self.controller.select(query)
+        next_cursor = None
+        if page.more:
+            last = page.rows[-1]
+            next_cursor = self.layouts.cursor.encode({name: last[name] for name in self.layouts.table.sort})
+        return self._answer(len(page.rows), page.rows, next_cursor)
+
+    def _position(self, after: bytes | None) -> dict | None:
+        if after is None:
+            return None
+        try:
+            return self.layouts.cursor.decode(after)
+        except ProtocolError:
+            raise Invalid("after is not a cursor of this table") from None
+
+
+def build_registry(controllers: dict[SQLTable, TableController]) -> Registry:
+    """Every table's routes, bound to its controller."""
+    return Registry([route for table, c in controllers.items() for route in TableRoutes(c, LAYOUTS[table]).routes()])
