@@ -113,10 +113,9 @@ def _layouts():
 
 def _struct(layout):
     name = struct_name(layout.name)
-    lines = [f"// {layout.name}" + (f": {layout.doc}" if layout.doc else ""), f"struct {name} {{"]
+    lines = [f"// {layout.name}", f"struct {name} {{"]
     for field in layout.fields:
-        initial = "{}"
-        lines.append(f"    {cpp_type(field.type)} {member(field.name)}{initial};  // {field.type.name}: {field.doc}")
+        lines.append(f"    {cpp_type(field.type)} {member(field.name)}{{}};  // {field.type.name}: {field.doc}")
     comparisons = " &&\n               ".join(f"{member(f.name)} == o.{member(f.name)}" for f in layout.fields)
     lines += [
         f"    bool operator==(const {name}& o) const {{",
