@@ -23,6 +23,7 @@ from ..protocol.enums import (
 )
 from ..protocol.messages import ERROR, HEADER, HELLO, HELLO_ACK, SHUTDOWN, SHUTDOWN_ACK
 from ..protocol.tables import TABLE_SPECS
+from .output import write_or_check
 
 OUTPUT = Path(__file__).resolve().parents[2] / "clients" / "cpp" / "tradehub_protocol.hpp"
 COMMAND = "python -m tradehub.codegen.cpp_header"
@@ -516,15 +517,7 @@ class FrameReader {{
 
 
 def main(argv):
-    header = render()
-    if "--check" in argv:
-        current = OUTPUT.exists() and OUTPUT.read_text() == header
-        print(f"{OUTPUT} is current" if current else f"{OUTPUT} is out of date: run {COMMAND}")
-        return 0 if current else 1
-    OUTPUT.parent.mkdir(parents=True, exist_ok=True)
-    OUTPUT.write_text(header)
-    print(f"wrote {OUTPUT}")
-    return 0
+    return write_or_check(OUTPUT, render(), COMMAND, "--check" in argv)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from ..protocol.enums import (
 from ..protocol.messages import ERROR, HEADER, HELLO, HELLO_ACK, SHUTDOWN, SHUTDOWN_ACK, encode_frame
 from ..protocol.tables import DEFAULT_LIMIT, MAX_LIMIT, TABLE_SPECS
 from ..protocol.wire import Timestamp, blob, boolean, decimal_, f64, i32, i64, string, text, timestamp, u8, u16, u32, u64
+from .output import write_or_check
 
 OUTPUT = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
 COMMAND = "python -m tradehub.codegen.protocol_doc"
@@ -367,16 +368,7 @@ PERMISSION_DENIED.
 
 
 def main(argv):
-    document = render()
-    if "--check" in argv:
-        if not OUTPUT.exists() or OUTPUT.read_text() != document:
-            print(f"{OUTPUT} is out of date: run {COMMAND}", file=sys.stderr)
-            return 1
-        return 0
-    OUTPUT.parent.mkdir(exist_ok=True)
-    OUTPUT.write_text(document)
-    print(f"wrote {OUTPUT}")
-    return 0
+    return write_or_check(OUTPUT, render(), COMMAND, "--check" in argv)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from pathlib import Path
 import psycopg2
 
 from ..protocol.tables import TABLE_SPECS
+from .output import write_or_check
 
 OUTPUT = Path(__file__).resolve().parents[2] / "docs" / "schema.md"
 COMMAND = "python -m tradehub.codegen.schema_doc"
@@ -170,13 +171,7 @@ def main(argv):
     finally:
         if clean_up:
             clean_up()
-    if options.check:
-        current = OUTPUT.exists() and OUTPUT.read_text() == document
-        print("docs/schema.md is current" if current else "docs/schema.md is out of date")
-        return 0 if current else 1
-    OUTPUT.write_text(document)
-    print(f"wrote {OUTPUT}")
-    return 0
+    return write_or_check(OUTPUT, document, COMMAND, options.check)
 
 
 if __name__ == "__main__":
