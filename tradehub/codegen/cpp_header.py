@@ -23,6 +23,7 @@ from ..protocol.enums import (
 )
 from ..protocol.messages import ERROR, HEADER, HELLO, HELLO_ACK, SHUTDOWN, SHUTDOWN_ACK
 from ..protocol.tables import TABLE_SPECS
+from ..protocol.wire import WireType
 from .output import write_or_check
 
 OUTPUT = Path(__file__).resolve().parents[2] / "clients" / "cpp" / "tradehub_protocol.hpp"
@@ -48,16 +49,18 @@ _SCALARS = {
 }
 
 
-def struct_name(layout_name):
+def struct_name(layout_name: str) -> str:
     """'MARKET_TICK row' -> MarketTickRow, 'HELLO_ACK' -> HelloAck."""
     return "".join(part.capitalize() for part in layout_name.replace("_", " ").split())
 
 
-def member(name):
+def member(name: str) -> str:
+    """A field's C++ member name: keywords get a trailing underscore (asset `class` is `class_`)."""
     return name + "_" if name in CPP_KEYWORDS else name
 
 
-def cpp_type(wire):
+def cpp_type(wire: WireType) -> str:
+    """The C++ type holding a wire type's values: a layout's struct, an optional, a vector or a scalar."""
     if wire.layout is not None:
         return struct_name(wire.layout.name)
     if wire.name.startswith("opt<"):
@@ -67,7 +70,8 @@ def cpp_type(wire):
     return _SCALARS[wire.name][0]
 
 
-def write_expr(wire, value):
+def write_expr(wire: WireType, value: str) -> str:
+    """A C++ expression that writes the C++ expression C{value} to Writer C{w}."""
     if wire.layout is not None:
         return f"encode(w, {value})"
     if wire.name.startswith("opt<"):
@@ -79,7 +83,8 @@ def write_expr(wire, value):
     return f"w.{_SCALARS[wire.name][1]}({value})"
 
 
-def read_expr(wire):
+def read_expr(wire: WireType) -> str:
+    """A C++ expression that reads one value from Reader C{r}."""
     if wire.layout is not None:
         return f"decode_{struct_name(wire.layout.name)}(r)"
     if wire.name.startswith("opt<"):
@@ -168,7 +173,8 @@ def _table_traits():
     return "\n".join(lines) + "\n"
 
 
-def render():
+def render() -> str:
+    """The whole header, as the committed file must read."""
     closing = ", ".join(f"ErrorCode::{c.name}" for c in ErrorCode if c.closes)
     structs = "\n".join(_struct(layout) for layout in _layouts())
     return f"""// tradehub wire protocol v{ENVELOPE_VERSION}: C++17, header-only, standard library only.
@@ -516,7 +522,8 @@ class FrameReader {{
 """
 
 
-def main(argv):
+def main(argv: list[str]) -> int:
+    """Write the header, or with --check return 1 when the committed one is stale."""
     return write_or_check(OUTPUT, render(), COMMAND, "--check" in argv)
 
 

@@ -23,7 +23,7 @@ from ..protocol.enums import (
 )
 from ..protocol.messages import ERROR, HEADER, HELLO, HELLO_ACK, SHUTDOWN, SHUTDOWN_ACK, encode_frame
 from ..protocol.tables import DEFAULT_LIMIT, MAX_LIMIT, TABLE_SPECS
-from ..protocol.wire import Timestamp, blob, boolean, decimal_, f64, i32, i64, string, text, timestamp, u8, u16, u32, u64
+from ..protocol.wire import Layout, Timestamp, blob, boolean, decimal_, f64, i32, i64, string, text, timestamp, u8, u16, u32, u64
 from .output import write_or_check
 
 OUTPUT = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
@@ -79,7 +79,7 @@ def _table(headings, rows):
     return "\n".join(lines)
 
 
-def layout_table(layout):
+def layout_table(layout: Layout) -> str:
     """Fields with their byte offsets while the layout is fixed, '+' after the first variable field."""
     rows = []
     offset = 0
@@ -212,7 +212,8 @@ def _request_example():
     )
 
 
-def render():
+def render() -> str:
+    """The whole document, as the committed file must read."""
     matrix_rows = [
         (f"{table.value} {table.name}", *(" ".join(c.name for c in commands[role]) for role in Role))
         for table, commands in permissions.matrix()
@@ -367,7 +368,8 @@ PERMISSION_DENIED.
 {_request_example()}"""
 
 
-def main(argv):
+def main(argv: list[str]) -> int:
+    """Write the document, or with --check return 1 when the committed one is stale."""
     return write_or_check(OUTPUT, render(), COMMAND, "--check" in argv)
 
 

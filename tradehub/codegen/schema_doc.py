@@ -49,7 +49,8 @@ def _rows(cursor, statement, *params):
     return cursor.fetchall()
 
 
-def render(dsn):
+def render(dsn: str) -> str:
+    """The document for the database at C{dsn}, which must already be migrated."""
     connection = psycopg2.connect(dsn)
     try:
         with connection.cursor() as cursor:
@@ -157,7 +158,8 @@ def _migrated_throwaway_cluster():
     return cluster.dsn(), clean_up
 
 
-def main(argv):
+def main(argv: list[str]) -> int:
+    """Write the document, or with --check return 1 when the committed one is stale."""
     parser = argparse.ArgumentParser(description="write docs/schema.md from a migrated database")
     parser.add_argument("--database-url", help="a migrated database; default: a throwaway embedded one")
     parser.add_argument("--check", action="store_true", help="exit 1 when docs/schema.md is out of date")
