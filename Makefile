@@ -18,9 +18,9 @@ bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
 docs: $(STAMP)
-	$(BIN)/python -m tradehub.protocol.doc
-	$(BIN)/python -m tradehub.protocol.cpp
-	$(BIN)/python -m tradehub.db.schema_doc
+	$(BIN)/python -m tradehub.codegen.protocol_doc
+	$(BIN)/python -m tradehub.codegen.cpp_header
+	$(BIN)/python -m tradehub.codegen.schema_doc
 
 # The repo root goes on the venv's sys.path through a .pth file, so that
 # `twistd` finds twisted/plugins/ and `tap` without installing the package.

@@ -10,7 +10,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from tradehub.protocol.cpp import cpp_type, member, struct_name
+from tradehub.codegen.cpp_header import cpp_type, member, struct_name
 from tradehub.protocol.wire import decimal_to_units
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -11,7 +11,7 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tradehub.client import BlockingClient
-from tradehub.protocol import cpp as generator
+from tradehub.codegen import cpp_header
 from tradehub.protocol.enums import Role, SQLTable
 from tradehub.protocol.tables import LAYOUTS
 from tradehub.schema import Timestamp
@@ -24,9 +24,9 @@ from .hub import start_hub, table_registry
 class GeneratedHeaderTests(SynchronousTestCase):
     def test_committed_header_is_what_the_generator_writes(self):
         self.assertEqual(
-            generator.OUTPUT.read_text(),
-            generator.render(),
-            "clients/cpp/tradehub_protocol.hpp is out of date: run python -m tradehub.protocol.cpp",
+            cpp_header.OUTPUT.read_text(),
+            cpp_header.render(),
+            "clients/cpp/tradehub_protocol.hpp is out of date: run python -m tradehub.codegen.cpp_header",
         )
 
     def test_decoding_is_bounds_checked(self):

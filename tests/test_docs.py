@@ -1,8 +1,7 @@
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from tradehub.db import schema_doc
-from tradehub.protocol import doc
+from tradehub.codegen import protocol_doc, schema_doc
 from tradehub.schema import TABLES
 
 from .support import fresh_database
@@ -10,15 +9,15 @@ from .support import fresh_database
 
 class ProtocolDocumentTests(SynchronousTestCase):
     def test_committed_document_is_what_the_generator_writes(self):
-        self.assertTrue(doc.OUTPUT.exists(), "docs/protocol.md is missing: run python -m tradehub.protocol.doc")
+        self.assertTrue(protocol_doc.OUTPUT.exists(), "docs/protocol.md is missing: run python -m tradehub.codegen.protocol_doc")
         self.assertEqual(
-            doc.OUTPUT.read_text(),
-            doc.render(),
-            "docs/protocol.md is out of date: run python -m tradehub.protocol.doc",
+            protocol_doc.OUTPUT.read_text(),
+            protocol_doc.render(),
+            "docs/protocol.md is out of date: run python -m tradehub.codegen.protocol_doc",
         )
 
     def test_document_covers_every_error_and_message_type(self):
-        text = doc.render()
+        text = protocol_doc.render()
         for name in ("BAD_FRAME", "FRAME_TOO_LARGE", "SHUTDOWN_ACK", "SUBSCRIBE", "PERMISSION_DENIED"):
             self.assertIn(f"| {name} |", text)
         self.assertIn("## Permissions", text)
@@ -30,7 +29,7 @@ class SchemaDocumentTests(TestCase):
         dsn = await fresh_database(self)
         document = await deferToThread(schema_doc.render, dsn)
         self.assertEqual(
-            schema_doc.OUTPUT.read_text(), document, "docs/schema.md is out of date: run python -m tradehub.db.schema_doc"
+            schema_doc.OUTPUT.read_text(), document, "docs/schema.md is out of date: run python -m tradehub.codegen.schema_doc"
         )
         for spec in TABLES.values():
             self.assertIn(f"## {spec.sql_name}\n", document)
