@@ -5,22 +5,14 @@ and queries, chunked REQUEST frames, and decoded answers.
 
 import attrs
 
-from ..protocol.enums import FLAG_MORE, HEADER_SIZE, MessageType, SQLCommand, SQLTable
-from ..protocol.messages import encode_frame
+from ..protocol.enums import MessageType, SQLCommand, SQLTable
+from ..protocol.messages import split_frames
 from ..protocol.tables import LAYOUTS
 
 
 def request_frames(payload, request_id, command, table, max_frame):
-    """A REQUEST as frames of at most max_frame bytes: MORE set on all but the last."""
-    room = max_frame - HEADER_SIZE
-    if len(payload) <= room:
-        return encode_frame(MessageType.REQUEST, payload, request_id, command=command, table=table)
-    parts = [payload[start : start + room] for start in range(0, len(payload), room)]
-    return b"".join(
-        encode_frame(MessageType.REQUEST, part, request_id, command=command, table=table,
-                     flags=FLAG_MORE if index < len(parts) - 1 else 0)
-        for index, part in enumerate(parts)
-    )
+    """A REQUEST as frames of at most max_frame bytes."""
+    return split_frames(MessageType.REQUEST, payload, request_id, max_frame, command, table)
 
 
 @attrs.frozen

@@ -8,7 +8,7 @@ import struct
 
 import attrs
 
-from .enums import ENVELOPE_VERSION, MAGIC, MessageType
+from .enums import ENVELOPE_VERSION, FLAG_MORE, HEADER_SIZE, MAGIC
 from .wire import Layout, i32, string, u8, u16, u32, u64, wire
 
 LENGTH = struct.Struct("<I")
@@ -75,3 +75,19 @@ def encode_frame(message_type, payload=b"", request_id=0, command=0, table=0, fl
     """One whole frame: length, header, payload."""
     header = HEADER.pack(MAGIC, ENVELOPE_VERSION, message_type, command, table, flags, request_id)
     return LENGTH.pack(len(header) + len(payload)) + header + payload
+
+
+def split_frames(message_type, payload, request_id, max_frame, command=0, table=0):
+    """
+    A REQUEST or RESPONSE payload as frames of at most max_frame bytes,
+    MORE set on all but the last: how both sides send what one frame cannot hold.
+    """
+    room = max_frame - HEADER_SIZE
+    if len(payload) <= room:
+        return encode_frame(message_type, payload, request_id, command, table)
+    parts = [payload[start : start + room] for start in range(0, len(payload), room)]
+    last = len(parts) - 1
+    return b"".join(
+        encode_frame(message_type, part, request_id, command, table, FLAG_MORE if index < last else 0)
+        for index, part in enumerate(parts)
+    )

@@ -6,7 +6,7 @@ the error that answers it.
 """
 
 from ..protocol import permissions
-from ..protocol.enums import ErrorCode, SQLCommand, SQLTable
+from ..protocol.enums import FLAG_MORE, ErrorCode, SQLCommand, SQLTable
 from ..protocol.errors import ProtocolError
 from .lanes import Task
 
@@ -37,6 +37,38 @@ def admit(registry, role, header, payload):
     except ProtocolError as error:
         task.error = error
     return task
+
+
+class RequestFrames:
+    """
+    A connection's REQUEST frames joined into whole requests: a frame with
+    MORE opens or extends its request_id's request, the next frame without
+    MORE ends it, and a frame of another request_id interrupts it.
+    """
+
+    def __init__(self, max_request):
+        self.max_request = max_request
+        self._open = None
+
+    def add(self, header, payload, admit):
+        """The tasks this frame completes, in order; C{admit(header, payload)} makes a whole request's task."""
+        tasks = []
+        chunked = self._open
+        if chunked is not None and chunked.request_id != header.request_id:
+            tasks.append(Task(chunked.request_id, error=chunked.interrupted()))
+            self._open = chunked = None
+        if header.flags & FLAG_MORE:
+            if chunked is None:
+                self._open = chunked = ChunkedRequest(header.request_id, self.max_request)
+            chunked.add(payload)
+            return tasks
+        if chunked is None:
+            tasks.append(admit(header, payload))
+            return tasks
+        self._open = None
+        chunked.add(payload)
+        tasks.append(Task(header.request_id, error=chunked.error) if chunked.error else admit(header, chunked.joined()))
+        return tasks
 
 
 class ChunkedRequest:

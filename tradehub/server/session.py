@@ -16,8 +16,6 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from ..protocol.enums import (
-    FLAG_MORE,
-    HEADER_SIZE,
     SUPPORTED_VERSIONS,
     ErrorCode,
     MessageType,
@@ -26,9 +24,9 @@ from ..protocol.enums import (
 )
 from ..protocol.errors import ProtocolError
 from ..protocol.framing import FrameDecoder
-from ..protocol.messages import ERROR, HELLO, HELLO_ACK, SHUTDOWN, SHUTDOWN_ACK, HelloAck, encode_frame
+from ..protocol.messages import ERROR, HELLO, HELLO_ACK, SHUTDOWN, SHUTDOWN_ACK, HelloAck, encode_frame, split_frames
 from .lanes import Lane, Task
-from .requests import ChunkedRequest, admit
+from .requests import RequestFrames, admit
 from .routes import serve_group
 
 SERVER_NAME = "tradehub"
@@ -74,7 +72,7 @@ class HubProtocol(Protocol):
         self.in_flight = 0
         self.completed_since_shutdown = None
         self._decoder = FrameDecoder(hub.max_frame)
-        self._chunked = None
+        self._requests = None
         self._lane = None
         self._reading_paused = False
         self._writes_paused = None
@@ -188,6 +186,7 @@ class HubProtocol(Protocol):
         )
         self._send(MessageType.HELLO_ACK, HELLO_ACK.encode(ack), header.request_id)
         self._lane = Lane(self._execute, self._writable)
+        self._requests = RequestFrames(self.hub.max_request)
         self._lane.start()
         self._schedule("heartbeat", self.hub.heartbeat, self._heartbeat_due)
         self._schedule("silence", self.hub.heartbeat * SILENT_INTERVALS, self._silence_check)
@@ -206,27 +205,8 @@ class HubProtocol(Protocol):
         handler(frame)
 
     def _on_request(self, frame):
-        header = frame.header
-        chunked = self._chunked
-        if chunked is not None and chunked.request_id != header.request_id:
-            self._chunked = None
-            self._push(Task(chunked.request_id, error=chunked.interrupted()))
-            chunked = None
-        if header.flags & FLAG_MORE:
-            if chunked is None:
-                self._chunked = chunked = ChunkedRequest(header.request_id, self.hub.max_request)
-            chunked.add(frame.payload)
-            return
-        if chunked is not None:
-            self._chunked = None
-            chunked.add(frame.payload)
-            if chunked.error is not None:
-                self._push(Task(header.request_id, error=chunked.error))
-                return
-            payload = chunked.joined()
-        else:
-            payload = frame.payload
-        self._push(self._task_for(header, payload))
+        for task in self._requests.add(frame.header, frame.payload, self._task_for):
+            self._push(task)
 
     def _task_for(self, header, payload):
         if self.state is State.DRAINING:
@@ -384,18 +364,13 @@ class HubProtocol(Protocol):
 
     # Writing and closing
 
-    def _send(self, message_type, payload=b"", request_id=0, flags=0):
+    def _send(self, message_type, payload=b"", request_id=0):
         self._last_sent = self.clock.seconds()
-        self.transport.write(encode_frame(message_type, payload, request_id, flags=flags))
+        self.transport.write(encode_frame(message_type, payload, request_id))
 
     def _send_response(self, payload, request_id):
-        """One RESPONSE, split into frames of at most max_frame bytes; MORE on all but the last."""
-        room = self.hub.max_frame - HEADER_SIZE
-        start = 0
-        while len(payload) - start > room:
-            self._send(MessageType.RESPONSE, payload[start : start + room], request_id, FLAG_MORE)
-            start += room
-        self._send(MessageType.RESPONSE, payload[start:] if start else payload, request_id)
+        self._last_sent = self.clock.seconds()
+        self.transport.write(split_frames(MessageType.RESPONSE, payload, request_id, self.hub.max_frame))
 
     def _send_error(self, error, request_id):
         payload = ERROR.encode({"code": error.code, "row_index": error.row_index, "message": error.message[:4000]})
