@@ -1,4 +1,4 @@
-# Two commands: `make run` and `make test`. Both build .venv from
+# Two commands: `make run` and `make test` (`make check` lints and type-checks). Both build .venv from
 # requirements.txt when it is missing or older than requirements.txt.
 
 PYTHON ?= python3
@@ -6,13 +6,18 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench docs clean
+.PHONY: run test check bench docs clean
 
 run: $(STAMP) .env
 	$(BIN)/twistd -n --pidfile= tradehub
 
 test: $(STAMP)
 	$(BIN)/trial tests
+
+# Lint and type-check; settings in pyproject.toml.
+check: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
