@@ -1,7 +1,9 @@
 import os
 import re
+import typing
 from pathlib import Path
 
+import attrs
 from twisted.trial.unittest import SynchronousTestCase
 
 import tap
@@ -9,6 +11,7 @@ from tradehub.config import (
     ENV_EXAMPLE,
     SETTINGS,
     ConfigError,
+    Settings,
     is_local_endpoint,
     load_settings,
     redact_url,
@@ -97,6 +100,32 @@ class LoadSettingsTests(SynchronousTestCase):
 
     def test_tokens_not_in_repr(self):
         self.assertNotIn("f-secret", repr(self.load()))
+
+    def test_no_secret_in_repr(self):
+        secrets = {
+            "DATABASE_URL": "postgresql://trader:db-password@db/hub",
+            "TRADEHUB_FRONTEND_TOKEN": "frontend-token",
+            "TRADEHUB_ML_TOKEN": "ml-token",
+            "APCA_API_KEY_ID": "alpaca-key-id",
+            "APCA_API_SECRET_KEY": "alpaca-secret-key",
+        }
+        self.assertEqual(set(secrets), {s.key for s in SETTINGS if s.secret})
+        text = repr(self.load(secrets))
+        self.assertIn("db_pool_min=2", text)
+        for value in secrets.values():
+            self.assertNotIn(value, text)
+
+
+class SettingsClassTests(SynchronousTestCase):
+    def test_one_field_per_setting_in_table_order(self):
+        self.assertEqual([f.name for f in attrs.fields(Settings)], [s.attribute for s in SETTINGS])
+
+    def test_annotations_are_the_parsers_return_types(self):
+        expected = [(s.attribute, typing.get_type_hints(s.parse)["return"]) for s in SETTINGS]
+        block = "\n".join(f"    {name}: {kind.__name__}" for name, kind in expected)
+        self.assertEqual(
+            list(typing.get_type_hints(Settings).items()), expected, f"Settings' annotations must read:\n{block}"
+        )
 
 
 class EndpointLocalityTests(SynchronousTestCase):
