@@ -48,7 +48,7 @@ def makeService(options, reactor=None):
     if reactor is None:
         from twisted.internet import reactor
     try:
-        settings = load_settings(overrides=options.overrides())
+        settings = load_settings(reactor, overrides=options.overrides())
     except ConfigError as e:
         raise SystemExit(f"tradehub: configuration error: {e}")
 

@@ -1,14 +1,18 @@
 import os
 import re
+import subprocess
+import sys
 import typing
 from pathlib import Path
 
 import attrs
+from twisted.internet.testing import MemoryReactor
 from twisted.trial.unittest import SynchronousTestCase
 
 import tap
 from tradehub.config import (
     ENV_EXAMPLE,
+    ROOT,
     SETTINGS,
     ConfigError,
     Settings,
@@ -29,7 +33,7 @@ class LoadSettingsTests(SynchronousTestCase):
         self.env_file = self.folder / ".env"
 
     def load(self, overrides=None):
-        return load_settings(env_file=self.env_file, overrides=overrides)
+        return load_settings(MemoryReactor(), env_file=self.env_file, overrides=overrides)
 
     def assertRejected(self, key, fragment, overrides=None):
         with self.assertRaises(ConfigError) as caught:
@@ -71,6 +75,21 @@ class LoadSettingsTests(SynchronousTestCase):
         self.assertRejected(
             "TRADEHUB_FRONTEND_ENDPOINT", "not a valid server endpoint", {"TRADEHUB_FRONTEND_ENDPOINT": "carrier-pigeon:1"}
         )
+
+    def test_endpoints_need_no_global_reactor(self):
+        """Loading validates endpoint strings against the reactor it is given, never importing the global one."""
+        script = (
+            "import sys\n"
+            "from twisted.internet.testing import MemoryReactor\n"
+            "from tradehub.config import load_settings\n"
+            "load_settings(MemoryReactor(), overrides={'TRADEHUB_FRONTEND_ENDPOINT': 'unix:/tmp/hub.sock'})\n"
+            "print('twisted.internet.reactor' in sys.modules)\n"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", script], env=self.environ | {"PYTHONPATH": str(ROOT)},
+            cwd=self.folder, capture_output=True, text=True, check=True,
+        )
+        self.assertEqual(result.stdout, "False\n")
 
     def test_min_above_max(self):
         self.assertRejected(

@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 import attrs
 import psycopg2.extensions
 from decouple import Config, RepositoryEmpty, RepositoryEnv
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IReactorCore
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV_EXAMPLE = ROOT / ".env.example"
@@ -76,16 +78,11 @@ def _database_url(value: str) -> str:
     return value
 
 
-def _endpoint(value: str) -> str:
-    value = value.strip()
-    from twisted.internet import reactor
-    from twisted.internet.endpoints import serverFromString
-
+def _server_endpoint(description: str, reactor: IReactorCore) -> None:
     try:
-        serverFromString(reactor, value)
+        serverFromString(reactor, description)
     except Exception as e:
         raise ValueError(f"not a valid server endpoint string ({e})") from None
-    return value
 
 
 def _http_url(value: str) -> str:
@@ -107,7 +104,10 @@ class Setting:
     """
     One configuration key: its environment name, option name and parser. The
     parser's return annotation is the type of the key's field on L{Settings};
-    it raises ValueError with the problem for a bad value.
+    it raises ValueError with the problem for a bad value, and so does
+    C{check}, given the parsed value and the reactor the daemon runs on (an
+    endpoint string is only valid for a reactor, which is handed in rather
+    than the global one imported).
     """
 
     key: str
@@ -116,6 +116,7 @@ class Setting:
     help: str
     option: str | None = None
     secret: bool = False
+    check: Callable[[Any, IReactorCore], None] | None = None
 
     @property
     def attribute(self) -> str:
@@ -128,10 +129,10 @@ SETTINGS = (
             "libpq URL of PostgreSQL; empty starts the embedded cluster", "database-url", secret=True),
     Setting("TRADEHUB_DATA_DIR", "./var", _directory,
             "home of the embedded cluster (pgdata/) and of logs", "data-dir"),
-    Setting("TRADEHUB_FRONTEND_ENDPOINT", "tcp:7001:interface=127.0.0.1", _endpoint,
-            "server endpoint for the C++ frontend", "frontend-endpoint"),
-    Setting("TRADEHUB_ML_ENDPOINT", "tcp:7002:interface=127.0.0.1", _endpoint,
-            "server endpoint for the Python ML modules", "ml-endpoint"),
+    Setting("TRADEHUB_FRONTEND_ENDPOINT", "tcp:7001:interface=127.0.0.1", _text,
+            "server endpoint for the C++ frontend", "frontend-endpoint", check=_server_endpoint),
+    Setting("TRADEHUB_ML_ENDPOINT", "tcp:7002:interface=127.0.0.1", _text,
+            "server endpoint for the Python ML modules", "ml-endpoint", check=_server_endpoint),
     Setting("TRADEHUB_FRONTEND_TOKEN", "", _text,
             "handshake secret of the FRONTEND role", secret=True),
     Setting("TRADEHUB_ML_TOKEN", "", _text,
@@ -233,13 +234,15 @@ class Settings:
 
 
 def load_settings(
+    reactor: IReactorCore,
     env_file: str | Path = ".env",
     overrides: Mapping[str, str] | None = None,
     example_file: str | Path = ENV_EXAMPLE,
 ) -> Settings:
     """
     Read every setting (overrides, environment, env_file, default, in that
-    order), parse and cross-check them, and return L{Settings}.
+    order), parse and cross-check them, and return L{Settings}. Endpoint
+    strings are checked against C{reactor}, the one the daemon will listen on.
     """
     overrides = overrides or {}
     env_path = Path(env_file)
@@ -251,9 +254,12 @@ def load_settings(
         if raw is None:
             raw = config(setting.key, default=setting.default)
         try:
-            values[setting.attribute] = setting.parse(str(raw))
+            value = setting.parse(str(raw))
+            if setting.check is not None:
+                setting.check(value, reactor)
         except ValueError as e:
             raise ConfigError(setting.key, str(e)) from None
+        values[setting.attribute] = value
     settings = Settings(**values)
     _cross_check(settings, _example_values(example_file))
     return settings
