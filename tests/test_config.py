@@ -9,7 +9,6 @@ import attrs
 from twisted.internet.testing import MemoryReactor
 from twisted.trial.unittest import SynchronousTestCase
 
-import tap
 from tradehub.config import (
     ENV_EXAMPLE,
     ROOT,
@@ -188,19 +187,3 @@ class RedactionTests(SynchronousTestCase):
 
     def test_url_without_password_unchanged(self):
         self.assertEqual(redact_url("postgresql://trader@db/hub"), "postgresql://trader@db/hub")
-
-
-class OptionsTests(SynchronousTestCase):
-    def test_help_lists_every_option_with_its_default(self):
-        help_text = str(tap.Options())
-        for setting in SETTINGS:
-            if setting.option:
-                self.assertIn(f"--{setting.option}=", help_text)
-        flat = " ".join(help_text.split())
-        self.assertIn("default tcp:7001:interface=127.0.0.1", flat)
-        self.assertIn("--migrate-only", help_text)
-
-    def test_given_options_become_overrides(self):
-        options = tap.Options()
-        options.parseOptions(["--db-pool-max", "12", "--log-format", "json"])
-        self.assertEqual(options.overrides(), {"TRADEHUB_DB_POOL_MAX": "12", "TRADEHUB_LOG_FORMAT": "json"})
