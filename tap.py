@@ -87,7 +87,7 @@ class Options(usage.Options):
 
 
 def _installed_reactor() -> IReactorCore:
-    """twistd handled its --reactor option before this subcommand's options."""
+    """The reactor twistd runs: it handles its --reactor option before this subcommand's options."""
     from twisted.internet import reactor
 
     return cast(IReactorCore, reactor)

@@ -102,12 +102,11 @@ def _log_format(value: str) -> str:
 @attrs.frozen
 class Setting:
     """
-    One configuration key: its environment name, option name and parser. The
-    parser's return annotation is the type of the key's field on L{Settings};
-    it raises ValueError with the problem for a bad value, and so does
-    C{check}, given the parsed value and the reactor the daemon runs on (an
-    endpoint string is only valid for a reactor, which is handed in rather
-    than the global one imported).
+    One configuration key: its environment name, option name, parser and
+    optional check. The parser's return annotation is the type of the key's
+    field on L{Settings}. Both raise ValueError naming the problem. The check
+    also gets the reactor the daemon runs on: an endpoint string is only valid
+    for a reactor, and validating must not import the global one.
     """
 
     key: str
