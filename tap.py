@@ -2,16 +2,20 @@
 twistd tradehub: command-line options and the service tree they build.
 """
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 from treq.client import HTTPClient
+from twisted.application.service import Service
+from twisted.internet.interfaces import IReactorCore
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from tradehub.alpaca.client import AlpacaClient
 from tradehub.alpaca.sync import AlpacaSync
-from tradehub.config import SETTINGS, ConfigError, load_settings, redact_url
+from tradehub.config import SETTINGS, ConfigError, Settings, load_settings, redact_url
 from tradehub.db.embedded import EmbeddedCluster
 from tradehub.db.pool import Pool
 from tradehub.logs import json_observer
@@ -31,8 +35,16 @@ SCHEMA = Path(__file__).resolve().parent / "schema"
 log = Logger(namespace="tradehub.tap")
 
 
+class BadConfiguration(usage.UsageError):
+    """A setting is missing or invalid: told apart from a mistyped command line."""
+
+
 class Options(usage.Options):
-    """Every setting can come from the environment or .env; an option given here wins."""
+    """
+    Every setting can come from the environment or .env; an option given here
+    wins. Parsing validates them all once, as twistd expects of options, and
+    keeps the result in C{settings} for L{makeService}.
+    """
 
     optFlags = [["migrate-only", None, "apply pending schema migrations, then exit"]]
     optParameters = [
@@ -41,19 +53,52 @@ class Options(usage.Options):
         if s.option
     ]
 
-    def overrides(self):
+    reactor: IReactorCore
+    settings: Settings
+
+    def __init__(self, reactor: IReactorCore | None = None) -> None:
+        """
+        @param reactor: the reactor to check endpoints for and build the
+            service on; twistd gives none, so parsing takes the one it installed.
+        """
+        super().__init__()
+        self._given_reactor = reactor
+
+    def overrides(self) -> dict[str, str]:
         return {s.key: self[s.option] for s in SETTINGS if s.option and self[s.option] is not None}
 
+    def postOptions(self) -> None:
+        self.reactor = self._given_reactor if self._given_reactor is not None else _installed_reactor()
+        try:
+            self.settings = load_settings(self.reactor, overrides=self.overrides())
+        except ConfigError as e:
+            raise BadConfiguration(f"configuration error: {e}") from None
 
-def makeService(options, reactor=None):
-    if reactor is None:
-        from twisted.internet import reactor
-    try:
-        settings = load_settings(overrides=options.overrides())
-    except ConfigError as e:
-        raise SystemExit(f"tradehub: configuration error: {e}")
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        """
+        twistd answers a UsageError by printing its whole usage text, then the
+        message behind its own command line, all on stdout. A bad setting
+        mostly comes from the environment or .env, where that text only buries
+        it; so it ends the process here with the one line on stderr, status 1.
+        """
+        try:
+            super().parseOptions(options)
+        except BadConfiguration as e:
+            raise SystemExit(f"tradehub: {e}") from None
 
-    steps = []
+
+def _installed_reactor() -> IReactorCore:
+    """The reactor twistd runs: it handles its --reactor option before this subcommand's options."""
+    from twisted.internet import reactor
+
+    return cast(IReactorCore, reactor)
+
+
+def makeService(options: Options) -> HubService:
+    """The service tree, from the settings and reactor the parsed options hold."""
+    settings = options.settings
+    reactor = options.reactor
+    steps: list[Service] = []
     database_url = settings.database_url
     if not database_url:
         cluster = EmbeddedCluster(settings.pgdata, log_file=settings.data_dir / "logs" / "postgresql.log")

@@ -1,14 +1,20 @@
 import os
 import re
+import subprocess
+import sys
+import typing
 from pathlib import Path
 
+import attrs
+from twisted.internet.testing import MemoryReactor
 from twisted.trial.unittest import SynchronousTestCase
 
-import tap
 from tradehub.config import (
     ENV_EXAMPLE,
+    ROOT,
     SETTINGS,
     ConfigError,
+    Settings,
     is_local_endpoint,
     load_settings,
     redact_url,
@@ -26,7 +32,7 @@ class LoadSettingsTests(SynchronousTestCase):
         self.env_file = self.folder / ".env"
 
     def load(self, overrides=None):
-        return load_settings(env_file=self.env_file, overrides=overrides)
+        return load_settings(MemoryReactor(), env_file=self.env_file, overrides=overrides)
 
     def assertRejected(self, key, fragment, overrides=None):
         with self.assertRaises(ConfigError) as caught:
@@ -69,6 +75,21 @@ class LoadSettingsTests(SynchronousTestCase):
             "TRADEHUB_FRONTEND_ENDPOINT", "not a valid server endpoint", {"TRADEHUB_FRONTEND_ENDPOINT": "carrier-pigeon:1"}
         )
 
+    def test_endpoints_need_no_global_reactor(self):
+        """Loading validates endpoint strings against the reactor it is given, never importing the global one."""
+        script = (
+            "import sys\n"
+            "from twisted.internet.testing import MemoryReactor\n"
+            "from tradehub.config import load_settings\n"
+            "load_settings(MemoryReactor(), overrides={'TRADEHUB_FRONTEND_ENDPOINT': 'unix:/tmp/hub.sock'})\n"
+            "print('twisted.internet.reactor' in sys.modules)\n"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", script], env=self.environ | {"PYTHONPATH": str(ROOT)},
+            cwd=self.folder, capture_output=True, text=True, check=True,
+        )
+        self.assertEqual(result.stdout, "False\n")
+
     def test_min_above_max(self):
         self.assertRejected(
             "TRADEHUB_DB_POOL_MIN", "above TRADEHUB_DB_POOL_MAX", {"TRADEHUB_DB_POOL_MIN": "5", "TRADEHUB_DB_POOL_MAX": "4"}
@@ -97,6 +118,32 @@ class LoadSettingsTests(SynchronousTestCase):
 
     def test_tokens_not_in_repr(self):
         self.assertNotIn("f-secret", repr(self.load()))
+
+    def test_no_secret_in_repr(self):
+        secrets = {
+            "DATABASE_URL": "postgresql://trader:db-password@db/hub",
+            "TRADEHUB_FRONTEND_TOKEN": "frontend-token",
+            "TRADEHUB_ML_TOKEN": "ml-token",
+            "APCA_API_KEY_ID": "alpaca-key-id",
+            "APCA_API_SECRET_KEY": "alpaca-secret-key",
+        }
+        self.assertEqual(set(secrets), {s.key for s in SETTINGS if s.secret})
+        text = repr(self.load(secrets))
+        self.assertIn("db_pool_min=2", text)
+        for value in secrets.values():
+            self.assertNotIn(value, text)
+
+
+class SettingsClassTests(SynchronousTestCase):
+    def test_one_field_per_setting_in_table_order(self):
+        self.assertEqual([f.name for f in attrs.fields(Settings)], [s.attribute for s in SETTINGS])
+
+    def test_annotations_are_the_parsers_return_types(self):
+        expected = [(s.attribute, typing.get_type_hints(s.parse)["return"]) for s in SETTINGS]
+        block = "\n".join(f"    {name}: {kind.__name__}" for name, kind in expected)
+        self.assertEqual(
+            list(typing.get_type_hints(Settings).items()), expected, f"Settings' annotations must read:\n{block}"
+        )
 
 
 class EndpointLocalityTests(SynchronousTestCase):
@@ -140,19 +187,3 @@ class RedactionTests(SynchronousTestCase):
 
     def test_url_without_password_unchanged(self):
         self.assertEqual(redact_url("postgresql://trader@db/hub"), "postgresql://trader@db/hub")
-
-
-class OptionsTests(SynchronousTestCase):
-    def test_help_lists_every_option_with_its_default(self):
-        help_text = str(tap.Options())
-        for setting in SETTINGS:
-            if setting.option:
-                self.assertIn(f"--{setting.option}=", help_text)
-        flat = " ".join(help_text.split())
-        self.assertIn("default tcp:7001:interface=127.0.0.1", flat)
-        self.assertIn("--migrate-only", help_text)
-
-    def test_given_options_become_overrides(self):
-        options = tap.Options()
-        options.parseOptions(["--db-pool-max", "12", "--log-format", "json"])
-        self.assertEqual(options.overrides(), {"TRADEHUB_DB_POOL_MAX": "12", "TRADEHUB_LOG_FORMAT": "json"})

@@ -1,6 +1,6 @@
 """
-Configuration: every setting declared once, read from the environment, then
-`.env`, then its default; twistd options override all three.
+Configuration: every setting declared once, in L{SETTINGS}, read from the
+environment, then `.env`, then its default; twistd options override all three.
 
 A bad value raises L{ConfigError} naming the key and the problem, so the
 daemon can stop with one line and no traceback.
@@ -8,12 +8,16 @@ daemon can stop with one line and no traceback.
 
 import ipaddress
 import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import attrs
 import psycopg2.extensions
 from decouple import Config, RepositoryEmpty, RepositoryEnv
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IReactorCore
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV_EXAMPLE = ROOT / ".env.example"
@@ -23,18 +27,22 @@ LOG_FORMATS = ("text", "json")
 class ConfigError(Exception):
     """A setting is missing or invalid; str() is the one line to show."""
 
-    def __init__(self, key, problem):
+    def __init__(self, key: str, problem: str) -> None:
         super().__init__(f"{key}: {problem}")
         self.key = key
         self.problem = problem
 
 
-def _text(value):
+def _text(value: str) -> str:
     return value.strip()
 
 
-def _integer(minimum):
-    def parse(value):
+def _directory(value: str) -> Path:
+    return Path(value.strip()).expanduser().resolve()
+
+
+def _integer(minimum: int) -> Callable[[str], int]:
+    def parse(value: str) -> int:
         try:
             number = int(value)
         except ValueError:
@@ -46,7 +54,7 @@ def _integer(minimum):
     return parse
 
 
-def _seconds(value):
+def _seconds(value: str) -> float:
     try:
         number = float(value)
     except ValueError:
@@ -56,7 +64,7 @@ def _seconds(value):
     return number
 
 
-def _database_url(value):
+def _database_url(value: str) -> str:
     value = value.strip()
     if not value:
         return ""
@@ -70,26 +78,21 @@ def _database_url(value):
     return value
 
 
-def _endpoint(value):
-    value = value.strip()
-    from twisted.internet import reactor
-    from twisted.internet.endpoints import serverFromString
-
+def _server_endpoint(description: str, reactor: IReactorCore) -> None:
     try:
-        serverFromString(reactor, value)
+        serverFromString(reactor, description)
     except Exception as e:
         raise ValueError(f"not a valid server endpoint string ({e})") from None
-    return value
 
 
-def _http_url(value):
+def _http_url(value: str) -> str:
     value = value.strip()
     if urlsplit(value).scheme not in ("http", "https") or not urlsplit(value).netloc:
         raise ValueError(f"expected an http(s):// URL, got {value!r}")
     return value
 
 
-def _log_format(value):
+def _log_format(value: str) -> str:
     value = value.strip().lower()
     if value not in LOG_FORMATS:
         raise ValueError(f"expected one of {', '.join(LOG_FORMATS)}, got {value!r}")
@@ -98,25 +101,37 @@ def _log_format(value):
 
 @attrs.frozen
 class Setting:
-    """One configuration key: its environment name, option name and parser."""
+    """
+    One configuration key: its environment name, option name, parser and
+    optional check. The parser's return annotation is the type of the key's
+    field on L{Settings}. Both raise ValueError naming the problem. The check
+    also gets the reactor the daemon runs on: an endpoint string is only valid
+    for a reactor, and validating must not import the global one.
+    """
 
     key: str
     default: str
-    parse: object
+    parse: Callable[[str], Any]
     help: str
-    option: str = None
+    option: str | None = None
     secret: bool = False
+    check: Callable[[Any, IReactorCore], None] | None = None
+
+    @property
+    def attribute(self) -> str:
+        """Its field on L{Settings}: the key without TRADEHUB_, in lower case."""
+        return self.key.removeprefix("TRADEHUB_").lower()
 
 
 SETTINGS = (
     Setting("DATABASE_URL", "", _database_url,
             "libpq URL of PostgreSQL; empty starts the embedded cluster", "database-url", secret=True),
-    Setting("TRADEHUB_DATA_DIR", "./var", _text,
+    Setting("TRADEHUB_DATA_DIR", "./var", _directory,
             "home of the embedded cluster (pgdata/) and of logs", "data-dir"),
-    Setting("TRADEHUB_FRONTEND_ENDPOINT", "tcp:7001:interface=127.0.0.1", _endpoint,
-            "server endpoint for the C++ frontend", "frontend-endpoint"),
-    Setting("TRADEHUB_ML_ENDPOINT", "tcp:7002:interface=127.0.0.1", _endpoint,
-            "server endpoint for the Python ML modules", "ml-endpoint"),
+    Setting("TRADEHUB_FRONTEND_ENDPOINT", "tcp:7001:interface=127.0.0.1", _text,
+            "server endpoint for the C++ frontend", "frontend-endpoint", check=_server_endpoint),
+    Setting("TRADEHUB_ML_ENDPOINT", "tcp:7002:interface=127.0.0.1", _text,
+            "server endpoint for the Python ML modules", "ml-endpoint", check=_server_endpoint),
     Setting("TRADEHUB_FRONTEND_TOKEN", "", _text,
             "handshake secret of the FRONTEND role", secret=True),
     Setting("TRADEHUB_ML_TOKEN", "", _text,
@@ -163,16 +178,25 @@ SETTINGS = (
 )
 
 
-@attrs.frozen
+@attrs.frozen(these={s.attribute: attrs.field(repr=not s.secret) for s in SETTINGS})
 class Settings:
-    """The validated configuration the daemon is built from."""
+    """
+    The validated configuration the daemon is built from.
+
+    attrs builds its fields from L{SETTINGS} (C{these}): one per key, in table
+    order, secrets left out of repr. attrs ignores the annotations below; they
+    are for type checkers, to which fields made at run time are invisible (a
+    class from attrs.make_class is a bare C{type} to mypy, every attribute
+    Any). test_config checks them against SETTINGS and the parsers' return
+    types, so the two cannot drift.
+    """
 
     database_url: str
     data_dir: Path
     frontend_endpoint: str
     ml_endpoint: str
-    frontend_token: str = attrs.field(repr=False)
-    ml_token: str = attrs.field(repr=False)
+    frontend_token: str
+    ml_token: str
     db_pool_min: int
     db_pool_max: int
     db_idle_timeout: float
@@ -185,8 +209,8 @@ class Settings:
     max_in_flight: int
     shutdown_deadline: float
     log_format: str
-    apca_api_key_id: str = attrs.field(repr=False)
-    apca_api_secret_key: str = attrs.field(repr=False)
+    apca_api_key_id: str
+    apca_api_secret_key: str
     apca_api_base_url: str
     apca_api_data_url: str
     alpaca_sync_seconds: float
@@ -195,27 +219,29 @@ class Settings:
     alpaca_retry_attempts: int
 
     @property
-    def alpaca_enabled(self):
+    def alpaca_enabled(self) -> bool:
         return bool(self.apca_api_key_id and self.apca_api_secret_key)
 
     @property
-    def pgdata(self):
+    def pgdata(self) -> Path:
         return self.data_dir / "pgdata"
 
     @property
-    def tokens(self):
+    def tokens(self) -> dict[str, str]:
         """Role name to handshake secret."""
         return {"FRONTEND": self.frontend_token, "ML": self.ml_token}
 
 
-def _attribute(key):
-    return key.removeprefix("TRADEHUB_").lower()
-
-
-def load_settings(env_file=".env", overrides=None, example_file=ENV_EXAMPLE):
+def load_settings(
+    reactor: IReactorCore,
+    env_file: str | Path = ".env",
+    overrides: Mapping[str, str] | None = None,
+    example_file: str | Path = ENV_EXAMPLE,
+) -> Settings:
     """
     Read every setting (overrides, environment, env_file, default, in that
-    order), parse and cross-check them, and return L{Settings}.
+    order), parse and cross-check them, and return L{Settings}. Endpoint
+    strings are checked against C{reactor}, the one the daemon will listen on.
     """
     overrides = overrides or {}
     env_path = Path(env_file)
@@ -227,23 +253,25 @@ def load_settings(env_file=".env", overrides=None, example_file=ENV_EXAMPLE):
         if raw is None:
             raw = config(setting.key, default=setting.default)
         try:
-            values[_attribute(setting.key)] = setting.parse(str(raw))
+            value = setting.parse(str(raw))
+            if setting.check is not None:
+                setting.check(value, reactor)
         except ValueError as e:
             raise ConfigError(setting.key, str(e)) from None
-    values["data_dir"] = Path(values["data_dir"]).expanduser().resolve()
+        values[setting.attribute] = value
     settings = Settings(**values)
     _cross_check(settings, _example_values(example_file))
     return settings
 
 
-def _example_values(example_file):
+def _example_values(example_file: str | Path) -> dict[str, str]:
     path = Path(example_file)
     if not path.is_file():
         return {}
     return dict(RepositoryEnv(str(path)).data)
 
 
-def _cross_check(settings, example):
+def _cross_check(settings: Settings, example: Mapping[str, str]) -> None:
     if bool(settings.apca_api_key_id) != bool(settings.apca_api_secret_key):
         raise ConfigError("APCA_API_SECRET_KEY", "APCA_API_KEY_ID and APCA_API_SECRET_KEY are set together or not at all")
     if settings.max_request < settings.max_frame:
@@ -256,12 +284,12 @@ def _cross_check(settings, example):
             "TRADEHUB_DB_POOL_MIN",
             f"{settings.db_pool_min} is above TRADEHUB_DB_POOL_MAX ({settings.db_pool_max})",
         )
-    for role, endpoint_key in (("FRONTEND", "TRADEHUB_FRONTEND_ENDPOINT"), ("ML", "TRADEHUB_ML_ENDPOINT")):
+    for role, endpoint in (("FRONTEND", settings.frontend_endpoint), ("ML", settings.ml_endpoint)):
         token_key = f"TRADEHUB_{role}_TOKEN"
+        endpoint_key = f"TRADEHUB_{role}_ENDPOINT"
         token = settings.tokens[role]
         if not token:
             raise ConfigError(token_key, "must be set to a non-empty secret")
-        endpoint = getattr(settings, _attribute(endpoint_key))
         if token == example.get(token_key) and not is_local_endpoint(endpoint):
             raise ConfigError(
                 token_key,
@@ -272,7 +300,7 @@ def _cross_check(settings, example):
 _UNESCAPED_COLON = re.compile(r"(?<!\\):")
 
 
-def is_local_endpoint(description):
+def is_local_endpoint(description: str) -> bool:
     """
     True when a server endpoint string can only be reached from this
     machine: a unix socket, or a TCP/SSL listener bound to a loopback address.
@@ -293,7 +321,7 @@ def is_local_endpoint(description):
         return False
 
 
-def redact_url(url):
+def redact_url(url: str) -> str:
     """A database URL fit for logs: the password, if any, replaced."""
     parts = urlsplit(url)
     if parts.password is None:
