@@ -8,7 +8,10 @@ of a table) are taken together, so they cost one statement and one commit;
 each still gets its own answer, in order.
 """
 
+from __future__ import annotations
+
 from collections import deque
+from typing import Any, Awaitable, Callable, Optional
 
 import attrs
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
@@ -21,11 +24,11 @@ class Task:
     """One received request: its route and decoded value, or the error to answer it with."""
 
     request_id: int
-    route: object = None
-    value: object = None
-    error: object = None
+    route: Any = None
+    value: Any = None
+    error: Optional[Exception] = None
 
-    def joins(self, first):
+    def joins(self, first: Task) -> bool:
         return self.error is None and first.error is None and self.route is first.route
 
 
@@ -37,30 +40,34 @@ class Lane:
     its own lane.
     """
 
-    def __init__(self, execute, writable=lambda: None):
+    def __init__(
+        self,
+        execute: Callable[[list[Task]], Awaitable[None]],
+        writable: Callable[[], Optional[Deferred[None]]] = lambda: None,
+    ) -> None:
         self._execute = execute
         self._writable = writable
-        self._queue = deque()
-        self._wakeup = None
+        self._queue: deque[Task] = deque()
+        self._wakeup: Optional[Deferred[None]] = None
         self._closing = False
-        self._idle_waiters = []
+        self._idle_waiters: list[Deferred[None]] = []
         self.busy = False
-        self.consumer = None
+        self.consumer: Optional[Deferred[None]] = None
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._queue) + (1 if self.busy else 0)
 
-    def start(self):
+    def start(self) -> Deferred[None]:
         self.consumer = ensureDeferred(self._consume())
         return self.consumer
 
-    def push(self, task):
+    def push(self, task: Task) -> None:
         if self._closing:
             raise RuntimeError("lane is closed")
         self._queue.append(task)
         self._wake()
 
-    def fail_pending(self, error):
+    def fail_pending(self, error: Exception) -> int:
         """
         Answer every task not started yet with C{error}, in its turn: after
         whatever is running, so answers stay in order. Returns how many.
@@ -69,32 +76,32 @@ class Lane:
             task.error = error
         return len(self._queue)
 
-    def discard_pending(self):
+    def discard_pending(self) -> list[Task]:
         """Remove and return the tasks not started yet."""
         pending = list(self._queue)
         self._queue.clear()
         return pending
 
-    def close(self):
+    def close(self) -> Deferred[None]:
         """Take no more tasks; the consumer ends after the queue empties. Returns its Deferred."""
         self._closing = True
         self._wake()
         return self.consumer if self.consumer is not None else succeed(None)
 
-    def when_idle(self):
+    def when_idle(self) -> Deferred[None]:
         """A Deferred that fires once nothing is queued or running."""
         if not len(self):
             return succeed(None)
-        waiter = Deferred()
+        waiter: Deferred[None] = Deferred()
         self._idle_waiters.append(waiter)
         return waiter
 
-    def _wake(self):
+    def _wake(self) -> None:
         if self._wakeup is not None:
             wakeup, self._wakeup = self._wakeup, None
             wakeup.callback(None)
 
-    async def _consume(self):
+    async def _consume(self) -> None:
         while True:
             if not self._queue:
                 self._notify_idle()
@@ -112,7 +119,7 @@ class Lane:
             finally:
                 self.busy = False
 
-    def _take_group(self):
+    def _take_group(self) -> list[Task]:
         first = self._queue.popleft()
         group = [first]
         if first.route is None or first.route.handle_group is None:
@@ -122,7 +129,7 @@ class Lane:
             group.append(queue.popleft())
         return group
 
-    def _notify_idle(self):
+    def _notify_idle(self) -> None:
         waiters, self._idle_waiters = self._idle_waiters, []
         for waiter in waiters:
             waiter.callback(None)
