@@ -83,7 +83,7 @@ class Controller:
 
 
 class Harness:
-    def __init__(self, controller=None, max_in_flight=4, max_frame=4096):
+    def __init__(self, controller=None, max_in_flight=4, max_frame=4096, max_request=None):
         self.controller = controller or Controller()
         self.clock = Clock()
         self.factory = HubFactory(
@@ -94,6 +94,7 @@ class Harness:
             heartbeat_ms=1000,
             max_frame=max_frame,
             max_in_flight=max_in_flight,
+            max_request=max_request,
         )
         self.transport = StringTransport()
         self.protocol = self.factory.buildProtocol(None)
@@ -612,8 +613,7 @@ class ShutdownTests(SessionCase):
 class ChunkedRequestTests(SessionCase):
     def setUp(self):
         super().setUp()
-        self.hub = Harness(max_in_flight=10)
-        self.hub.factory.max_request = 20_000
+        self.hub = Harness(max_in_flight=10, max_request=20_000)
         self.hub.handshake()
 
     def chunked(self, payload, request_id, room=1000):

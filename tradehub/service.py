@@ -32,7 +32,7 @@ class SequentialService(MultiService):
 
     def __init__(self):
         super().__init__()
-        self.started = Deferred()
+        self.started: Deferred[SequentialService] = Deferred()
         self._starting = None
 
     def startService(self):

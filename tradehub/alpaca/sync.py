@@ -44,8 +44,12 @@ class AlpacaSync(Service):
     def _run(self, job):
         running = ensureDeferred(self._guarded(job))
         self._running.add(running)
-        running.addBoth(lambda result: self._running.discard(running) or result)
+        running.addBoth(self._finished, running)
         return running
+
+    def _finished(self, result, running):
+        self._running.discard(running)
+        return result
 
     def stopService(self):
         """Stop the timers, let a sync under way finish (the pool closes after), close Alpaca connections."""

@@ -5,19 +5,21 @@ ClientService that reconnects with backoff.
 """
 
 import itertools
+from typing import cast
 
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import clientFromString
 from twisted.internet.error import ConnectionClosed
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITCPTransport
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ..protocol.enums import FLAG_MORE, MessageType, Role, ShutdownReason
 from ..protocol.errors import ProtocolError
 from ..protocol.framing import FrameDecoder
-from ..protocol.messages import ERROR, HELLO, HELLO_ACK, SHUTDOWN, SHUTDOWN_ACK, encode_frame
+from ..protocol.messages import ERROR, HELLO, HELLO_ACK, SHUTDOWN, SHUTDOWN_ACK, HelloAck, encode_frame
 from .calls import TableCalls, decode_result, request_frames
 from .errors import HubError, raise_for_error
 
@@ -39,20 +41,21 @@ class HubClientProtocol(Protocol, TableCalls):
     """
 
     log = Logger()
+    transport: ITCPTransport
 
-    def __init__(self, role, token, client_name, clock):
+    def __init__(self, role: Role, token: str, client_name: str, clock: IReactorTime) -> None:
         self.role = Role(role)
         self._token = token
         self.client_name = client_name
         self.clock = clock
-        self.ready = Deferred()
-        self.session = None
-        self.closed = Deferred()
+        self.ready: Deferred[HelloAck] = Deferred()
+        self.session: HelloAck | None = None
+        self.closed: Deferred[None] = Deferred()
         self._decoder = FrameDecoder(1 << 31)
-        self._pending = {}
+        self._pending: dict[int, tuple[Deferred[bytes], list[bytes]]] = {}
         self._ids = itertools.count(1)
-        self._shutdown = None
-        self._heartbeat = None
+        self._shutdown: Deferred[int] | None = None
+        self._heartbeat: IDelayedCall | None = None
         self._last_sent = self._last_received = 0.0
 
     def connectionMade(self):
@@ -99,7 +102,7 @@ class HubClientProtocol(Protocol, TableCalls):
         elif kind == MessageType.SHUTDOWN_ACK and self._shutdown is not None:
             self._shutdown.callback(SHUTDOWN_ACK.decode(payload).completed)
 
-    def connectionLost(self, reason):
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self._heartbeat is not None and self._heartbeat.active():
             self._heartbeat.cancel()
         error = reason.value if isinstance(reason.value, ConnectionClosed) else ConnectionError(str(reason.value))
@@ -118,7 +121,7 @@ class HubClientProtocol(Protocol, TableCalls):
     # Heartbeats: send one when idle, cut a silent hub.
 
     def _tick(self):
-        interval = self.session.heartbeat_ms / 1000
+        interval = self._handshaken().heartbeat_ms / 1000
         now = self.clock.seconds()
         if now - self._last_received >= interval * SILENT_INTERVALS:
             self.log.warn("the hub has been silent for {seconds:.1f}s; disconnecting", seconds=now - self._last_received)
@@ -136,11 +139,17 @@ class HubClientProtocol(Protocol, TableCalls):
 
     def call(self, command, table, payload):
         """Send one REQUEST; the Deferred fires with its RESPONSE payload (joined when chunked)."""
+        max_frame = self._handshaken().max_frame
         request_id = next(self._ids)
-        waiter = Deferred()
+        waiter: Deferred[bytes] = Deferred()
         self._pending[request_id] = (waiter, [])
-        self._write(request_frames(payload, request_id, command, table, self.session.max_frame))
+        self._write(request_frames(payload, request_id, command, table, max_frame))
         return waiter
+
+    def _handshaken(self) -> HelloAck:
+        if self.session is None:
+            raise ConnectionError("the handshake with the hub is not done")
+        return self.session
 
     def execute(self, command, table, payload):
         return self.call(command, table, payload).addCallback(lambda answer: decode_result(table, answer))
@@ -203,7 +212,7 @@ class HubClientService(ClientService):
             factory,
             retryPolicy=backoffPolicy(initialDelay=0.2, maxDelay=10.0),
             clock=reactor,
-            prepareConnection=lambda protocol: protocol.ready,
+            prepareConnection=lambda protocol: cast(HubClientProtocol, protocol).ready,
         )
 
     def session(self):

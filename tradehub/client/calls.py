@@ -3,6 +3,8 @@ The table calls both Python clients share: request payloads from rows, keys
 and queries, chunked REQUEST frames, and decoded answers.
 """
 
+from typing import Any, Optional
+
 import attrs
 
 from ..protocol.enums import MessageType, SQLCommand, SQLTable
@@ -21,7 +23,7 @@ class Result:
 
     affected: int
     rows: list
-    next_cursor: bytes = None
+    next_cursor: Optional[bytes] = None
 
 
 def select_payload(table, keys=(), symbol=None, since=None, until=None, limit=0, after=None):
@@ -55,6 +57,9 @@ class TableCalls:
     The five commands of any table, for a client whose C{execute(command,
     table, payload)} returns a L{Result} (blocking) or a Deferred of one (Twisted).
     """
+
+    def execute(self, command: SQLCommand, table: SQLTable, payload: bytes) -> Any:
+        raise NotImplementedError
 
     def insert(self, table, rows):
         return self.execute(SQLCommand.INSERT, table, rows_payload(table, rows))

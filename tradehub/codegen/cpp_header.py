@@ -59,14 +59,20 @@ def member(name: str) -> str:
     return name + "_" if name in CPP_KEYWORDS else name
 
 
+def _item(wire: WireType) -> WireType:
+    """The type an opt<T> or list<T> wraps."""
+    assert wire.item is not None, f"{wire.name} wraps no type"
+    return wire.item
+
+
 def cpp_type(wire: WireType) -> str:
     """The C++ type holding a wire type's values: a layout's struct, an optional, a vector or a scalar."""
     if wire.layout is not None:
         return struct_name(wire.layout.name)
     if wire.name.startswith("opt<"):
-        return f"std::optional<{cpp_type(wire.item)}>"
+        return f"std::optional<{cpp_type(_item(wire))}>"
     if wire.name.startswith("list<"):
-        return f"std::vector<{cpp_type(wire.item)}>"
+        return f"std::vector<{cpp_type(_item(wire))}>"
     return _SCALARS[wire.name][0]
 
 
@@ -75,11 +81,11 @@ def write_expr(wire: WireType, value: str) -> str:
     if wire.layout is not None:
         return f"encode(w, {value})"
     if wire.name.startswith("opt<"):
-        item = cpp_type(wire.item)
-        return f"write_opt(w, {value}, [&](const {item}& x) {{ {write_expr(wire.item, 'x')}; }})"
+        item = cpp_type(_item(wire))
+        return f"write_opt(w, {value}, [&](const {item}& x) {{ {write_expr(_item(wire), 'x')}; }})"
     if wire.name.startswith("list<"):
-        item = cpp_type(wire.item)
-        return f"write_list(w, {value}, [&](const {item}& x) {{ {write_expr(wire.item, 'x')}; }})"
+        item = cpp_type(_item(wire))
+        return f"write_list(w, {value}, [&](const {item}& x) {{ {write_expr(_item(wire), 'x')}; }})"
     return f"w.{_SCALARS[wire.name][1]}({value})"
 
 
@@ -88,9 +94,9 @@ def read_expr(wire: WireType) -> str:
     if wire.layout is not None:
         return f"decode_{struct_name(wire.layout.name)}(r)"
     if wire.name.startswith("opt<"):
-        return f"read_opt<{cpp_type(wire.item)}>(r, [&]() {{ return {read_expr(wire.item)}; }})"
+        return f"read_opt<{cpp_type(_item(wire))}>(r, [&]() {{ return {read_expr(_item(wire))}; }})"
     if wire.name.startswith("list<"):
-        return f"read_list<{cpp_type(wire.item)}>(r, [&]() {{ return {read_expr(wire.item)}; }})"
+        return f"read_list<{cpp_type(_item(wire))}>(r, [&]() {{ return {read_expr(_item(wire))}; }})"
     return f"r.{_SCALARS[wire.name][2]}()"
 
 

@@ -83,7 +83,7 @@ def _table(headings, rows):
 def layout_table(layout: Layout) -> str:
     """Fields with their byte offsets while the layout is fixed, '+' after the first variable field."""
     rows = []
-    offset = 0
+    offset: int | None = 0
     for field in layout.fields:
         rows.append((offset if offset is not None else "+", f"`{field.name}`", f"`{field.type.name}`", field.doc))
         if offset is not None and field.type.size is not None:

@@ -186,9 +186,9 @@ class OrderController(TableController):
         by_symbol = {(a["class"], a["symbol"]): a for a in assets}
         for index, row in enumerate(rows):
             asset = by_id.get(row["asset_id"]) or by_symbol.get((row["asset_class"], row["symbol"]))
-            increment = asset and asset["price_increment"]
-            if not increment:
+            if asset is None or not asset["price_increment"]:
                 continue
+            increment = asset["price_increment"]
             for name in ("limit_price", "stop_price", "trail_price"):
                 price = row[name]
                 if price is not None and price % increment:

@@ -102,6 +102,8 @@ class EmbeddedCluster:
             self.pgdata.chmod(0o700)
             return
         account = ensure_user_exists(self._user)
+        if account is None:
+            raise RuntimeError(f"cannot create the system user {self._user} to run PostgreSQL as")
         ensure_prefix_permissions(self.pgdata)
         ensure_prefix_permissions(self.socket_dir)
         for path in (self.pgdata, self.socket_dir):

@@ -83,7 +83,7 @@ def refusal(error: Exception) -> Refused | None:
         return Unavailable("the database connection was lost during COMMIT: the outcome is unknown")
     if not isinstance(error, psycopg2.Error):
         return None
-    known = _CONSTRAINT_CODES.get(error.pgcode)
+    known = _CONSTRAINT_CODES.get(error.pgcode or "")
     if known is not None:
         kind, what = known
         diag = error.diag

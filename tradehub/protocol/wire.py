@@ -7,7 +7,7 @@ protocol document and the C++ header generator.
 import decimal
 import io
 import struct
-from typing import Any
+from typing import Any, Optional
 
 import attrs
 from construct import (
@@ -260,11 +260,11 @@ class WireType:
     """A field type of the contract: its name, its codec and what it maps to."""
 
     name: str
-    construct: object = attrs.field(repr=False, eq=False)
-    size: int = None
+    construct: Any = attrs.field(repr=False, eq=False)
+    size: Optional[int] = None
     python: str = ""
-    item: "WireType" = None
-    layout: "Layout" = attrs.field(default=None, repr=False, eq=False)
+    item: Optional["WireType"] = None
+    layout: Optional["Layout"] = attrs.field(default=None, repr=False, eq=False)
 
 
 def _fixed(name, construct, python):

@@ -112,11 +112,11 @@ class Repository:
         await cursor.execute(statement, params)
         return []
 
-    async def update(self, cursor, row: Row) -> Row | None:
-        """Replace the row with row's key; returns it as stored, or None when there is none."""
+    async def update(self, cursor, row: Row) -> Row:
+        """Replace the stored row with row's key (the caller locked it); returns it as stored."""
         await cursor.execute(self._update, self.params(row))
-        stored = cursor.fetchall()
-        return self.row(stored[0]) if stored else None
+        [stored] = cursor.fetchall()
+        return self.row(stored)
 
     async def locked(self, cursor, keys: list[Row]) -> dict[tuple, Row]:
         """The stored rows with these keys, locked for this transaction, by key tuple."""

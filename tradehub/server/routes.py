@@ -7,7 +7,7 @@ failure becomes the typed L{ProtocolError} of the ERROR frame.
 
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable, Optional
+from typing import Any, Awaitable, Callable, Optional, Sequence
 
 import attrs
 from twisted.python.failure import Failure
@@ -63,7 +63,7 @@ class Registry:
         return self._routes.get((command, table))
 
 
-def as_protocol_error(error: BaseException) -> ProtocolError:
+def as_protocol_error(error: Exception) -> ProtocolError:
     """The typed error a client sees for any failure below the session."""
     if isinstance(error, ProtocolError):
         return error
@@ -81,7 +81,7 @@ async def serve_one(route: Route, value: Any) -> bytes | ProtocolError:
         return as_protocol_error(error)
 
 
-async def serve_group(route: Route, values: list) -> list[bytes | ProtocolError]:
+async def serve_group(route: Route, values: list) -> Sequence[bytes | ProtocolError]:
     """
     Run coalesced requests together; if the group fails as a whole, run them
     one by one so that each gets its own correct answer (the failed group

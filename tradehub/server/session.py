@@ -7,12 +7,17 @@ receives an answer is answered through the connection's lane, so answers
 (errors included) leave in the order the requests arrived.
 """
 
+from __future__ import annotations
+
 import enum
+from typing import TYPE_CHECKING, Any, Optional, Sequence
+from typing import Protocol as Interface
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ..protocol.enums import (
@@ -33,6 +38,26 @@ SERVER_NAME = "tradehub"
 SILENT_INTERVALS = 3
 # A connection being closed whose peer does not read what is left is cut off.
 CLOSE_GRACE = 5.0
+
+
+if TYPE_CHECKING:
+    from .hub import HubFactory
+
+
+class Connection(Interface):
+    """
+    What a session needs of its transport: TCP, TLS or a unix socket (the
+    first two also half-close and set TCP_NODELAY, looked up by name).
+    """
+
+    def write(self, data: bytes) -> None: ...
+    def getPeer(self) -> Any: ...
+    def registerProducer(self, producer: Any, streaming: bool) -> None: ...
+    def unregisterProducer(self) -> None: ...
+    def pauseProducing(self) -> None: ...
+    def resumeProducing(self) -> None: ...
+    def loseConnection(self) -> None: ...
+    def abortConnection(self) -> None: ...
 
 
 class State(enum.Enum):
@@ -60,23 +85,24 @@ class HubProtocol(Protocol):
     """
 
     log = Logger()
+    transport: Connection  # type: ignore[assignment]
 
-    def __init__(self, hub):
+    def __init__(self, hub: HubFactory) -> None:
         self.hub = hub
         self.clock = hub.clock
         self.state = State.AWAITING_HELLO
         self.session_id = 0
-        self.role = None
+        self.role: Optional[Role] = None
         self.client_name = ""
         self.peer = ""
         self.in_flight = 0
-        self.completed_since_shutdown = None
+        self.completed_since_shutdown: Optional[int] = None
         self._decoder = FrameDecoder(hub.max_frame)
-        self._requests = None
-        self._lane = None
+        self._requests = RequestFrames(hub.max_request)
+        self._lane: Optional[Lane] = None
         self._reading_paused = False
-        self._writes_paused = None
-        self._timers = {}
+        self._writes_paused: Optional[Deferred[None]] = None
+        self._timers: dict[str, Any] = {}
         self._last_sent = self._last_received = 0.0
         self._frame_handlers = {
             MessageType.REQUEST: self._on_request,
@@ -84,6 +110,12 @@ class HubProtocol(Protocol):
             MessageType.SHUTDOWN: self._on_shutdown,
             MessageType.SHUTDOWN_ACK: self._on_shutdown_ack,
         }
+
+    @property
+    def lane(self) -> Lane:
+        """The session's ordered lane: it exists from the handshake on."""
+        assert self._lane is not None, "no lane before the handshake"
+        return self._lane
 
     # Logging
 
@@ -109,7 +141,7 @@ class HubProtocol(Protocol):
         self._schedule("handshake", self.hub.handshake_timeout, self._handshake_timed_out)
         self.hub.sessions.add(self)
 
-    def connectionLost(self, reason):
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         was = self.state
         self._enter(State.CLOSED)
         for timer in self._timers.values():
@@ -186,7 +218,6 @@ class HubProtocol(Protocol):
         )
         self._send(MessageType.HELLO_ACK, HELLO_ACK.encode(ack), header.request_id)
         self._lane = Lane(self._execute, self._writable)
-        self._requests = RequestFrames(self.hub.max_request)
         self._lane.start()
         self._schedule("heartbeat", self.hub.heartbeat, self._heartbeat_due)
         self._schedule("silence", self.hub.heartbeat * SILENT_INTERVALS, self._silence_check)
@@ -227,7 +258,7 @@ class HubProtocol(Protocol):
         self._log("info", "client asked to shut down with {pending} requests pending", pending=self.in_flight)
         self._enter(State.DRAINING)
         self.completed_since_shutdown = 0
-        self._lane.when_idle().addCallback(self._finish_client_shutdown)
+        self.lane.when_idle().addCallback(self._finish_client_shutdown)
 
     def _finish_client_shutdown(self, _):
         if self.state is State.CLOSED:
@@ -254,13 +285,14 @@ class HubProtocol(Protocol):
 
     def _push(self, task):
         self.in_flight += 1
-        self._lane.push(task)
+        self.lane.push(task)
         if self.in_flight >= self.hub.max_in_flight and not self._reading_paused and self.state is not State.CLOSED:
             self._reading_paused = True
             self.transport.pauseProducing()
 
     async def _execute(self, tasks):
         first = tasks[0]
+        results: Sequence[Any]
         if first.error is not None:
             results = [first.error]
         else:
@@ -332,7 +364,7 @@ class HubProtocol(Protocol):
         refuse what comes later, and close once the lane is empty. Fires
         when this session is closed.
         """
-        closed = Deferred()
+        closed: Deferred[None] = Deferred()
         self.hub.when_gone(self, closed)
         if self.state is State.AWAITING_HELLO:
             self._close()
@@ -347,7 +379,7 @@ class HubProtocol(Protocol):
                 }
             )
             self._send(MessageType.SHUTDOWN, payload)
-            self._lane.when_idle().addCallback(lambda _: self._close())
+            self.lane.when_idle().addCallback(lambda _: self._close())
         self._schedule("deadline", deadline, self._deadline_passed)
         return closed
 
@@ -360,7 +392,7 @@ class HubProtocol(Protocol):
         )
         if refused:
             self._log("warn", "shutdown deadline passed with {count} requests not started", count=refused)
-        self._lane.when_idle().addCallback(lambda _: self._close())
+        self.lane.when_idle().addCallback(lambda _: self._close())
 
     # Writing and closing
 
