@@ -68,11 +68,21 @@ class Repository:
         )
         self._sort_sql = [n for name in table.sort for n in _sql_columns(table.by_name[name], "t.")]
         self._readers = [(column.name, column.kind, len(column.kind.parts)) for column in table.columns]
+        self._writers = [(c.name, c.kind.to_sql, (None,) * len(c.kind.parts)) for c in self.stored]
 
     # Conversions
 
     def params(self, row: Row) -> list:
-        return [p for column in self.stored for p in column.kind.params(row[column.name])]
+        # The hot path of every write: plain values are appended as they are,
+        # only kinds that convert (timestamps, floats, lists) call their kind.
+        values: list = []
+        for name, to_sql, nulls in self._writers:
+            value = row[name]
+            if to_sql is None:
+                values.append(value)
+            else:
+                values += nulls if value is None else to_sql(value)
+        return values
 
     def _params_of(self, names: tuple[str, ...], values: Row) -> list:
         by_name = self.table.by_name
