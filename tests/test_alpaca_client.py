@@ -4,6 +4,8 @@ from decimal import Decimal
 
 from treq.client import HTTPClient
 from twisted.internet import reactor
+from twisted.internet.defer import ensureDeferred
+from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import Agent, HTTPConnectionPool
@@ -11,6 +13,7 @@ from twisted.web.client import Agent, HTTPConnectionPool
 from tradehub.alpaca import convert
 from tradehub.alpaca.client import AlpacaClient, AlpacaRejected, AlpacaUnavailable, order_request
 from tradehub.protocol.wire import Timestamp
+from tradehub.retry import retrying
 
 from . import rows
 from .fake_alpaca import KEY_ID, SECRET, start_fake_alpaca
@@ -165,3 +168,82 @@ class ConvertTests(SynchronousTestCase):
         self.assertEqual(body["order_class"], "bracket")
         self.assertEqual((body["take_profit"], body["stop_loss"]), ({"limit_price": "200"}, {"stop_price": "180"}))
         self.assertEqual(body["qty"], "2")
+
+
+class Flaky:
+    """An attempt that fails with the queued errors, then answers "done"; it records when it was called."""
+
+    def __init__(self, clock, *errors):
+        self.clock = clock
+        self.errors = list(errors)
+        self.calls = []
+
+    async def __call__(self):
+        self.calls.append(self.clock.seconds())
+        if self.errors:
+            raise self.errors.pop(0)
+        return "done"
+
+
+class Transient(Exception):
+    pass
+
+
+class RetryTests(SynchronousTestCase):
+    """The shared backoff loop of tradehub.retry, driven by a task.Clock."""
+
+    def setUp(self):
+        self.clock = Clock()
+        self.retries = []
+
+    def run_retrying(self, attempt, **options):
+        settings = dict(clock=self.clock, retries=3, delay=1.0, retryable=lambda error: isinstance(error, Transient),
+                        on_retry=lambda error, wait: self.retries.append((str(error), wait)))
+        settings.update(options)
+        return ensureDeferred(retrying(attempt, **settings))
+
+    def test_delays_double_between_tries(self):
+        attempt = Flaky(self.clock, Transient("a"), Transient("b"), Transient("c"))
+        done = self.run_retrying(attempt)
+        for step, calls in [(0.5, [0]), (0.5, [0, 1]), (1.5, [0, 1]), (0.5, [0, 1, 3]), (3.5, [0, 1, 3]), (0.5, [0, 1, 3, 7])]:
+            self.clock.advance(step)
+            self.assertEqual(attempt.calls, calls)
+        self.assertEqual(self.successResultOf(done), "done")
+        self.assertEqual(self.retries, [("a", 1.0), ("b", 2.0), ("c", 4.0)])
+
+    def test_the_wait_override_wins_and_the_backoff_still_doubles_beneath_it(self):
+        attempt = Flaky(self.clock, Transient("slow down"), Transient("again"), Transient("ok"))
+        asked = []
+
+        def wait(error, delay):
+            asked.append(delay)
+            return 10.0 if str(error) == "slow down" else delay
+
+        done = self.run_retrying(attempt, wait=wait)
+        self.clock.advance(9.5)
+        self.assertEqual(attempt.calls, [0], "the override, not the 1 s backoff, sets the first wait")
+        self.clock.pump([0.5, 2, 4])
+        self.assertEqual(self.successResultOf(done), "done")
+        self.assertEqual(attempt.calls, [0, 10, 12, 16])
+        self.assertEqual(asked, [1.0, 2.0, 4.0])
+        self.assertEqual(self.retries, [("slow down", 10.0), ("again", 2.0), ("ok", 4.0)])
+
+    def test_a_failure_not_worth_retrying_is_raised_at_once(self):
+        attempt = Flaky(self.clock, ValueError("final"))
+        failure = self.failureResultOf(self.run_retrying(attempt), ValueError)
+        self.assertEqual(str(failure.value), "final")
+        self.assertEqual((attempt.calls, self.retries, self.clock.getDelayedCalls()), ([0], [], []))
+
+    def test_the_last_failure_is_raised_when_the_retries_are_spent(self):
+        attempt = Flaky(self.clock, Transient("1"), Transient("2"), Transient("3"), Transient("4"), Transient("5"))
+        done = self.run_retrying(attempt)
+        self.clock.pump([1, 2, 4])
+        failure = self.failureResultOf(done, Transient)
+        self.assertEqual(str(failure.value), "4")
+        self.assertEqual(attempt.calls, [0, 1, 3, 7])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_no_retries_means_one_try(self):
+        attempt = Flaky(self.clock, Transient("once"))
+        self.failureResultOf(self.run_retrying(attempt, retries=0), Transient)
+        self.assertEqual((attempt.calls, self.retries), ([0], []))
