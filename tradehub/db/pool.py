@@ -12,7 +12,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import psycopg2
 from twisted.internet.defer import Deferred, ensureDeferred, gatherResults
-from twisted.internet.interfaces import IReactorFDSet, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorFDSet, IReactorTime
 from twisted.logger import Logger
 from txpostgres.txpostgres import Connection
 
@@ -68,11 +68,11 @@ class Pool:
         self._idle_timeout = idle_timeout
         self._retry_attempts = retry_attempts
         self._retry_backoff = retry_backoff
-        self._idle = []
-        self._idle_timers = {}
-        self._busy = set()
+        self._idle: list[_PooledConnection] = []
+        self._idle_timers: dict[_PooledConnection, IDelayedCall] = {}
+        self._busy: set[_PooledConnection] = set()
         self._opening = 0
-        self._waiters = deque()
+        self._waiters: deque[Deferred] = deque()
         self._closed = False
 
     @property
