@@ -56,7 +56,9 @@ class StubbedClientTests(SynchronousTestCase):
         self.alpaca = self.client()
 
     def client(self, **options):
-        settings = dict(key_id=KEY_ID, secret_key=SECRET, base_url=BASE_URL, data_url=DATA_URL, timeout=2.0, retries=3, backoff=1.0)
+        settings = dict(
+            key_id=KEY_ID, secret_key=SECRET, base_url=BASE_URL, data_url=DATA_URL, timeout=2.0, retries=3, backoff=1.0
+        )
         settings.update(options)
         return AlpacaClient(StubTreq(self.fake), self.clock, **settings)
 
@@ -89,24 +91,36 @@ class StubbedClientTests(SynchronousTestCase):
     def test_assets_positions_and_market_data(self):
         assets = self.answer(self.alpaca.assets())
         self.assertEqual([a["symbol"] for a in assets], ["AAPL", "BTC/USD"])
-        self.assertEqual((assets[0]["price_increment"], assets[0]["maintenance_margin_requirement"]), (Decimal("0.01"), Decimal(30)))
+        self.assertEqual(
+            (assets[0]["price_increment"], assets[0]["maintenance_margin_requirement"]), (Decimal("0.01"), Decimal(30))
+        )
         [position] = self.answer(self.alpaca.positions(rows.ACCOUNT_ID))
         self.assertEqual((position["qty"], position["avg_entry_price"]), (Decimal(5), Decimal("100.123456789")))
         [trade] = self.answer(self.alpaca.latest_trades(["AAPL"]))
-        self.assertEqual((trade["price"], trade["size"], trade["seq"]), (Decimal("189.12"), Decimal(100), 52983525029461))
+        self.assertEqual(
+            (trade["price"], trade["size"], trade["seq"]), (Decimal("189.12"), Decimal(100), 52983525029461)
+        )
         self.assertEqual(trade["ts"].ns % 10**9, 123456789)
         [quote] = self.answer(self.alpaca.latest_quotes(["AAPL"]))
         self.assertEqual((quote["bid_price"], quote["ask_price"]), (Decimal("189.11"), Decimal("189.13")))
         bars = self.answer(self.alpaca.bars("AAPL", "1Min", "2026-11-20T00:00:00Z"))
         self.assertEqual(len(bars), 5)
         self.assertEqual(bars[0]["vwap"], Decimal("100.4321"))
-        self.assertEqual([r.query.get("page_token") for r in self.fake.received if r.path.endswith("/bars")], [None, ["2"], ["4"]])
+        self.assertEqual(
+            [r.query.get("page_token") for r in self.fake.received if r.path.endswith("/bars")], [None, ["2"], ["4"]]
+        )
         hosts = {r.path: r.headers["host"] for r in self.fake.received}
-        self.assertEqual((hosts["/v2/positions"], hosts["/v2/stocks/trades/latest"]), ("paper-api.alpaca.markets", "data.alpaca.markets"))
+        self.assertEqual(
+            (hosts["/v2/positions"], hosts["/v2/stocks/trades/latest"]),
+            ("paper-api.alpaca.markets", "data.alpaca.markets"),
+        )
 
     def test_orders_paginate_to_exhaustion(self):
         for i in range(1203):
-            self.fake.orders.append(self.fake.order_json({"client_order_id": f"c{i:05d}", "symbol": "AAPL", "qty": "1", "side": "buy", "type": "market", "time_in_force": "day"}))
+            self.fake.orders.append(self.fake.order_json({
+                "client_order_id": f"c{i:05d}", "symbol": "AAPL", "qty": "1", "side": "buy", "type": "market",
+                "time_in_force": "day",
+            }))
         orders = self.answer(self.alpaca.orders(rows.ACCOUNT_ID))
         self.assertEqual([o["client_order_id"] for o in orders], [f"c{i:05d}" for i in range(1203)])
         pages = [r for r in self.fake.received if r.path == "/v2/orders"]
@@ -137,7 +151,7 @@ class StubbedClientTests(SynchronousTestCase):
     def test_rate_limit_headers_never_shorten_the_backoff(self):
         self.fake.fail_next(429, None, {"Retry-After": 0})
         self.fake.fail_next(429, None, {"X-RateLimit-Reset": NOW - 100})
-        self.fake.fail_next(429, None, {"Retry-After": "Wed, 21 Oct 2026 07:28:00 GMT", "X-RateLimit-Reset": NOW + 3 + 10})
+        self.fake.fail_next(429, None, {"Retry-After": "Wed, 21 Oct 2026 07:28:00 GMT", "X-RateLimit-Reset": NOW + 13})
         call = ensureDeferred(self.alpaca.account())
         # Backoff 1 s and 2 s win over "now"; a Retry-After date is not understood, the reset 10 s away is.
         self.advance_expecting([(0.5, 1), (0.5, 2), (1.5, 2), (0.5, 3), (9.5, 3), (0.5, 4)], call)
@@ -155,7 +169,9 @@ class StubbedClientTests(SynchronousTestCase):
     def test_client_errors_are_typed_and_not_retried(self):
         self.fake.fail_next(422, {"code": 40010001, "message": "qty must be > 0"})
         refused = self.failureResultOf(ensureDeferred(self.alpaca.account()), AlpacaRejected)
-        self.assertEqual((refused.value.status, refused.value.code, refused.value.message), (422, 40010001, "qty must be > 0"))
+        self.assertEqual(
+            (refused.value.status, refused.value.code, refused.value.message), (422, 40010001, "qty must be > 0")
+        )
         self.assertEqual(len(self.fake.received), 1)
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
@@ -310,7 +326,8 @@ class RetryTests(SynchronousTestCase):
     def test_delays_double_between_tries(self):
         attempt = Flaky(self.clock, Transient("a"), Transient("b"), Transient("c"))
         done = self.run_retrying(attempt)
-        for step, calls in [(0.5, [0]), (0.5, [0, 1]), (1.5, [0, 1]), (0.5, [0, 1, 3]), (3.5, [0, 1, 3]), (0.5, [0, 1, 3, 7])]:
+        steps = [(0.5, [0]), (0.5, [0, 1]), (1.5, [0, 1]), (0.5, [0, 1, 3]), (3.5, [0, 1, 3]), (0.5, [0, 1, 3, 7])]
+        for step, calls in steps:
             self.clock.advance(step)
             self.assertEqual(attempt.calls, calls)
         self.assertEqual(self.successResultOf(done), "done")

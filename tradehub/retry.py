@@ -6,7 +6,8 @@ way; this loop is shared so that both back off, give up and log alike. The
 clock is injected so that tests drive the waits with a task.Clock.
 """
 
-from typing import Awaitable, Callable, Optional, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
@@ -21,8 +22,8 @@ async def retrying(
     retries: int,
     delay: float,
     retryable: Callable[[Exception], bool],
-    wait: Optional[Callable[[Exception, float], float]] = None,
-    on_retry: Optional[Callable[[Exception, float], None]] = None,
+    wait: Callable[[Exception, float], float] | None = None,
+    on_retry: Callable[[Exception, float], None] | None = None,
 ) -> T:
     """
     What C{attempt()} returns, calling it again up to C{retries} times while

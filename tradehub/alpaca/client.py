@@ -9,8 +9,8 @@ never logged.
 """
 
 import json
+from collections.abc import Iterable
 from decimal import Decimal
-from typing import Iterable, Optional
 from urllib.parse import quote
 
 from treq.client import HTTPClient
@@ -43,7 +43,7 @@ class AlpacaUnavailable(AlpacaError):
         (Retry-After or X-RateLimit-Reset), or None when it did not say.
     """
 
-    def __init__(self, message: str, retry_after: Optional[float] = None) -> None:
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
 
@@ -86,7 +86,9 @@ class AlpacaClient:
     ) -> None:
         self._http = http
         self._clock = clock
-        self._headers = {"APCA-API-KEY-ID": [key_id], "APCA-API-SECRET-KEY": [secret_key], "Accept": ["application/json"]}
+        self._headers: dict[str | bytes, list[str | bytes]] = {
+            "APCA-API-KEY-ID": [key_id], "APCA-API-SECRET-KEY": [secret_key], "Accept": ["application/json"],
+        }
         self.base_url = base_url.rstrip("/")
         self.data_url = data_url.rstrip("/")
         self._timeout = timeout
@@ -116,7 +118,8 @@ class AlpacaClient:
         try:
             response = await self._http.request(
                 method, (base + path).encode(), headers=self._headers, params=params, json=body,
-                timeout=self._timeout, reactor=self._clock,
+                timeout=self._timeout,
+                reactor=self._clock,  # type: ignore[arg-type]  # treq only times the timeout on it
             )
             payload = await response.content()
         except _NETWORK_FAILURES as error:
@@ -129,7 +132,7 @@ class AlpacaClient:
             raise _rejected(response.code, payload)
         raise AlpacaUnavailable(f"{method} {path}: HTTP {response.code}", self._asked_wait(response.headers))
 
-    def _asked_wait(self, headers: Headers) -> Optional[float]:
+    def _asked_wait(self, headers: Headers) -> float | None:
         """The seconds Alpaca's rate-limit headers ask to wait, if they say."""
         retry_after = headers.getRawHeaders(b"retry-after")
         if retry_after:
@@ -156,7 +159,7 @@ class AlpacaClient:
     async def account(self) -> dict:
         return convert.account(await self._call("GET", self.base_url, "/v2/account"))
 
-    async def assets(self, status: str = "active", asset_class: Optional[str] = None) -> list[dict]:
+    async def assets(self, status: str = "active", asset_class: str | None = None) -> list[dict]:
         params = {"status": status}
         if asset_class:
             params["asset_class"] = asset_class
@@ -166,7 +169,7 @@ class AlpacaClient:
         return [convert.position(p, account_id) for p in await self._call("GET", self.base_url, "/v2/positions")]
 
     async def orders(
-        self, account_id: str, status: str = "all", after: Optional[str] = None, until: Optional[str] = None
+        self, account_id: str, status: str = "all", after: str | None = None, until: str | None = None
     ) -> list[dict]:
         """
         Every order (legs nested in their parents) from oldest to newest, page by
@@ -188,17 +191,18 @@ class AlpacaClient:
                 return rows
             after = page[-1]["created_at"]
 
-    async def order_by_client_order_id(self, client_order_id: str, account_id: Optional[str] = None) -> Optional[list[dict]]:
+    async def order_by_client_order_id(self, client_order_id: str, account_id: str | None = None) -> list[dict] | None:
         body = await self._call(
             "GET", self.base_url, "/v2/orders:by_client_order_id", {"client_order_id": client_order_id},
             allow_missing=True,
         )
         return None if body is None else convert.order(body, account_id, submit=True)
 
-    async def order(self, order_id: str, account_id: Optional[str] = None) -> list[dict]:
-        return convert.order(await self._call("GET", self.base_url, f"/v2/orders/{quote(order_id)}"), account_id, submit=True)
+    async def order(self, order_id: str, account_id: str | None = None) -> list[dict]:
+        body = await self._call("GET", self.base_url, f"/v2/orders/{quote(order_id)}")
+        return convert.order(body, account_id, submit=True)
 
-    async def submit(self, parent: dict, legs: Iterable[dict] = (), account_id: Optional[str] = None) -> list[dict]:
+    async def submit(self, parent: dict, legs: Iterable[dict] = (), account_id: str | None = None) -> list[dict]:
         """
         POST an order with its client_order_id. Submitting the same
         client_order_id twice never makes a second order: Alpaca refuses the
@@ -232,7 +236,7 @@ class AlpacaClient:
         body = await self._call("GET", self.data_url, "/v2/stocks/quotes/latest", {"symbols": ",".join(symbols)})
         return [convert.latest_quote(symbol, q) for symbol, q in sorted(body["quotes"].items())]
 
-    async def bars(self, symbol: str, timeframe: str, start: str, end: Optional[str] = None) -> list[dict]:
+    async def bars(self, symbol: str, timeframe: str, start: str, end: str | None = None) -> list[dict]:
         """Historical bars, following next_page_token to the end."""
         bars, token = [], None
         while True:

@@ -8,7 +8,8 @@ retries transient failures on a fresh connection with exponential backoff.
 """
 
 from collections import deque
-from typing import Any, Callable, Mapping, Optional, Sequence, Union
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import psycopg2
 from twisted.internet.defer import Deferred, ensureDeferred, gatherResults
@@ -72,7 +73,7 @@ class Pool:
         self._idle_timers: dict[_PooledConnection, IDelayedCall] = {}
         self._busy: set[_PooledConnection] = set()
         self._opening = 0
-        self._waiters: deque[Deferred] = deque()
+        self._waiters: deque[Deferred[_PooledConnection]] = deque()
         self._closed = False
 
     @property
@@ -108,7 +109,7 @@ class Pool:
         """
         return await self._retrying(self._run_transaction, work, args)
 
-    async def query(self, sql: str, params: Optional[Union[Sequence[Any], Mapping[str, Any]]] = None) -> list[tuple]:
+    async def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> list[tuple]:
         """Run one statement on its own (autocommit) and return its rows."""
         return await self._retrying(self._run_query, sql, params)
 
@@ -180,7 +181,7 @@ class Pool:
             connection = await self._open()
             self._busy.add(connection)
             return connection
-        waiter = Deferred()
+        waiter: Deferred[_PooledConnection] = Deferred()
         self._waiters.append(waiter)
         return await waiter
 
