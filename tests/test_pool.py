@@ -27,6 +27,14 @@ class PoolTests(TestCase):
         )
         return rows[0][0]
 
+    async def backend_pids(self):
+        rows = await deferToThread(
+            blocking_query,
+            self.dsn,
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        return sorted(pid for (pid,) in rows)
+
     async def test_starts_with_minimum_connections(self):
         pool = await self.start_pool(size_min=2, size_max=5)
         self.assertEqual((pool.size, pool.idle), (2, 2))
@@ -52,18 +60,24 @@ class PoolTests(TestCase):
         pool = await self.start_pool(size_min=1, size_max=4, idle_timeout=30, clock=clock)
 
         async def sleeper(cursor):
-            await cursor.execute("SELECT pg_sleep(0.1)")
+            await cursor.execute("SELECT pg_sleep(0.1), pg_backend_pid()")
+            return cursor.fetchone()[1]
 
-        await gatherResults([ensureDeferred(pool.transaction(sleeper)) for _ in range(4)])
+        opened = await gatherResults([ensureDeferred(pool.transaction(sleeper)) for _ in range(4)])
         self.assertEqual(pool.size, 4)
+        self.assertEqual(sorted(opened), await self.backend_pids())
         clock.advance(29)
         self.assertEqual(pool.size, 4)
-        # A connection used again before its timeout starts a new idle period.
-        await pool.query("SELECT 1")
+        # A connection used again before its timeout starts a new idle period:
+        # it survives, and the three whose timers ran out are closed.
+        [(used_again,)] = await pool.query("SELECT pg_backend_pid()")
+        self.assertIn(used_again, opened)
         clock.advance(1)
         self.assertEqual(pool.size, 1)
         await deferLater(reactor, 0.1, lambda: None)
         self.assertEqual(await self.backends(), 1)
+        self.assertEqual(await self.backend_pids(), [used_again])
+        self.assertEqual(await pool.query("SELECT pg_backend_pid()"), [(used_again,)])
 
     async def test_transaction_terminated_midway_is_retried_on_a_fresh_connection(self):
         pool = await self.start_pool()
@@ -154,6 +168,20 @@ class PoolTests(TestCase):
         with self.assertRaises(psycopg2.OperationalError):
             await pool.transaction(always_killed)
         self.assertEqual(len(calls), 3)
+
+    async def test_a_closed_pool_stops_retrying(self):
+        clock = Clock()
+        pool = await self.start_pool(retry_attempts=3, retry_backoff=1, clock=clock)
+        calls = []
+
+        async def killed_while_closing(cursor):
+            calls.append(1)
+            pool.close()
+            await cursor.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+
+        with self.assertRaises(psycopg2.OperationalError):
+            await pool.transaction(killed_while_closing)
+        self.assertEqual((len(calls), clock.getDelayedCalls(), pool.size), (1, [], 0))
 
 
 def _terminate(dsn, pid):

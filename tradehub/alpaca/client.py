@@ -9,15 +9,19 @@ never logged.
 """
 
 import json
+from collections.abc import Iterable
 from decimal import Decimal
 from urllib.parse import quote
 
+from treq.client import HTTPClient
 from twisted.internet.defer import CancelledError
 from twisted.internet.error import ConnectError, ConnectionLost, DNSLookupError, TimeoutError
-from twisted.internet.task import deferLater
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.client import ResponseFailed, ResponseNeverReceived
+from twisted.web.http_headers import Headers
 
+from ..retry import retrying
 from . import convert
 
 PAGE_LIMIT = 500
@@ -32,7 +36,16 @@ class AlpacaError(Exception):
 
 
 class AlpacaUnavailable(AlpacaError):
-    """Alpaca did not answer usefully (timeout, 429, 5xx) within the retries."""
+    """
+    Alpaca did not answer usefully (timeout, 429, 5xx) within the retries.
+
+    @ivar retry_after: the seconds Alpaca asked to wait before trying again
+        (Retry-After or X-RateLimit-Reset), or None when it did not say.
+    """
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class AlpacaRejected(AlpacaError):
@@ -51,12 +64,31 @@ class AlpacaRejected(AlpacaError):
 
 
 class AlpacaClient:
+    """
+    One Alpaca account. C{http} is a treq HTTPClient (a StubTreq in tests);
+    C{clock} times the request timeouts and the waits between retries.
+    """
+
     log = Logger()
 
-    def __init__(self, http, clock, *, key_id, secret_key, base_url, data_url, timeout=10.0, retries=4, backoff=0.5):
+    def __init__(
+        self,
+        http: HTTPClient,
+        clock: IReactorTime,
+        *,
+        key_id: str,
+        secret_key: str,
+        base_url: str,
+        data_url: str,
+        timeout: float = 10.0,
+        retries: int = 4,
+        backoff: float = 0.5,
+    ) -> None:
         self._http = http
         self._clock = clock
-        self._headers = {"APCA-API-KEY-ID": [key_id], "APCA-API-SECRET-KEY": [secret_key], "Accept": ["application/json"]}
+        self._headers: dict[str | bytes, list[str | bytes]] = {
+            "APCA-API-KEY-ID": [key_id], "APCA-API-SECRET-KEY": [secret_key], "Accept": ["application/json"],
+        }
         self.base_url = base_url.rstrip("/")
         self.data_url = data_url.rstrip("/")
         self._timeout = timeout
@@ -67,64 +99,78 @@ class AlpacaClient:
         return f"AlpacaClient({self.base_url})"
 
     async def _call(self, method, base, path, params=None, body=None, allow_missing=False):
-        delay = self._backoff
-        for attempt in range(self._retries + 1):
-            try:
-                response = await self._http.request(
-                    method, (base + path).encode(), headers=self._headers, params=params, json=body,
-                    timeout=self._timeout,
-                )
-                payload = await response.content()
-            except _NETWORK_FAILURES as error:
-                failure, wait = AlpacaUnavailable(f"{method} {path}: {type(error).__name__}"), delay
-            else:
-                if response.code < 300:
-                    return json.loads(payload, parse_float=Decimal) if payload else None
-                if response.code == 404 and allow_missing:
-                    return None
-                if response.code != 429 and response.code < 500:
-                    raise _rejected(response.code, payload)
-                failure, wait = AlpacaUnavailable(f"{method} {path}: HTTP {response.code}"), self._wait(response, delay)
-            if attempt == self._retries:
-                raise failure
+        def log_retry(error, wait):
             self.log.warn("Alpaca {method} {path} failed ({reason}); retry in {wait:.2f}s",
-                          method=method, path=path, reason=str(failure), wait=wait)
-            await deferLater(self._clock, wait, lambda: None)
-            delay *= 2
-        raise AssertionError("unreachable")
+                          method=method, path=path, reason=str(error), wait=wait)
 
-    def _wait(self, response, delay):
-        """The backoff delay, stretched to what the rate-limit headers ask for."""
-        headers = response.headers
+        return await retrying(
+            lambda: self._request(method, base, path, params, body, allow_missing),
+            clock=self._clock,
+            retries=self._retries,
+            delay=self._backoff,
+            retryable=lambda error: isinstance(error, AlpacaUnavailable),
+            wait=self._wait,
+            on_retry=log_retry,
+        )
+
+    async def _request(self, method, base, path, params, body, allow_missing):
+        """One try: the decoded answer; L{AlpacaUnavailable} when worth retrying, L{AlpacaRejected} when not."""
+        try:
+            response = await self._http.request(
+                method, (base + path).encode(), headers=self._headers, params=params, json=body,
+                timeout=self._timeout,
+                reactor=self._clock,  # type: ignore[arg-type]  # treq only times the timeout on it
+            )
+            payload = await response.content()
+        except _NETWORK_FAILURES as error:
+            raise AlpacaUnavailable(f"{method} {path}: {type(error).__name__}") from error
+        if response.code < 300:
+            return json.loads(payload, parse_float=Decimal) if payload else None
+        if response.code == 404 and allow_missing:
+            return None
+        if response.code != 429 and response.code < 500:
+            raise _rejected(response.code, payload)
+        raise AlpacaUnavailable(f"{method} {path}: HTTP {response.code}", self._asked_wait(response.headers))
+
+    def _asked_wait(self, headers: Headers) -> float | None:
+        """The seconds Alpaca's rate-limit headers ask to wait, if they say."""
         retry_after = headers.getRawHeaders(b"retry-after")
         if retry_after:
             try:
-                return min(MAX_WAIT, max(delay, float(retry_after[0])))
+                return float(retry_after[0])
             except ValueError:
                 pass
         reset = headers.getRawHeaders(b"x-ratelimit-reset")
         if reset:
             try:
-                return min(MAX_WAIT, max(delay, float(reset[0]) - self._clock.seconds()))
+                return float(reset[0]) - self._clock.seconds()
             except ValueError:
                 pass
-        return delay
+        return None
+
+    @staticmethod
+    def _wait(error: Exception, delay: float) -> float:
+        """The backoff delay, stretched to what Alpaca asked for but never past MAX_WAIT."""
+        asked = error.retry_after if isinstance(error, AlpacaUnavailable) else None
+        return delay if asked is None else min(MAX_WAIT, max(delay, asked))
 
     # Trading API
 
-    async def account(self):
+    async def account(self) -> dict:
         return convert.account(await self._call("GET", self.base_url, "/v2/account"))
 
-    async def assets(self, status="active", asset_class=None):
+    async def assets(self, status: str = "active", asset_class: str | None = None) -> list[dict]:
         params = {"status": status}
         if asset_class:
             params["asset_class"] = asset_class
         return [convert.asset(a) for a in await self._call("GET", self.base_url, "/v2/assets", params)]
 
-    async def positions(self, account_id):
+    async def positions(self, account_id: str) -> list[dict]:
         return [convert.position(p, account_id) for p in await self._call("GET", self.base_url, "/v2/positions")]
 
-    async def orders(self, account_id, status="all", after=None, until=None):
+    async def orders(
+        self, account_id: str, status: str = "all", after: str | None = None, until: str | None = None
+    ) -> list[dict]:
         """
         Every order (legs nested in their parents) from oldest to newest, page by
         page through `after` until a page comes back short.
@@ -145,17 +191,18 @@ class AlpacaClient:
                 return rows
             after = page[-1]["created_at"]
 
-    async def order_by_client_order_id(self, client_order_id, account_id=None):
+    async def order_by_client_order_id(self, client_order_id: str, account_id: str | None = None) -> list[dict] | None:
         body = await self._call(
             "GET", self.base_url, "/v2/orders:by_client_order_id", {"client_order_id": client_order_id},
             allow_missing=True,
         )
         return None if body is None else convert.order(body, account_id, submit=True)
 
-    async def order(self, order_id, account_id=None):
-        return convert.order(await self._call("GET", self.base_url, f"/v2/orders/{quote(order_id)}"), account_id, submit=True)
+    async def order(self, order_id: str, account_id: str | None = None) -> list[dict]:
+        body = await self._call("GET", self.base_url, f"/v2/orders/{quote(order_id)}")
+        return convert.order(body, account_id, submit=True)
 
-    async def submit(self, parent, legs=(), account_id=None):
+    async def submit(self, parent: dict, legs: Iterable[dict] = (), account_id: str | None = None) -> list[dict]:
         """
         POST an order with its client_order_id. Submitting the same
         client_order_id twice never makes a second order: Alpaca refuses the
@@ -175,21 +222,21 @@ class AlpacaClient:
             return existing
         return convert.order(answer, account_id, submit=True)
 
-    async def cancel(self, order_id):
+    async def cancel(self, order_id: str) -> None:
         """DELETE /v2/orders/{id}: Alpaca accepts the cancel; the order's status follows."""
         await self._call("DELETE", self.base_url, f"/v2/orders/{quote(order_id)}")
 
     # Market data API
 
-    async def latest_trades(self, symbols):
+    async def latest_trades(self, symbols: Iterable[str]) -> list[dict]:
         body = await self._call("GET", self.data_url, "/v2/stocks/trades/latest", {"symbols": ",".join(symbols)})
         return [convert.latest_trade(symbol, trade) for symbol, trade in sorted(body["trades"].items())]
 
-    async def latest_quotes(self, symbols):
+    async def latest_quotes(self, symbols: Iterable[str]) -> list[dict]:
         body = await self._call("GET", self.data_url, "/v2/stocks/quotes/latest", {"symbols": ",".join(symbols)})
         return [convert.latest_quote(symbol, q) for symbol, q in sorted(body["quotes"].items())]
 
-    async def bars(self, symbol, timeframe, start, end=None):
+    async def bars(self, symbol: str, timeframe: str, start: str, end: str | None = None) -> list[dict]:
         """Historical bars, following next_page_token to the end."""
         bars, token = [], None
         while True:

@@ -8,13 +8,16 @@ retries transient failures on a fresh connection with exponential backoff.
 """
 
 from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import psycopg2
 from twisted.internet.defer import Deferred, ensureDeferred, gatherResults
-from twisted.internet.task import deferLater
+from twisted.internet.interfaces import IDelayedCall, IReactorFDSet, IReactorTime
 from twisted.logger import Logger
 from txpostgres.txpostgres import Connection
 
+from ..retry import retrying
 from .failures import CommitOutcomeUnknown, PoolClosed, connection_is_gone, is_transient
 
 
@@ -40,22 +43,24 @@ class Pool:
     """
     Connections to one database. Work is a function of a txpostgres cursor
     that returns a Deferred or a coroutine; it runs inside one transaction.
+    The connections run on C{reactor} (which txpostgres also uses as a
+    clock); C{clock} times idle connections and the waits between retries.
     """
 
     log = Logger()
 
     def __init__(
         self,
-        dsn,
+        dsn: str,
         *,
-        reactor,
-        clock,
-        size_min,
-        size_max,
-        idle_timeout,
-        retry_attempts,
-        retry_backoff,
-    ):
+        reactor: IReactorFDSet,
+        clock: IReactorTime,
+        size_min: int,
+        size_max: int,
+        idle_timeout: float,
+        retry_attempts: int,
+        retry_backoff: float,
+    ) -> None:
         self._dsn = dsn
         self._reactor = reactor
         self._clock = clock
@@ -64,29 +69,29 @@ class Pool:
         self._idle_timeout = idle_timeout
         self._retry_attempts = retry_attempts
         self._retry_backoff = retry_backoff
-        self._idle = []
-        self._idle_timers = {}
-        self._busy = set()
+        self._idle: list[_PooledConnection] = []
+        self._idle_timers: dict[_PooledConnection, IDelayedCall] = {}
+        self._busy: set[_PooledConnection] = set()
         self._opening = 0
-        self._waiters = deque()
+        self._waiters: deque[Deferred[_PooledConnection]] = deque()
         self._closed = False
 
     @property
-    def size(self):
+    def size(self) -> int:
         """Connections open or opening."""
         return len(self._idle) + len(self._busy) + self._opening
 
     @property
-    def idle(self):
+    def idle(self) -> int:
         return len(self._idle)
 
-    async def start(self):
+    async def start(self) -> None:
         """Open the minimum number of connections; fails if the database is unreachable."""
         connections = await gatherResults([self._open() for _ in range(self.size_min)], consumeErrors=True)
         for connection in connections:
             self._make_idle(connection)
 
-    def close(self):
+    def close(self) -> None:
         """Close idle connections now and busy ones as they are released."""
         self._closed = True
         while self._waiters:
@@ -96,7 +101,7 @@ class Pool:
             connection.close()
         self._idle.clear()
 
-    async def transaction(self, work, *args):
+    async def transaction(self, work: Callable[..., Any], *args: Any) -> Any:
         """
         Run C{work(cursor, *args)} inside BEGIN/COMMIT and return its result.
         A failure rolls the whole transaction back; a transient failure is
@@ -104,32 +109,41 @@ class Pool:
         """
         return await self._retrying(self._run_transaction, work, args)
 
-    async def query(self, sql, params=None):
+    async def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> list[tuple]:
         """Run one statement on its own (autocommit) and return its rows."""
         return await self._retrying(self._run_query, sql, params)
 
-    async def _retrying(self, attempt, *args):
-        delay = self._retry_backoff
-        for tries_left in range(self._retry_attempts, -1, -1):
-            connection = None
-            try:
-                connection = await self._acquire()
-                result = await attempt(connection, *args)
-            except Exception as error:
-                if connection is not None:
-                    self._release(connection, gone=connection_is_gone(error) or bool(connection.closed))
-                if not tries_left or not is_transient(error) or self._closed:
-                    raise
-                self.log.warn(
-                    "transient database failure, retrying in {delay:.3f}s: {error}",
-                    delay=delay,
-                    error=str(error).strip(),
-                )
-                await deferLater(self._clock, delay, lambda: None)
-                delay *= 2
-            else:
-                self._release(connection)
-                return result
+    async def _retrying(self, run, *args):
+        """Try C{run(connection, *args)} on a pooled connection until it succeeds or stops being worth retrying."""
+        return await retrying(
+            lambda: self._on_a_connection(run, *args),
+            clock=self._clock,
+            retries=self._retry_attempts,
+            delay=self._retry_backoff,
+            retryable=lambda error: is_transient(error) and not self._closed,
+            on_retry=self._log_retry,
+        )
+
+    async def _on_a_connection(self, run, *args):
+        """
+        One try. The connection goes back to the pool, or is closed when the
+        failure says it is gone, before the next try picks a connection.
+        """
+        connection = await self._acquire()
+        try:
+            result = await run(connection, *args)
+        except Exception as error:
+            self._release(connection, gone=connection_is_gone(error) or bool(connection.closed))
+            raise
+        self._release(connection)
+        return result
+
+    def _log_retry(self, error, delay):
+        self.log.warn(
+            "transient database failure, retrying in {delay:.3f}s: {error}",
+            delay=delay,
+            error=str(error).strip(),
+        )
 
     async def _run_query(self, connection, sql, params):
         cursor = connection.cursor()
@@ -167,7 +181,7 @@ class Pool:
             connection = await self._open()
             self._busy.add(connection)
             return connection
-        waiter = Deferred()
+        waiter: Deferred[_PooledConnection] = Deferred()
         self._waiters.append(waiter)
         return await waiter
 
