@@ -17,6 +17,7 @@ test: $(STAMP)
 # Lint and type-check; settings in pyproject.toml.
 check: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
 bench: $(STAMP)

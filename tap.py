@@ -4,11 +4,10 @@ twistd tradehub: command-line options and the service tree they build.
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import cast
+from typing import Any
 
 from treq.client import HTTPClient
 from twisted.application.service import Service
-from twisted.internet.interfaces import IReactorCore
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web.client import Agent, HTTPConnectionPool
@@ -16,10 +15,10 @@ from twisted.web.client import Agent, HTTPConnectionPool
 from tradehub.alpaca.client import AlpacaClient
 from tradehub.alpaca.sync import AlpacaSync
 from tradehub.config import SETTINGS, ConfigError, Settings, load_settings, redact_url
+from tradehub.controllers import build_controllers
 from tradehub.db.embedded import EmbeddedCluster
 from tradehub.db.pool import Pool
 from tradehub.logs import json_observer
-from tradehub.controllers import build_controllers
 from tradehub.server.hub import HubFactory
 from tradehub.server.routes import build_registry
 from tradehub.service import (
@@ -48,15 +47,15 @@ class Options(usage.Options):
 
     optFlags = [["migrate-only", None, "apply pending schema migrations, then exit"]]
     optParameters = [
-        [s.option, None, None, f"{s.help} (env {s.key}, default {s.default or 'empty'})"]
-        for s in SETTINGS
-        if s.option
+        [s.option, None, None, f"{s.help} (env {s.key}, default {s.default or 'empty'})"] for s in SETTINGS if s.option
     ]
 
-    reactor: IReactorCore
+    # The installed reactor provides every IReactor* interface the service
+    # tree uses (time, TCP, threads, FD sets); no single interface names them all.
+    reactor: Any
     settings: Settings
 
-    def __init__(self, reactor: IReactorCore | None = None) -> None:
+    def __init__(self, reactor: Any = None) -> None:
         """
         @param reactor: the reactor to check endpoints for and build the
             service on; twistd gives none, so parsing takes the one it installed.
@@ -87,11 +86,11 @@ class Options(usage.Options):
             raise SystemExit(f"tradehub: {e}") from None
 
 
-def _installed_reactor() -> IReactorCore:
+def _installed_reactor() -> Any:
     """The reactor twistd runs: it handles its --reactor option before this subcommand's options."""
     from twisted.internet import reactor
 
-    return cast(IReactorCore, reactor)
+    return reactor
 
 
 def makeService(options: Options) -> HubService:
@@ -159,7 +158,8 @@ def makeService(options: Options) -> HubService:
         reactor,
         steps,
         ready_message=(
-            f"frontend on {settings.frontend_endpoint}, ml on {settings.ml_endpoint}, database {database}, alpaca {alpaca}"
+            f"frontend on {settings.frontend_endpoint}, ml on {settings.ml_endpoint}, "
+            f"database {database}, alpaca {alpaca}"
         ),
         migrate_only=options["migrate-only"],
         log_observer=json_observer(parent.get("logfile")) if settings.log_format == "json" else None,

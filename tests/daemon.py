@@ -65,7 +65,9 @@ class Daemon:
             if text in self.output():
                 return
             if self.process.poll() is not None:
-                raise AssertionError(f"daemon exited {self.process.returncode} before {text!r}:\n{self.output()}{self.errors()}")
+                raise AssertionError(
+                    f"daemon exited {self.process.returncode} before {text!r}:\n{self.output()}{self.errors()}"
+                )
             time.sleep(0.05)
         raise AssertionError(f"no {text!r} within {timeout}s:\n{self.output()}")
 
@@ -109,5 +111,3 @@ def process_alive(pid, grace=5.0):
         if time.monotonic() > deadline:
             return True
         time.sleep(0.05)
-
-

@@ -29,33 +29,92 @@ def stamp():
 
 
 ACCOUNT = {
-    "id": "904837e3-3b76-47ec-b432-046db621571b", "account_number": "PA3BF2V1ZQZF", "status": "ACTIVE",
-    "crypto_status": "ACTIVE", "currency": "USD", "buying_power": "262113.632", "regt_buying_power": "262113.632",
-    "daytrading_buying_power": "0", "non_marginable_buying_power": "131056.81", "cash": "-23140.200000001",
-    "portfolio_value": "103820.56", "pattern_day_trader": False, "trading_blocked": False, "transfers_blocked": False,
-    "account_blocked": False, "created_at": "2019-06-12T22:47:07.99658Z", "trade_suspended_by_user": False,
-    "multiplier": "4", "shorting_enabled": True, "equity": "103820.56", "last_equity": "103529.24",
-    "long_market_value": "126960.76", "short_market_value": "0", "initial_margin": "63480.38",
-    "maintenance_margin": "38088.228", "last_maintenance_margin": "38000.832", "sma": "0", "daytrade_count": 0,
+    "id": "904837e3-3b76-47ec-b432-046db621571b",
+    "account_number": "PA3BF2V1ZQZF",
+    "status": "ACTIVE",
+    "crypto_status": "ACTIVE",
+    "currency": "USD",
+    "buying_power": "262113.632",
+    "regt_buying_power": "262113.632",
+    "daytrading_buying_power": "0",
+    "non_marginable_buying_power": "131056.81",
+    "cash": "-23140.200000001",
+    "portfolio_value": "103820.56",
+    "pattern_day_trader": False,
+    "trading_blocked": False,
+    "transfers_blocked": False,
+    "account_blocked": False,
+    "created_at": "2019-06-12T22:47:07.99658Z",
+    "trade_suspended_by_user": False,
+    "multiplier": "4",
+    "shorting_enabled": True,
+    "equity": "103820.56",
+    "last_equity": "103529.24",
+    "long_market_value": "126960.76",
+    "short_market_value": "0",
+    "initial_margin": "63480.38",
+    "maintenance_margin": "38088.228",
+    "last_maintenance_margin": "38000.832",
+    "sma": "0",
+    "daytrade_count": 0,
 }
 
 ASSETS = [
-    {"id": "b0b6dd9d-8b9b-48a9-ba46-b9d54906e415", "class": "us_equity", "exchange": "NASDAQ", "symbol": "AAPL",
-     "name": "Apple Inc. Common Stock", "status": "active", "tradable": True, "marginable": True, "shortable": True,
-     "easy_to_borrow": True, "fractionable": True, "min_order_size": "0.000000001", "min_trade_increment": "0.000000001",
-     "price_increment": "0.01", "maintenance_margin_requirement": 30, "attributes": ["fractional_eh_enabled"]},
-    {"id": "276e2673-764b-4ab6-a611-caf665ca6340", "class": "crypto", "exchange": "CRYPTO", "symbol": "BTC/USD",
-     "name": "Bitcoin / US Dollar", "status": "active", "tradable": True, "marginable": False, "shortable": False,
-     "easy_to_borrow": False, "fractionable": True, "min_order_size": "0.0001", "min_trade_increment": "0.000000001",
-     "price_increment": "1"},
+    {
+        "id": "b0b6dd9d-8b9b-48a9-ba46-b9d54906e415",
+        "class": "us_equity",
+        "exchange": "NASDAQ",
+        "symbol": "AAPL",
+        "name": "Apple Inc. Common Stock",
+        "status": "active",
+        "tradable": True,
+        "marginable": True,
+        "shortable": True,
+        "easy_to_borrow": True,
+        "fractionable": True,
+        "min_order_size": "0.000000001",
+        "min_trade_increment": "0.000000001",
+        "price_increment": "0.01",
+        "maintenance_margin_requirement": 30,
+        "attributes": ["fractional_eh_enabled"],
+    },
+    {
+        "id": "276e2673-764b-4ab6-a611-caf665ca6340",
+        "class": "crypto",
+        "exchange": "CRYPTO",
+        "symbol": "BTC/USD",
+        "name": "Bitcoin / US Dollar",
+        "status": "active",
+        "tradable": True,
+        "marginable": False,
+        "shortable": False,
+        "easy_to_borrow": False,
+        "fractionable": True,
+        "min_order_size": "0.0001",
+        "min_trade_increment": "0.000000001",
+        "price_increment": "1",
+    },
 ]
 
 POSITION = {
-    "asset_id": "b0b6dd9d-8b9b-48a9-ba46-b9d54906e415", "symbol": "AAPL", "exchange": "NASDAQ",
-    "asset_class": "us_equity", "asset_marginable": True, "qty": "5", "avg_entry_price": "100.123456789",
-    "side": "long", "market_value": "600.0", "cost_basis": "500.617283945", "unrealized_pl": "99.382716055",
-    "unrealized_plpc": "0.198521", "unrealized_intraday_pl": "10.0", "unrealized_intraday_plpc": "0.0084",
-    "current_price": "120.0", "lastday_price": "119.0", "change_today": "0.0084", "qty_available": "5",
+    "asset_id": "b0b6dd9d-8b9b-48a9-ba46-b9d54906e415",
+    "symbol": "AAPL",
+    "exchange": "NASDAQ",
+    "asset_class": "us_equity",
+    "asset_marginable": True,
+    "qty": "5",
+    "avg_entry_price": "100.123456789",
+    "side": "long",
+    "market_value": "600.0",
+    "cost_basis": "500.617283945",
+    "unrealized_pl": "99.382716055",
+    "unrealized_plpc": "0.198521",
+    "unrealized_intraday_pl": "10.0",
+    "unrealized_intraday_plpc": "0.0084",
+    "current_price": "120.0",
+    "lastday_price": "119.0",
+    "change_today": "0.0084",
+    "qty_available": "5",
 }
 
 
@@ -81,8 +140,17 @@ class FakeAlpaca(Resource):
         self.failures = []
         self.held = []
         self.bars = [
-            {"t": f"2026-11-2{i // 3}T14:3{i % 3}:00Z", "o": 100.01 + i, "h": 101.5, "l": 99.25, "c": 100.5,
-             "v": 1200 + i, "n": 42, "vw": 100.4321} for i in range(5)
+            {
+                "t": f"2026-11-2{i // 3}T14:3{i % 3}:00Z",
+                "o": 100.01 + i,
+                "h": 101.5,
+                "l": 99.25,
+                "c": 100.5,
+                "v": 1200 + i,
+                "n": 42,
+                "vw": 100.4321,
+            }
+            for i in range(5)
         ]
 
     # Failure injection
@@ -109,15 +177,38 @@ class FakeAlpaca(Resource):
     def order_json(self, body, status="accepted"):
         now = stamp()
         order = {
-            "id": str(uuid.uuid4()), "client_order_id": body.get("client_order_id") or str(uuid.uuid4()),
-            "created_at": now, "updated_at": now, "submitted_at": now, "filled_at": None, "expired_at": None,
-            "canceled_at": None, "failed_at": None, "replaced_at": None, "replaced_by": None, "replaces": None,
-            "asset_id": self.assets[0]["id"], "symbol": body["symbol"], "asset_class": "us_equity",
-            "notional": body.get("notional"), "qty": body.get("qty"), "filled_qty": "0", "filled_avg_price": None,
-            "order_class": body.get("order_class", ""), "order_type": body["type"], "type": body["type"],
-            "side": body["side"], "time_in_force": body["time_in_force"], "limit_price": body.get("limit_price"),
-            "stop_price": body.get("stop_price"), "status": status, "extended_hours": body.get("extended_hours", False),
-            "legs": None, "trail_percent": body.get("trail_percent"), "trail_price": body.get("trail_price"), "hwm": None,
+            "id": str(uuid.uuid4()),
+            "client_order_id": body.get("client_order_id") or str(uuid.uuid4()),
+            "created_at": now,
+            "updated_at": now,
+            "submitted_at": now,
+            "filled_at": None,
+            "expired_at": None,
+            "canceled_at": None,
+            "failed_at": None,
+            "replaced_at": None,
+            "replaced_by": None,
+            "replaces": None,
+            "asset_id": self.assets[0]["id"],
+            "symbol": body["symbol"],
+            "asset_class": "us_equity",
+            "notional": body.get("notional"),
+            "qty": body.get("qty"),
+            "filled_qty": "0",
+            "filled_avg_price": None,
+            "order_class": body.get("order_class", ""),
+            "order_type": body["type"],
+            "type": body["type"],
+            "side": body["side"],
+            "time_in_force": body["time_in_force"],
+            "limit_price": body.get("limit_price"),
+            "stop_price": body.get("stop_price"),
+            "status": status,
+            "extended_hours": body.get("extended_hours", False),
+            "legs": None,
+            "trail_percent": body.get("trail_percent"),
+            "trail_price": body.get("trail_price"),
+            "hwm": None,
         }
         return order
 
@@ -163,7 +254,11 @@ class FakeAlpaca(Resource):
             return self._create_order(request, body)
         if (method, path) == ("GET", "/v2/orders:by_client_order_id"):
             found = [o for o in self.orders if o["client_order_id"] == query["client_order_id"][0]]
-            return self._answer(request, 200, found[0]) if found else self._answer(request, 404, {"code": 40410000, "message": "order not found"})
+            return (
+                self._answer(request, 200, found[0])
+                if found
+                else self._answer(request, 404, {"code": 40410000, "message": "order not found"})
+            )
         if path.startswith("/v2/orders/"):
             found = [o for o in self.orders if o["id"] == path.rsplit("/", 1)[1]]
             if not found:
@@ -172,19 +267,43 @@ class FakeAlpaca(Resource):
                 return self._answer(request, 200, found[0])
             if method == "DELETE":
                 if found[0]["status"] not in OPEN:
-                    return self._answer(request, 422, {"code": 42210000, "message": f"order is not cancelable ({found[0]['status']})"})
+                    return self._answer(
+                        request, 422, {"code": 42210000, "message": f"order is not cancelable ({found[0]['status']})"}
+                    )
                 found[0].update(status="canceled", canceled_at=stamp(), updated_at=stamp())
                 request.setResponseCode(204)
                 return b""
         if (method, path) == ("GET", "/v2/stocks/trades/latest"):
             symbols = query["symbols"][0].split(",")
-            trades = {s: {"t": "2026-11-24T14:30:00.123456789Z", "x": "V", "p": Decimal_like("189.12"), "s": 100,
-                          "c": ["@"], "i": 52983525029461, "z": "C"} for s in symbols}
+            trades = {
+                s: {
+                    "t": "2026-11-24T14:30:00.123456789Z",
+                    "x": "V",
+                    "p": Decimal_like("189.12"),
+                    "s": 100,
+                    "c": ["@"],
+                    "i": 52983525029461,
+                    "z": "C",
+                }
+                for s in symbols
+            }
             return self._raw(request, {"trades": trades})
         if (method, path) == ("GET", "/v2/stocks/quotes/latest"):
             symbols = query["symbols"][0].split(",")
-            quotes = {s: {"t": "2026-11-24T14:30:00.5Z", "ax": "V", "ap": Decimal_like("189.13"), "as": 2, "bx": "Q",
-                          "bp": Decimal_like("189.11"), "bs": 3, "c": ["R"], "z": "C"} for s in symbols}
+            quotes = {
+                s: {
+                    "t": "2026-11-24T14:30:00.5Z",
+                    "ax": "V",
+                    "ap": Decimal_like("189.13"),
+                    "as": 2,
+                    "bx": "Q",
+                    "bp": Decimal_like("189.11"),
+                    "bs": 3,
+                    "c": ["R"],
+                    "z": "C",
+                }
+                for s in symbols
+            }
             return self._raw(request, {"quotes": quotes})
         if method == "GET" and path.startswith("/v2/stocks/") and path.endswith("/bars"):
             start = int(query.get("page_token", ["0"])[0])
@@ -217,11 +336,32 @@ class FakeAlpaca(Resource):
         order = self.order_json(body)
         legs = []
         if "take_profit" in body:
-            legs.append(self.order_json({**body, "client_order_id": order["client_order_id"] + "-tp", "type": "limit",
-                                         "limit_price": body["take_profit"]["limit_price"], "side": _other(body["side"])}, "held"))
+            legs.append(
+                self.order_json(
+                    {
+                        **body,
+                        "client_order_id": order["client_order_id"] + "-tp",
+                        "type": "limit",
+                        "limit_price": body["take_profit"]["limit_price"],
+                        "side": _other(body["side"]),
+                    },
+                    "held",
+                )
+            )
         if "stop_loss" in body:
-            legs.append(self.order_json({**body, "client_order_id": order["client_order_id"] + "-sl", "type": "stop",
-                                         "stop_price": body["stop_loss"]["stop_price"], "limit_price": None, "side": _other(body["side"])}, "held"))
+            legs.append(
+                self.order_json(
+                    {
+                        **body,
+                        "client_order_id": order["client_order_id"] + "-sl",
+                        "type": "stop",
+                        "stop_price": body["stop_loss"]["stop_price"],
+                        "limit_price": None,
+                        "side": _other(body["side"]),
+                    },
+                    "held",
+                )
+            )
         order["legs"] = legs or None
         self.orders.append(order)
         return self._answer(request, 200, order)

@@ -4,11 +4,11 @@ import attrs
 from twisted.internet import reactor
 from twisted.internet.endpoints import serverFromString
 
-from tradehub.server.routes import Registry, Route, build_registry
 from tradehub.controllers import build_controllers
 from tradehub.protocol.enums import SQLCommand, SQLTable
-from tradehub.server.hub import HubFactory
 from tradehub.protocol.wire import Field, Layout, list_of, string, u32
+from tradehub.server.hub import HubFactory
+from tradehub.server.routes import Registry, Route, build_registry
 
 from . import wire
 from .support import fresh_database, make_pool

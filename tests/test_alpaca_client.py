@@ -36,7 +36,9 @@ def http_client():
 
 def alpaca_for(fake, **options):
     """A client of the fake Alpaca on loopback, on the real reactor."""
-    settings = dict(key_id=KEY_ID, secret_key=SECRET, base_url=fake.url, data_url=fake.url, timeout=2.0, retries=3, backoff=0.01)
+    settings = dict(
+        key_id=KEY_ID, secret_key=SECRET, base_url=fake.url, data_url=fake.url, timeout=2.0, retries=3, backoff=0.01
+    )
     settings.update(options)
     return AlpacaClient(http_client(), reactor, **settings)
 
@@ -117,10 +119,18 @@ class StubbedClientTests(SynchronousTestCase):
 
     def test_orders_paginate_to_exhaustion(self):
         for i in range(1203):
-            self.fake.orders.append(self.fake.order_json({
-                "client_order_id": f"c{i:05d}", "symbol": "AAPL", "qty": "1", "side": "buy", "type": "market",
-                "time_in_force": "day",
-            }))
+            self.fake.orders.append(
+                self.fake.order_json(
+                    {
+                        "client_order_id": f"c{i:05d}",
+                        "symbol": "AAPL",
+                        "qty": "1",
+                        "side": "buy",
+                        "type": "market",
+                        "time_in_force": "day",
+                    }
+                )
+            )
         orders = self.answer(self.alpaca.orders(rows.ACCOUNT_ID))
         self.assertEqual([o["client_order_id"] for o in orders], [f"c{i:05d}" for i in range(1203)])
         pages = [r for r in self.fake.received if r.path == "/v2/orders"]
@@ -245,39 +255,94 @@ class LoopbackTests(TestCase):
 class ConvertTests(SynchronousTestCase):
     def test_rfc3339_keeps_every_digit_and_converts_offsets(self):
         self.assertEqual(convert.timestamp("2024-04-24T18:26:49.434425542Z"), Timestamp(1713983209434425542))
-        self.assertEqual(convert.timestamp("2024-04-24T20:26:49.5+02:00"), convert.timestamp("2024-04-24T18:26:49.500Z"))
+        self.assertEqual(
+            convert.timestamp("2024-04-24T20:26:49.5+02:00"), convert.timestamp("2024-04-24T18:26:49.500Z")
+        )
         self.assertRaises(ValueError, convert.timestamp, "yesterday")
 
     def test_order_maps_every_field_and_its_legs(self):
         body = {
-            "id": "61e69015-8549-4bfd-b9c3-01e75843f47d", "client_order_id": "eb9e2aaa-f71a-4f51-b5b4-52a6c565dad4",
-            "created_at": "2021-03-16T18:38:01.942282Z", "updated_at": "2021-03-16T18:38:01.942282Z",
-            "submitted_at": "2021-03-16T18:38:01.937734Z", "filled_at": "2021-03-16T18:38:02.123456789Z",
-            "expired_at": None, "canceled_at": None, "failed_at": None, "replaced_at": None, "replaced_by": None,
-            "replaces": None, "asset_id": "b0b6dd9d-8b9b-48a9-ba46-b9d54906e415", "symbol": "AAPL",
-            "asset_class": "us_equity", "notional": None, "qty": "2.5", "filled_qty": "2.5",
-            "filled_avg_price": "189.123456789", "order_class": "bracket", "order_type": "limit", "type": "limit",
-            "side": "buy", "time_in_force": "gtc", "limit_price": "189.2", "stop_price": None, "status": "filled",
-            "extended_hours": True, "trail_percent": None, "trail_price": None, "hwm": None,
-            "legs": [{
-                "id": "a1e69015-8549-4bfd-b9c3-01e75843f47d", "client_order_id": "leg-1",
-                "created_at": "2021-03-16T18:38:01.942282Z", "updated_at": None, "submitted_at": None,
-                "asset_id": "b0b6dd9d-8b9b-48a9-ba46-b9d54906e415", "symbol": "AAPL", "asset_class": "us_equity",
-                "qty": "2.5", "filled_qty": "0", "order_class": "bracket", "type": "limit", "side": "sell",
-                "time_in_force": "gtc", "limit_price": "200", "status": "held", "extended_hours": False, "legs": None,
-            }],
+            "id": "61e69015-8549-4bfd-b9c3-01e75843f47d",
+            "client_order_id": "eb9e2aaa-f71a-4f51-b5b4-52a6c565dad4",
+            "created_at": "2021-03-16T18:38:01.942282Z",
+            "updated_at": "2021-03-16T18:38:01.942282Z",
+            "submitted_at": "2021-03-16T18:38:01.937734Z",
+            "filled_at": "2021-03-16T18:38:02.123456789Z",
+            "expired_at": None,
+            "canceled_at": None,
+            "failed_at": None,
+            "replaced_at": None,
+            "replaced_by": None,
+            "replaces": None,
+            "asset_id": "b0b6dd9d-8b9b-48a9-ba46-b9d54906e415",
+            "symbol": "AAPL",
+            "asset_class": "us_equity",
+            "notional": None,
+            "qty": "2.5",
+            "filled_qty": "2.5",
+            "filled_avg_price": "189.123456789",
+            "order_class": "bracket",
+            "order_type": "limit",
+            "type": "limit",
+            "side": "buy",
+            "time_in_force": "gtc",
+            "limit_price": "189.2",
+            "stop_price": None,
+            "status": "filled",
+            "extended_hours": True,
+            "trail_percent": None,
+            "trail_price": None,
+            "hwm": None,
+            "legs": [
+                {
+                    "id": "a1e69015-8549-4bfd-b9c3-01e75843f47d",
+                    "client_order_id": "leg-1",
+                    "created_at": "2021-03-16T18:38:01.942282Z",
+                    "updated_at": None,
+                    "submitted_at": None,
+                    "asset_id": "b0b6dd9d-8b9b-48a9-ba46-b9d54906e415",
+                    "symbol": "AAPL",
+                    "asset_class": "us_equity",
+                    "qty": "2.5",
+                    "filled_qty": "0",
+                    "order_class": "bracket",
+                    "type": "limit",
+                    "side": "sell",
+                    "time_in_force": "gtc",
+                    "limit_price": "200",
+                    "status": "held",
+                    "extended_hours": False,
+                    "legs": None,
+                }
+            ],
         }
         parent, leg = convert.order(body, rows.ACCOUNT_ID)
         self.assertEqual(
-            {k: parent[k] for k in ("id", "account_id", "order_class", "type", "time_in_force", "status", "extended_hours")},
-            {"id": body["id"], "account_id": rows.ACCOUNT_ID, "order_class": "bracket", "type": "limit",
-             "time_in_force": "gtc", "status": "filled", "extended_hours": True},
+            {
+                k: parent[k]
+                for k in ("id", "account_id", "order_class", "type", "time_in_force", "status", "extended_hours")
+            },
+            {
+                "id": body["id"],
+                "account_id": rows.ACCOUNT_ID,
+                "order_class": "bracket",
+                "type": "limit",
+                "time_in_force": "gtc",
+                "status": "filled",
+                "extended_hours": True,
+            },
         )
-        self.assertEqual((parent["qty"], parent["filled_avg_price"], parent["limit_price"]), (Decimal("2.5"), Decimal("189.123456789"), Decimal("189.2")))
+        self.assertEqual(
+            (parent["qty"], parent["filled_avg_price"], parent["limit_price"]),
+            (Decimal("2.5"), Decimal("189.123456789"), Decimal("189.2")),
+        )
         self.assertEqual(parent["filled_at"].ns % 10**9, 123456789)
         self.assertEqual(parent["submitted_at"], convert.timestamp("2021-03-16T18:38:01.937734Z"))
         self.assertIsNone(parent["notional"])
-        self.assertEqual((leg["parent_client_order_id"], leg["status"], leg["limit_price"]), (body["client_order_id"], "held", Decimal(200)))
+        self.assertEqual(
+            (leg["parent_client_order_id"], leg["status"], leg["limit_price"]),
+            (body["client_order_id"], "held", Decimal(200)),
+        )
         self.assertEqual(leg["updated_at"], leg["created_at"])
         self.assertEqual(set(parent), set(rows.order()))
 
@@ -318,8 +383,13 @@ class RetryTests(SynchronousTestCase):
         self.retries = []
 
     def run_retrying(self, attempt, **options):
-        settings = dict(clock=self.clock, retries=3, delay=1.0, retryable=lambda error: isinstance(error, Transient),
-                        on_retry=lambda error, wait: self.retries.append((str(error), wait)))
+        settings = dict(
+            clock=self.clock,
+            retries=3,
+            delay=1.0,
+            retryable=lambda error: isinstance(error, Transient),
+            on_retry=lambda error, wait: self.retries.append((str(error), wait)),
+        )
         settings.update(options)
         return ensureDeferred(retrying(attempt, **settings))
 

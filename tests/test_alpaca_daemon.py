@@ -34,11 +34,26 @@ class AlpacaDaemonTests(TestCase):
 
     async def test_daemon_syncs_from_alpaca_and_trades_through_it(self):
         fake = await start_fake_alpaca(self)
-        fake.orders.append(fake.order_json({"client_order_id": "from-alpaca", "symbol": "AAPL", "qty": "1", "side": "sell", "type": "market", "time_in_force": "day"}))
+        fake.orders.append(
+            fake.order_json(
+                {
+                    "client_order_id": "from-alpaca",
+                    "symbol": "AAPL",
+                    "qty": "1",
+                    "side": "sell",
+                    "type": "market",
+                    "time_in_force": "day",
+                }
+            )
+        )
         dsn = await fresh_database(self)
         env = {
-            "DATABASE_URL": _url(dsn), "APCA_API_KEY_ID": KEY_ID, "APCA_API_SECRET_KEY": SECRET,
-            "APCA_API_BASE_URL": fake.url, "APCA_API_DATA_URL": fake.url, "TRADEHUB_ALPACA_SYNC_SECONDS": "0.5",
+            "DATABASE_URL": _url(dsn),
+            "APCA_API_KEY_ID": KEY_ID,
+            "APCA_API_SECRET_KEY": SECRET,
+            "APCA_API_BASE_URL": fake.url,
+            "APCA_API_DATA_URL": fake.url,
+            "TRADEHUB_ALPACA_SYNC_SECONDS": "0.5",
         }
         daemon = Daemon(self.mktemp(), env=env).start()
         self.addCleanup(daemon.kill)
@@ -47,7 +62,7 @@ class AlpacaDaemonTests(TestCase):
         def synced():
             counts = blocking_query(
                 dsn,
-                'SELECT (SELECT count(*) FROM account), (SELECT count(*) FROM asset),'
+                "SELECT (SELECT count(*) FROM account), (SELECT count(*) FROM asset),"
                 ' (SELECT count(*) FROM "order"), (SELECT count(*) FROM position)',
             )
             return counts[0] == (1, 2, 1, 1)
@@ -55,7 +70,9 @@ class AlpacaDaemonTests(TestCase):
         await deferToThread(wait_until, synced)
 
         def trade():
-            with BlockingClient("127.0.0.1", daemon.frontend_port, Role.FRONTEND, TOKENS["TRADEHUB_FRONTEND_TOKEN"]) as hub:
+            with BlockingClient(
+                "127.0.0.1", daemon.frontend_port, Role.FRONTEND, TOKENS["TRADEHUB_FRONTEND_TOKEN"]
+            ) as hub:
                 [submitted] = hub.insert(SQLTable.ORDER, [rows.order(client_order_id="via-hub", submit=True)]).rows
                 [canceled] = hub.update(SQLTable.ORDER, [dict(submitted, status="canceled")]).rows
                 return submitted, canceled

@@ -11,9 +11,9 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from tradehub.alpaca.sync import AlpacaSync
-from tradehub.controllers import build_controllers
 from tradehub.client import BlockingClient
 from tradehub.client.errors import HubError
+from tradehub.controllers import build_controllers
 from tradehub.protocol.enums import ErrorCode, Role, SQLTable
 
 from . import rows, wire
@@ -38,30 +38,65 @@ class SyncTests(TestCase):
         return deferToThread(blocking_query, self.hub.dsn, statement)
 
     async def test_sync_fills_the_alpaca_tables_and_a_second_sync_changes_nothing(self):
-        self.fake.orders.append(self.fake.order_json({"client_order_id": "open-1", "symbol": "AAPL", "qty": "2", "side": "buy", "type": "limit", "limit_price": "189.12", "time_in_force": "gtc"}))
+        self.fake.orders.append(
+            self.fake.order_json(
+                {
+                    "client_order_id": "open-1",
+                    "symbol": "AAPL",
+                    "qty": "2",
+                    "side": "buy",
+                    "type": "limit",
+                    "limit_price": "189.12",
+                    "time_in_force": "gtc",
+                }
+            )
+        )
         first = await self.sync.sync_trading()
-        self.assertEqual(first, ["account: 1 new, 0 changed", "positions: 1 new, 0 changed", "orders: 1 new, 0 changed"])
+        self.assertEqual(
+            first, ["account: 1 new, 0 changed", "positions: 1 new, 0 changed", "orders: 1 new, 0 changed"]
+        )
         self.assertEqual(await self.sync.sync_assets(), ["assets: 2 new, 0 changed"])
-        self.assertEqual(await self.query("SELECT cash::text, multiplier::text FROM account"), [("-23140.200000001", "4.000000000")])
-        self.assertEqual(await self.query("SELECT symbol, avg_entry_price::text FROM position"), [("AAPL", "100.123456789")])
-        self.assertEqual(await self.query('SELECT client_order_id, status, limit_price::text FROM "order"'), [("open-1", "accepted", "189.120000000")])
+        self.assertEqual(
+            await self.query("SELECT cash::text, multiplier::text FROM account"), [("-23140.200000001", "4.000000000")]
+        )
+        self.assertEqual(
+            await self.query("SELECT symbol, avg_entry_price::text FROM position"), [("AAPL", "100.123456789")]
+        )
+        self.assertEqual(
+            await self.query('SELECT client_order_id, status, limit_price::text FROM "order"'),
+            [("open-1", "accepted", "189.120000000")],
+        )
         self.assertEqual(await self.query("SELECT count(*) FROM asset"), [(2,)])
         self.assertEqual(await self.sync.sync_trading(), [])
         self.assertEqual(await self.sync.sync_assets(), [])
         self.assertEqual(await self.query('SELECT count(*) FROM "order"'), [(1,)])
 
     async def test_sync_follows_changes_and_closed_positions(self):
-        self.fake.orders.append(self.fake.order_json({"client_order_id": "o-1", "symbol": "AAPL", "qty": "2", "side": "buy", "type": "market", "time_in_force": "day"}))
+        self.fake.orders.append(
+            self.fake.order_json(
+                {
+                    "client_order_id": "o-1",
+                    "symbol": "AAPL",
+                    "qty": "2",
+                    "side": "buy",
+                    "type": "market",
+                    "time_in_force": "day",
+                }
+            )
+        )
         await self.sync.sync_trading()
         self.fake.account["cash"] = "100.5"
-        self.fake.orders[0].update(status="filled", filled_qty="2", filled_avg_price="189.5", filled_at="2026-11-24T15:00:00.000000001Z")
+        self.fake.orders[0].update(
+            status="filled", filled_qty="2", filled_avg_price="189.5", filled_at="2026-11-24T15:00:00.000000001Z"
+        )
         self.fake.positions = []
         changes = await self.sync.sync_trading()
         self.assertEqual(changes, ["account: 0 new, 1 changed", "positions: 1 closed", "orders: 0 new, 1 changed"])
         self.assertEqual(await self.query("SELECT cash::text FROM account"), [("100.500000000",)])
         self.assertEqual(await self.query("SELECT count(*) FROM position"), [(0,)])
         self.assertEqual(
-            await self.query('SELECT status, filled_qty::text, filled_at_ns FROM "order"'), [("filled", "2.000000000", 1)]
+            await self.query('SELECT status, filled_qty::text, filled_at_ns FROM "order"'),
+            [("filled", "2.000000000", 1)],
         )
 
     async def test_failing_sync_is_recorded_and_the_next_one_recovers(self):
@@ -102,8 +137,10 @@ class TradingTests(TestCase):
 
     def stored(self, client_order_id):
         return deferToThread(
-            blocking_query, self.hub.dsn,
-            'SELECT status, id::text, status_message FROM "order" WHERE client_order_id = %s', client_order_id,
+            blocking_query,
+            self.hub.dsn,
+            'SELECT status, id::text, status_message FROM "order" WHERE client_order_id = %s',
+            client_order_id,
         )
 
     async def test_frontend_submits_and_cancels_an_order_through_the_hub(self):
@@ -128,7 +165,9 @@ class TradingTests(TestCase):
         def submit(symbol):
             with self.frontend() as hub:
                 with self.assertRaises(HubError) as refused:
-                    hub.insert(SQLTable.ORDER, [rows.order(client_order_id=f"rej-{symbol}", symbol=symbol, submit=True)])
+                    hub.insert(
+                        SQLTable.ORDER, [rows.order(client_order_id=f"rej-{symbol}", symbol=symbol, submit=True)]
+                    )
                 return refused.exception
 
         invalid = await deferToThread(submit, "NOPE")

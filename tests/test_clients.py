@@ -21,7 +21,6 @@ from . import rows, wire
 from .hub import start_hub, table_registry
 from .test_tables import CASES
 
-
 # Rows other rows of the test refer to (positions, trades, predictions), or that are executions.
 KEPT = {SQLTable.ACCOUNT, SQLTable.ORDER, SQLTable.TRADE, SQLTable.ML_MODEL}
 
@@ -45,7 +44,10 @@ class TwistedClientTests(TestCase):
         await clients[Role.FRONTEND].insert(SQLTable.ORDER, [order])
         model = rows.model()
         await clients[Role.ML].insert(SQLTable.ML_MODEL, [model])
-        extras = {SQLTable.TRADE: {"client_order_id": order["client_order_id"]}, SQLTable.ML_PREDICTION: {"model_id": model["id"]}}
+        extras = {
+            SQLTable.TRADE: {"client_order_id": order["client_order_id"]},
+            SQLTable.ML_PREDICTION: {"model_id": model["id"]},
+        }
         for table, case in CASES.items():
             client = clients[case.role]
             row = case.make(100, **extras.get(table, {}))
@@ -130,7 +132,9 @@ class TwistedClientProtocolTests(SynchronousTestCase):
         self.protocol = HubClientProtocol(Role.FRONTEND, "t", "test", self.clock)
         self.transport = StringTransport()
         self.protocol.makeConnection(self.transport)
-        ack = HELLO_ACK.encode(dict(version=1, session_id=9, heartbeat_ms=1000, max_frame=4096, max_in_flight=8, server_name="hub"))
+        ack = HELLO_ACK.encode(
+            dict(version=1, session_id=9, heartbeat_ms=1000, max_frame=4096, max_in_flight=8, server_name="hub")
+        )
         self.protocol.dataReceived(encode_frame(MessageType.HELLO_ACK, ack))
         self.transport.clear()
 

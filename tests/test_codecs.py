@@ -140,7 +140,7 @@ class ExtremeValueTests(SynchronousTestCase):
             self.assertEqual(self.round_trip(timestamp, Timestamp(ns)), Timestamp(ns))
 
     def test_timestamp_keeps_nanoseconds_and_converts_to_utc(self):
-        moment = datetime.datetime(1969, 7, 20, 20, 17, 40, 123456, tzinfo=datetime.timezone.utc)
+        moment = datetime.datetime(1969, 7, 20, 20, 17, 40, 123456, tzinfo=datetime.UTC)
         stamp = Timestamp.from_datetime(moment)
         self.assertEqual(stamp.to_datetime(), moment)
         self.assertEqual(str(Timestamp(stamp.ns + 789)), "1969-07-20T20:17:40.123456789Z")
@@ -174,14 +174,37 @@ class SessionPayloadTests(SynchronousTestCase):
         round_trip()
 
     def test_header(self):
-        self.check(HEADER, st.builds(Header, _ints(16, False), _ints(8, False), _ints(8, False), _ints(8, False), _ints(8, False), _ints(16, False), _ints(64, False)))
+        self.check(
+            HEADER,
+            st.builds(
+                Header,
+                _ints(16, False),
+                _ints(8, False),
+                _ints(8, False),
+                _ints(8, False),
+                _ints(8, False),
+                _ints(16, False),
+                _ints(64, False),
+            ),
+        )
         self.assertEqual(HEADER.size, 16)
 
     def test_hello(self):
         self.check(HELLO, st.builds(Hello, _ints(8, False), _ints(8, False), _ints(8, False), short_text, short_text))
 
     def test_hello_ack(self):
-        self.check(HELLO_ACK, st.builds(HelloAck, _ints(8, False), _ints(64, False), _ints(32, False), _ints(32, False), _ints(32, False), short_text))
+        self.check(
+            HELLO_ACK,
+            st.builds(
+                HelloAck,
+                _ints(8, False),
+                _ints(64, False),
+                _ints(32, False),
+                _ints(32, False),
+                _ints(32, False),
+                short_text,
+            ),
+        )
 
     def test_error(self):
         self.check(ERROR, st.builds(Error, _ints(16, False), _ints(32, True), short_text))

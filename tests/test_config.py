@@ -72,7 +72,9 @@ class LoadSettingsTests(SynchronousTestCase):
             "TRADEHUB_ML_ENDPOINT", "not a valid server endpoint", {"TRADEHUB_ML_ENDPOINT": "tcp:notaport"}
         )
         self.assertRejected(
-            "TRADEHUB_FRONTEND_ENDPOINT", "not a valid server endpoint", {"TRADEHUB_FRONTEND_ENDPOINT": "carrier-pigeon:1"}
+            "TRADEHUB_FRONTEND_ENDPOINT",
+            "not a valid server endpoint",
+            {"TRADEHUB_FRONTEND_ENDPOINT": "carrier-pigeon:1"},
         )
 
     def test_endpoints_need_no_global_reactor(self):
@@ -85,14 +87,20 @@ class LoadSettingsTests(SynchronousTestCase):
             "print('twisted.internet.reactor' in sys.modules)\n"
         )
         result = subprocess.run(
-            [sys.executable, "-c", script], env=self.environ | {"PYTHONPATH": str(ROOT)},
-            cwd=self.folder, capture_output=True, text=True, check=True,
+            [sys.executable, "-c", script],
+            env=self.environ | {"PYTHONPATH": str(ROOT)},
+            cwd=self.folder,
+            capture_output=True,
+            text=True,
+            check=True,
         )
         self.assertEqual(result.stdout, "False\n")
 
     def test_min_above_max(self):
         self.assertRejected(
-            "TRADEHUB_DB_POOL_MIN", "above TRADEHUB_DB_POOL_MAX", {"TRADEHUB_DB_POOL_MIN": "5", "TRADEHUB_DB_POOL_MAX": "4"}
+            "TRADEHUB_DB_POOL_MIN",
+            "above TRADEHUB_DB_POOL_MAX",
+            {"TRADEHUB_DB_POOL_MIN": "5", "TRADEHUB_DB_POOL_MAX": "4"},
         )
 
     def test_negative_and_non_numbers(self):
@@ -112,9 +120,7 @@ class LoadSettingsTests(SynchronousTestCase):
     def test_example_token_refused_beyond_loopback(self):
         self.environ["TRADEHUB_FRONTEND_TOKEN"] = "change-me-frontend"
         self.assertEqual(self.load().frontend_token, "change-me-frontend")
-        self.assertRejected(
-            "TRADEHUB_FRONTEND_TOKEN", ".env.example value", {"TRADEHUB_FRONTEND_ENDPOINT": "tcp:7001"}
-        )
+        self.assertRejected("TRADEHUB_FRONTEND_TOKEN", ".env.example value", {"TRADEHUB_FRONTEND_ENDPOINT": "tcp:7001"})
 
     def test_tokens_not_in_repr(self):
         self.assertNotIn("f-secret", repr(self.load()))

@@ -75,7 +75,7 @@ def roundtrip_source(setup, plan):
         body.append(row_literal(spec.row, changed or row, f"changed{index}"))
         body.append(
             f"    roundtrip<SQLTable::{table.name}>({role}, row{index}, changed{index}, "
-            f"{'true' if changed else 'false'}, {'true' if delete else 'false'}, \"{table.name}\");"
+            f'{"true" if changed else "false"}, {"true" if delete else "false"}, "{table.name}");'
         )
     return f"""#include <cstdlib>
 #include <iostream>
@@ -172,8 +172,11 @@ class CrossLanguageTests(TestCase):
 
         def example():
             result = subprocess.run(
-                [str(binary), "127.0.0.1", str(self.hub.port), "example-order-1"], capture_output=True, text=True,
-                timeout=60, env=env,
+                [str(binary), "127.0.0.1", str(self.hub.port), "example-order-1"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                env=env,
             )
             return result.returncode, result.stdout + result.stderr
 
@@ -186,7 +189,9 @@ class CrossLanguageTests(TestCase):
                 return client.select(SQLTable.ORDER, keys=[{"client_order_id": "example-order-1"}]).rows
 
         [order] = await deferToThread(stored)
-        self.assertEqual((order["qty"], order["limit_price"], order["status"]), (Decimal("10"), Decimal("189.12"), "new"))
+        self.assertEqual(
+            (order["qty"], order["limit_price"], order["status"]), (Decimal("10"), Decimal("189.12"), "new")
+        )
 
     async def test_prediction_written_by_python_ml_is_read_by_cpp(self):
         model = rows.model()
@@ -209,12 +214,24 @@ class CrossLanguageTests(TestCase):
     async def test_cpp_and_python_interleave_writes_and_each_sees_the_others(self):
         def python_insert(seq, price):
             with self.python() as client:
-                tick = rows.tick(seq, symbol="XLANG", ts=Timestamp(1_700_000_000_000_000_000 + seq), price=Decimal(price), size=Decimal("1"), conditions=["py"], exchange=None, tape=None)
+                tick = rows.tick(
+                    seq,
+                    symbol="XLANG",
+                    ts=Timestamp(1_700_000_000_000_000_000 + seq),
+                    price=Decimal(price),
+                    size=Decimal("1"),
+                    conditions=["py"],
+                    exchange=None,
+                    tape=None,
+                )
                 client.insert(SQLTable.MARKET_TICK, [tick])
 
         def python_ticks():
             with self.python() as client:
-                return [(t["seq"], t["price"], t["conditions"][0]) for t in client.select(SQLTable.MARKET_TICK, symbol="XLANG").rows]
+                return [
+                    (t["seq"], t["price"], t["conditions"][0])
+                    for t in client.select(SQLTable.MARKET_TICK, symbol="XLANG").rows
+                ]
 
         for seq in range(1, 7):
             if seq % 2:
@@ -225,14 +242,17 @@ class CrossLanguageTests(TestCase):
         status, output = await deferToThread(self.hubcli, "fe", "ticks", "XLANG")
         self.assertEqual(status, 0, output)
         seen_by_cpp = [line.split() for line in output.splitlines() if line.startswith("tick ")]
-        self.assertEqual([(int(s), p, c) for _, s, _, p, c in seen_by_cpp], [
-            (seq, f"{seq}.000000001", "cpp" if seq % 2 else "py") for seq in range(1, 7)
-        ])
-        self.assertEqual([int(ts) for _, _, ts, _, _ in seen_by_cpp], [1_700_000_000_000_000_000 + s for s in range(1, 7)])
+        self.assertEqual(
+            [(int(s), p, c) for _, s, _, p, c in seen_by_cpp],
+            [(seq, f"{seq}.000000001", "cpp" if seq % 2 else "py") for seq in range(1, 7)],
+        )
+        self.assertEqual(
+            [int(ts) for _, _, ts, _, _ in seen_by_cpp], [1_700_000_000_000_000_000 + s for s in range(1, 7)]
+        )
         seen_by_python = await deferToThread(python_ticks)
-        self.assertEqual(seen_by_python, [
-            (seq, Decimal(f"{seq}.000000001"), "cpp" if seq % 2 else "py") for seq in range(1, 7)
-        ])
+        self.assertEqual(
+            seen_by_python, [(seq, Decimal(f"{seq}.000000001"), "cpp" if seq % 2 else "py") for seq in range(1, 7)]
+        )
 
 
 def _normalise_hex(line):
@@ -244,4 +264,3 @@ def _normalise_hex(line):
         else:
             out.append(word)
     return " ".join(out)
-

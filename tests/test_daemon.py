@@ -5,9 +5,9 @@ import socket
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from .daemon import TOKENS, Daemon, postgres_pid, process_alive
 from tradehub.db.migrations import discover
 
+from .daemon import TOKENS, Daemon, postgres_pid, process_alive
 from .support import SCHEMA, blocking_query, fresh_database
 
 
@@ -86,9 +86,7 @@ class ExternalDatabaseDaemonTests(TestCase):
     async def test_json_logs_name_components_and_hold_no_secrets(self):
         dsn = await fresh_database(self)
         password = "pw-that-must-not-leak"
-        daemon = Daemon(
-            self.mktemp(), env={"DATABASE_URL": _url(dsn, password), "TRADEHUB_LOG_FORMAT": "json"}
-        ).start()
+        daemon = Daemon(self.mktemp(), env={"DATABASE_URL": _url(dsn, password), "TRADEHUB_LOG_FORMAT": "json"}).start()
         self.addCleanup(daemon.kill)
         await deferToThread(daemon.wait_for, "ready: ")
         daemon.signal(signal.SIGINT)

@@ -9,7 +9,9 @@ from .support import fresh_database
 
 class ProtocolDocumentTests(SynchronousTestCase):
     def test_committed_document_is_what_the_generator_writes(self):
-        self.assertTrue(protocol_doc.OUTPUT.exists(), "docs/protocol.md is missing: run python -m tradehub.codegen.protocol_doc")
+        self.assertTrue(
+            protocol_doc.OUTPUT.exists(), "docs/protocol.md is missing: run python -m tradehub.codegen.protocol_doc"
+        )
         self.assertEqual(
             protocol_doc.OUTPUT.read_text(),
             protocol_doc.render(),
@@ -29,7 +31,9 @@ class SchemaDocumentTests(TestCase):
         dsn = await fresh_database(self)
         document = await deferToThread(schema_doc.render, dsn)
         self.assertEqual(
-            schema_doc.OUTPUT.read_text(), document, "docs/schema.md is out of date: run python -m tradehub.codegen.schema_doc"
+            schema_doc.OUTPUT.read_text(),
+            document,
+            "docs/schema.md is out of date: run python -m tradehub.codegen.schema_doc",
         )
         for spec in TABLES.values():
             self.assertIn(f"## {spec.sql_name}\n", document)

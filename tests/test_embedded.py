@@ -53,7 +53,6 @@ class EmbeddedClusterTests(TestCase):
         await deferToThread(cluster.start)
         self.assertEqual(await pool.query("SELECT 2"), [(2,)])
 
-
     async def test_work_started_while_postgres_is_down_waits_for_it_to_come_back(self):
         cluster = _cluster(self)
         await deferToThread(cluster.start)

@@ -33,7 +33,7 @@ def flood(port, count):
         while sent < count:
             sock.sendall(batch)
             sent += 1000
-    except socket.timeout:
+    except TimeoutError:
         pass
     return sock, sent
 
@@ -53,7 +53,9 @@ class FloodTests(SynchronousTestCase):
 
         started = time.monotonic()
         with BlockingClient("127.0.0.1", daemon.ml_port, Role.ML, TOKENS["TRADEHUB_ML_TOKEN"]) as other:
-            request_id = other.send_request(SQLCommand.SELECT, SQLTable.ACCOUNT, select_payload(SQLTable.ACCOUNT, limit=1))
+            request_id = other.send_request(
+                SQLCommand.SELECT, SQLTable.ACCOUNT, select_payload(SQLTable.ACCOUNT, limit=1)
+            )
             header, _ = other.read_frame()
         answered_in = time.monotonic() - started
         peak = max(peak, hub.memory_info().rss)
@@ -66,9 +68,10 @@ class FloodTests(SynchronousTestCase):
             RSS_GROWTH_BOUND,
             f"RSS grew {(peak - baseline) / 2**20:.1f} MiB with {sent} requests pipelined",
         )
-        print(f"\nflood: {sent} requests sent without reading; hub RSS {baseline / 2**20:.1f} -> {peak / 2**20:.1f} MiB; "
-              f"second client answered in {answered_in * 1000:.1f} ms")
+        print(
+            f"\nflood: {sent} requests sent without reading; hub RSS {baseline / 2**20:.1f} -> {peak / 2**20:.1f} MiB; "
+            f"second client answered in {answered_in * 1000:.1f} ms"
+        )
         sock.close()
         daemon.signal(signal.SIGTERM)
         self.assertEqual(daemon.wait(), 0)
-

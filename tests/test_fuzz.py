@@ -15,7 +15,6 @@ from twisted.trial.unittest import TestCase
 from tradehub.client import BlockingClient, HubError
 from tradehub.protocol.enums import Role, SQLCommand, SQLTable
 from tradehub.protocol.messages import encode_frame
-
 from tradehub.protocol.tables import LAYOUTS
 
 from . import rows, wire
@@ -28,7 +27,10 @@ FRAMES_EACH = 2500
 
 def valid_insert(rng):
     """A multi-row notes INSERT and its (batch, size)."""
-    notes = [rng.choice(["", "x" * rng.randint(1, 30)]) if rng.random() < 0.2 else f"n{rng.randint(0, 99)}" for _ in range(rng.randint(1, 5))]
+    notes = [
+        rng.choice(["", "x" * rng.randint(1, 30)]) if rng.random() < 0.2 else f"n{rng.randint(0, 99)}"
+        for _ in range(rng.randint(1, 5))
+    ]
     batch = f"b{rng.getrandbits(48)}"
     payload = BATCH.encode({"batch": batch, "notes": notes})
     return wire.request(SQLCommand.INSERT, SQLTable.MARKET_TICK, payload, rng.getrandbits(64)), (batch, len(notes))
@@ -38,7 +40,10 @@ def tick_batch(rng):
     """A multi-row tick INSERT; its rows carry their batch (exchange) and its size (tape)."""
     batch = f"b{rng.getrandbits(40)}"
     size = rng.randint(1, 6)
-    ticks = [rows.tick(rng.getrandbits(40), exchange=batch, tape=str(size), symbol=rng.choice(["AAPL", "msft"])) for _ in range(size)]
+    ticks = [
+        rows.tick(rng.getrandbits(40), exchange=batch, tape=str(size), symbol=rng.choice(["AAPL", "msft"]))
+        for _ in range(size)
+    ]
     if rng.random() < 0.2:
         ticks[rng.randrange(size)]["price"] = None
     payload = LAYOUTS[SQLTable.MARKET_TICK].rows_request.encode({"rows": ticks})
@@ -64,7 +69,9 @@ def fuzz_frame(rng, valid_insert=valid_insert):
         return frame[: rng.randrange(len(frame))] + valid_insert(rng)[0], None
     if roll < 0.85:
         payload = rng.randbytes(rng.randint(0, 64))
-        return encode_frame(rng.randint(0, 12), payload, rng.getrandbits(64), rng.randint(0, 7), rng.randint(0, 13), rng.getrandbits(16)), None
+        return encode_frame(
+            rng.randint(0, 12), payload, rng.getrandbits(64), rng.randint(0, 7), rng.randint(0, 13), rng.getrandbits(16)
+        ), None
     if roll < 0.9:
         return rng.randbytes(rng.randint(1, 40)), None
     return rng.choice([wire.hello(), wire.heartbeat(), wire.shutdown(), struct.pack("<I", rng.getrandbits(32))]), None
@@ -107,7 +114,11 @@ def fuzz_connection(port, seed, valid_insert=valid_insert):
 
 def whole_or_absent(test, stored_counts, sent):
     """Every unmutated batch is stored whole or not at all; enough of them were stored."""
-    torn = {batch: (stored_counts.get(batch, 0), size) for batch, size in sent.items() if stored_counts.get(batch, 0) not in (0, size)}
+    torn = {
+        batch: (stored_counts.get(batch, 0), size)
+        for batch, size in sent.items()
+        if stored_counts.get(batch, 0) not in (0, size)
+    }
     test.assertEqual(torn, {}, "batches stored in part: (rows stored, rows sent)")
     whole = sum(1 for batch, size in sent.items() if stored_counts.get(batch) == size)
     test.assertGreater(whole, 50, "the fuzz should also have written valid batches")
@@ -133,17 +144,21 @@ class FuzzTests(TestCase):
     async def test_ten_thousand_bad_frames_leave_the_hub_correct_and_the_database_whole(self):
         hub = await start_hub(self, notes_registry, max_in_flight=64)
         await deferToThread(blocking_query, hub.dsn, NOTES_TABLE)
-        outcomes = await gatherResults(
-            [deferToThread(fuzz_connection, hub.port, seed) for seed in range(CONNECTIONS)]
-        )
+        outcomes = await gatherResults([deferToThread(fuzz_connection, hub.port, seed) for seed in range(CONNECTIONS)])
         self.assertGreater(sum(made for made, _ in outcomes), CONNECTIONS, "the fuzz never provoked a closing error")
 
         def well_behaved():
             with BlockingClient("127.0.0.1", hub.port, Role.FRONTEND, wire.FRONTEND_TOKEN) as client:
-                [written] = client.call(SQLCommand.INSERT, SQLTable.MARKET_TICK, BATCH.encode({"batch": "final", "notes": ["a", "b", "c"]}))
-                [counted] = client.call(SQLCommand.SELECT, SQLTable.MARKET_TICK, BATCH.encode({"batch": "final", "notes": []}))
+                [written] = client.call(
+                    SQLCommand.INSERT, SQLTable.MARKET_TICK, BATCH.encode({"batch": "final", "notes": ["a", "b", "c"]})
+                )
+                [counted] = client.call(
+                    SQLCommand.SELECT, SQLTable.MARKET_TICK, BATCH.encode({"batch": "final", "notes": []})
+                )
                 with self.assertRaises(HubError) as refused:
-                    client.call(SQLCommand.INSERT, SQLTable.MARKET_TICK, BATCH.encode({"batch": "half", "notes": ["ok", ""]}))
+                    client.call(
+                        SQLCommand.INSERT, SQLTable.MARKET_TICK, BATCH.encode({"batch": "half", "notes": ["ok", ""]})
+                    )
                 return COUNT.decode(written)["rows"], COUNT.decode(counted)["rows"], refused.exception
 
         written, counted, refused = await deferToThread(well_behaved)
@@ -160,12 +175,18 @@ class FuzzTests(TestCase):
 
         def well_behaved():
             with BlockingClient("127.0.0.1", hub.port, Role.FRONTEND, wire.FRONTEND_TOKEN) as client:
-                written = client.insert(SQLTable.MARKET_TICK, [rows.tick(i, exchange="final", tape="3") for i in (1, 2, 3)])
-                found = client.select(SQLTable.MARKET_TICK, keys=[{"symbol": "AAPL", "ts": rows.ts(i), "seq": i} for i in (1, 2, 3)])
+                written = client.insert(
+                    SQLTable.MARKET_TICK, [rows.tick(i, exchange="final", tape="3") for i in (1, 2, 3)]
+                )
+                found = client.select(
+                    SQLTable.MARKET_TICK, keys=[{"symbol": "AAPL", "ts": rows.ts(i), "seq": i} for i in (1, 2, 3)]
+                )
                 return written.affected, found.rows
 
         written, found = await deferToThread(well_behaved)
         self.assertEqual(written, 3)
         self.assertEqual([row["exchange"] for row in found], ["final"] * 3)
-        counts = await deferToThread(blocking_query, hub.dsn, "SELECT exchange, count(*) FROM market_tick GROUP BY exchange")
+        counts = await deferToThread(
+            blocking_query, hub.dsn, "SELECT exchange, count(*) FROM market_tick GROUP BY exchange"
+        )
         whole_or_absent(self, dict(counts), {b: n for _, sent in outcomes for b, n in sent.items()})

@@ -25,17 +25,27 @@ def imported_after(*modules):
 class LayerTests(SynchronousTestCase):
     def test_schema_imports_nothing_else_of_tradehub(self):
         loaded = imported_after("tradehub.schema")
-        self.assertEqual({m for m in loaded if m.startswith("tradehub")} - {"tradehub"},
-                         {"tradehub.schema", "tradehub.schema.kinds", "tradehub.schema.tables",
-                          "tradehub.schema.timestamp"})
+        others = sorted(m for m in loaded if m.startswith("tradehub.") and not m.startswith("tradehub.schema"))
+        self.assertEqual(others, [])
+        self.assertIn("tradehub.schema.tables", loaded)
 
     def test_wire_package_knows_bytes_only(self):
         loaded = imported_after(
-            "tradehub.protocol", "tradehub.protocol.tables", "tradehub.protocol.messages",
-            "tradehub.protocol.framing", "tradehub.protocol.permissions",
+            "tradehub.protocol",
+            "tradehub.protocol.tables",
+            "tradehub.protocol.messages",
+            "tradehub.protocol.framing",
+            "tradehub.protocol.permissions",
         )
-        forbidden = ("psycopg2", "txpostgres", "twisted", "tradehub.server", "tradehub.db",
-                     "tradehub.controllers", "tradehub.repositories")
+        forbidden = (
+            "psycopg2",
+            "txpostgres",
+            "twisted",
+            "tradehub.server",
+            "tradehub.db",
+            "tradehub.controllers",
+            "tradehub.repositories",
+        )
         self.assertEqual(sorted(m for m in loaded if m.startswith(forbidden)), [])
 
     def test_repositories_and_controllers_never_import_the_wire(self):

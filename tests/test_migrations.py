@@ -1,5 +1,6 @@
 from pathlib import Path
 
+import psycopg2.errors
 from twisted.internet.defer import ensureDeferred, gatherResults
 from twisted.trial.unittest import TestCase
 
@@ -33,7 +34,9 @@ class MigrationTests(TestCase):
             }
         )
         self.assertEqual(await migrate(pool, folder), [1, 2, 3])
-        rows = await pool.query("SELECT version, name, length(sha256), applied_at IS NOT NULL FROM schema_migrations ORDER BY version")
+        rows = await pool.query(
+            "SELECT version, name, length(sha256), applied_at IS NOT NULL FROM schema_migrations ORDER BY version"
+        )
         self.assertEqual(rows, [(1, "create", 64, True), (2, "add_column", 64, True), (3, "fill", 64, True)])
         self.assertEqual(await pool.query("SELECT id, colour FROM things"), [(1, "red")])
 
@@ -64,7 +67,7 @@ class MigrationTests(TestCase):
                 "0002_broken.sql": "CREATE TABLE half (id int); SELECT no_such_function();",
             }
         )
-        with self.assertRaises(Exception):
+        with self.assertRaises(psycopg2.errors.UndefinedFunction):
             await migrate(pool, folder)
         self.assertEqual(await pool.query("SELECT version FROM schema_migrations"), [(1,)])
         self.assertEqual(await pool.query("SELECT to_regclass('half') IS NULL"), [(True,)])

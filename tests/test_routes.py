@@ -52,7 +52,9 @@ class AdmitTests(SynchronousTestCase):
         self.assertEqual(self.code(SQLCommand.INSERT, SQLTable.ORDER, b"\x05"), ErrorCode.MALFORMED_PAYLOAD)
 
     def test_an_admitted_request_carries_its_route_and_decoded_value(self):
-        task = admit(self.registry, Role.FRONTEND, header(SQLCommand.INSERT, SQLTable.ORDER), ECHO.encode({"text": "hi"}))
+        task = admit(
+            self.registry, Role.FRONTEND, header(SQLCommand.INSERT, SQLTable.ORDER), ECHO.encode({"text": "hi"})
+        )
         self.assertIsNone(task.error)
         self.assertIs(task.route, self.registry.route(SQLCommand.INSERT, SQLTable.ORDER))
         self.assertEqual(task.value, {"text": "hi"})

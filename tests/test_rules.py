@@ -34,17 +34,31 @@ class RuleTests(TestCase):
             with self.frontend() as client:
                 order = rows.order(qty=Decimal("10"))
                 client.insert(SQLTable.ORDER, [order])
-                client.insert(SQLTable.TRADE, [rows.trade(order["client_order_id"], qty=Decimal("4"), price=Decimal("100"))])
+                client.insert(
+                    SQLTable.TRADE, [rows.trade(order["client_order_id"], qty=Decimal("4"), price=Decimal("100"))]
+                )
                 [after_one] = client.select(SQLTable.ORDER, keys=[{"client_order_id": order["client_order_id"]}]).rows
-                client.insert(SQLTable.TRADE, [rows.trade(order["client_order_id"], qty=Decimal("6"), price=Decimal("101"), executed_at=rows.ts(99))])
+                client.insert(
+                    SQLTable.TRADE,
+                    [
+                        rows.trade(
+                            order["client_order_id"], qty=Decimal("6"), price=Decimal("101"), executed_at=rows.ts(99)
+                        )
+                    ],
+                )
                 [after_two] = client.select(SQLTable.ORDER, keys=[{"client_order_id": order["client_order_id"]}]).rows
                 with self.assertRaises(HubError) as overfill:
                     client.insert(SQLTable.TRADE, [rows.trade(order["client_order_id"], qty=Decimal("1"))])
                 return after_one, after_two, overfill.exception
 
         after_one, after_two, overfill = await deferToThread(work)
-        self.assertEqual((after_one["filled_qty"], after_one["filled_avg_price"], after_one["status"]), (4, 100, "partially_filled"))
-        self.assertEqual((after_two["filled_qty"], after_two["filled_avg_price"], after_two["status"]), (10, Decimal("100.6"), "filled"))
+        self.assertEqual(
+            (after_one["filled_qty"], after_one["filled_avg_price"], after_one["status"]), (4, 100, "partially_filled")
+        )
+        self.assertEqual(
+            (after_two["filled_qty"], after_two["filled_avg_price"], after_two["status"]),
+            (10, Decimal("100.6"), "filled"),
+        )
         self.assertEqual(after_two["filled_at"], rows.ts(99))
         self.assertEqual((overfill.code, overfill.row_index), (ErrorCode.VALIDATION_FAILED, 0))
         trades = await deferToThread(blocking_query, self.hub.dsn, "SELECT count(*) FROM trade")
@@ -96,7 +110,9 @@ class RuleTests(TestCase):
                 with self.assertRaises(HubError) as refused:
                     client.insert(SQLTable.ML_PREDICTION, [rows.prediction(training["id"])])
                 client.update(SQLTable.ML_MODEL, [dict(training, status="ready")])
-                return refused.exception, client.insert(SQLTable.ML_PREDICTION, [rows.prediction(training["id"])]).affected
+                return refused.exception, client.insert(
+                    SQLTable.ML_PREDICTION, [rows.prediction(training["id"])]
+                ).affected
 
         refused, accepted = await deferToThread(work)
         self.assertEqual(refused.code, ErrorCode.VALIDATION_FAILED)
@@ -108,7 +124,9 @@ class RuleTests(TestCase):
             with self.ml() as client:
                 first = rows.features()
                 client.insert(SQLTable.FEATURE_SET, [first])
-                second = client.insert(SQLTable.FEATURE_SET, [rows.features(feature_names=[], ts=rows.ts(1000))]).rows[0]
+                second = client.insert(SQLTable.FEATURE_SET, [rows.features(feature_names=[], ts=rows.ts(1000))]).rows[
+                    0
+                ]
                 with self.assertRaises(HubError) as unnamed:
                     client.insert(SQLTable.FEATURE_SET, [rows.features(version="2", feature_names=[])])
                 return second, unnamed.exception
@@ -185,6 +203,24 @@ class RuleTests(TestCase):
         ticks, stored = await deferToThread(work)
         self.assertEqual([t["conditions"] for t in ticks], [conditions, []])
         self.assertEqual([repr(v) for v in stored["features"]], [repr(v) for v in vector])
+
+    async def test_float_values_keep_their_exact_bits_alone_and_in_a_batch(self):
+        """-0.0 would come back as 0.0 if a float travelled as a bare SQL literal; extremes keep every bit."""
+        values = [-0.0, 5e-324, 1.7976931348623157e308, -2.5e-308, 0.1]
+
+        def work():
+            with self.ml() as client:
+                model = rows.model(status="ready")
+                client.insert(SQLTable.ML_MODEL, [model])
+                alone = rows.prediction(model["id"], value=values[0], horizon=1)
+                batch = [rows.prediction(model["id"], value=v, horizon=i + 2) for i, v in enumerate(values)]
+                client.insert(SQLTable.ML_PREDICTION, [alone])
+                client.insert(SQLTable.ML_PREDICTION, batch)
+                return client.select(SQLTable.ML_PREDICTION).rows
+
+        stored = {row["horizon"]: row["value"] for row in await deferToThread(work)}
+        self.assertEqual(repr(stored[1]), "-0.0")
+        self.assertEqual([repr(stored[i + 2]) for i in range(len(values))], [repr(v) for v in values])
 
     async def test_megabyte_model_artifact_travels_in_many_frames_both_ways(self):
         artifact = bytes(range(256)) * (14 * 1024)

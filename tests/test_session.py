@@ -14,7 +14,6 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from tradehub.client.calls import request_frames
-from tradehub.server.routes import Registry, Route
 from tradehub.protocol.enums import (
     FLAG_MORE,
     ErrorCode,
@@ -26,9 +25,10 @@ from tradehub.protocol.enums import (
 )
 from tradehub.protocol.errors import ProtocolError
 from tradehub.protocol.messages import HEADER, LENGTH, encode_frame
-from tradehub.server.hub import HubFactory
-from tradehub.server.session import State
 from tradehub.protocol.wire import Field, Layout, list_of, string
+from tradehub.server.hub import HubFactory
+from tradehub.server.routes import Registry, Route
+from tradehub.server.session import State
 
 from . import wire
 
@@ -59,7 +59,9 @@ class Controller:
 
     def handle_now(self, value):
         if "bad" in value["notes"]:
-            raise ProtocolError(ErrorCode.VALIDATION_FAILED, "note 'bad' is not allowed", row_index=value["notes"].index("bad"))
+            raise ProtocolError(
+                ErrorCode.VALIDATION_FAILED, "note 'bad' is not allowed", row_index=value["notes"].index("bad")
+            )
         return succeed(notes(*value["notes"]))
 
     def handle_group(self, values):
@@ -334,7 +336,9 @@ class RequestErrorTests(SessionCase):
         self.assertNotIn("boom", error.message)
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
         [logged] = [e for e in events if "log_failure" in e]
-        self.assertEqual((logged["session_id"], logged["role"], logged["request_id"]), (hub.protocol.session_id, "FRONTEND", 5))
+        self.assertEqual(
+            (logged["session_id"], logged["role"], logged["request_id"]), (hub.protocol.session_id, "FRONTEND", 5)
+        )
 
     def test_unregistered_table_is_not_implemented_not_unknown(self):
         self.hub.send(wire.request(SQLCommand.SELECT, SQLTable.POSITION, b"", request_id=13))
@@ -367,10 +371,7 @@ class OrderingTests(SessionCase):
         self.assertEqual([h.request_id for h, _ in self.hub.frames()], [1, 2])
 
     def test_many_frames_in_one_packet(self):
-        packet = b"".join(
-            wire.request(SQLCommand.INSERT, SQLTable.TRADE, notes(str(i)), i)
-            for i in range(1, 51)
-        )
+        packet = b"".join(wire.request(SQLCommand.INSERT, SQLTable.TRADE, notes(str(i)), i) for i in range(1, 51))
         controller = Controller()
         hub = Harness(controller, max_in_flight=100)
         hub.handshake()
@@ -422,9 +423,15 @@ class CoalescingTests(SessionCase):
             self.hub.send(wire.request(SQLCommand.INSERT, SQLTable.TRADE, notes(note), request_id=10 + i))
         self.controller.calls[0][1].callback(notes("first"))
         frames = self.hub.frames()
-        self.assertEqual([(h.request_id, h.type) for h, _ in frames], [
-            (1, MessageType.RESPONSE), (10, MessageType.RESPONSE), (11, MessageType.ERROR), (12, MessageType.RESPONSE)
-        ])
+        self.assertEqual(
+            [(h.request_id, h.type) for h, _ in frames],
+            [
+                (1, MessageType.RESPONSE),
+                (10, MessageType.RESPONSE),
+                (11, MessageType.ERROR),
+                (12, MessageType.RESPONSE),
+            ],
+        )
 
     def test_groups_never_cross_another_route(self):
         self.hub.send(wire.request(SQLCommand.INSERT, SQLTable.MARKET_TICK, notes("first"), request_id=1))
@@ -524,9 +531,10 @@ class ShutdownTests(SessionCase):
         self.controller.calls[0][1].callback(b"1")
         self.controller.calls[1][1].callback(b"2")
         frames = self.hub.frames()
-        self.assertEqual([h.type for h, _ in frames], [
-            MessageType.RESPONSE, MessageType.RESPONSE, MessageType.ERROR, MessageType.SHUTDOWN_ACK
-        ])
+        self.assertEqual(
+            [h.type for h, _ in frames],
+            [MessageType.RESPONSE, MessageType.RESPONSE, MessageType.ERROR, MessageType.SHUTDOWN_ACK],
+        )
         self.assertEqual(ErrorCode(frames[2][1].code), ErrorCode.SHUTTING_DOWN)
         self.assertEqual(frames[3][1].completed, 3)
         self.assertTrue(self.hub.transport.disconnecting)
@@ -535,11 +543,16 @@ class ShutdownTests(SessionCase):
         self.hub.send(wire.request(SQLCommand.INSERT, SQLTable.MARKET_TICK, notes("1"), 1))
         done = self.hub.factory.drain(5)
         [(header, shutdown)] = self.hub.frames()
-        self.assertEqual((header.type, shutdown.reason, shutdown.deadline_ms), (MessageType.SHUTDOWN, ShutdownReason.SERVER_STOPPING, 5000))
+        self.assertEqual(
+            (header.type, shutdown.reason, shutdown.deadline_ms),
+            (MessageType.SHUTDOWN, ShutdownReason.SERVER_STOPPING, 5000),
+        )
         self.hub.send(wire.request(SQLCommand.INSERT, SQLTable.TRADE, notes("late"), 2))
         self.controller.calls[0][1].callback(b"1")
         frames = self.hub.frames()
-        self.assertEqual([(h.request_id, h.type) for h, _ in frames], [(1, MessageType.RESPONSE), (2, MessageType.ERROR)])
+        self.assertEqual(
+            [(h.request_id, h.type) for h, _ in frames], [(1, MessageType.RESPONSE), (2, MessageType.ERROR)]
+        )
         self.assertEqual(ErrorCode(frames[1][1].code), ErrorCode.SHUTTING_DOWN)
         self.assertTrue(self.hub.transport.disconnecting)
         self.assertNoResult(done)
@@ -633,13 +646,17 @@ class ChunkedRequestTests(SessionCase):
         self.hub.send(first[: 4 + 16 + 1000])
         self.hub.send(wire.request(SQLCommand.INSERT, SQLTable.TRADE, notes("y"), 6))
         frames = self.hub.frames()
-        self.assertEqual([(h.request_id, h.type) for h, _ in frames], [(5, MessageType.ERROR), (6, MessageType.RESPONSE)])
+        self.assertEqual(
+            [(h.request_id, h.type) for h, _ in frames], [(5, MessageType.ERROR), (6, MessageType.RESPONSE)]
+        )
         self.assertIn("chunked request", frames[0][1].message)
 
     def test_request_beyond_max_request_is_refused_and_the_session_goes_on(self):
         self.hub.send(self.chunked(notes("z" * 30_000), 7))
         self.hub.send(wire.request(SQLCommand.INSERT, SQLTable.TRADE, notes("ok"), 8))
         frames = self.hub.frames()
-        self.assertEqual([(h.request_id, h.type) for h, _ in frames], [(7, MessageType.ERROR), (8, MessageType.RESPONSE)])
+        self.assertEqual(
+            [(h.request_id, h.type) for h, _ in frames], [(7, MessageType.ERROR), (8, MessageType.RESPONSE)]
+        )
         self.assertEqual(ErrorCode(frames[0][1].code), ErrorCode.MALFORMED_PAYLOAD)
         self.assertFalse(self.hub.transport.disconnecting)

@@ -26,7 +26,12 @@ def pipeline_until_closed(port, first_answer):
     sock = socket.create_connection(("127.0.0.1", port), timeout=30)
     sock.sendall(wire.hello(Role.FRONTEND, token=TOKENS["TRADEHUB_FRONTEND_TOKEN"]))
     frames = b"".join(
-        wire.request(SQLCommand.INSERT, SQLTable.MARKET_TICK, LAYOUTS[SQLTable.MARKET_TICK].rows_request.encode({"rows": [rows.tick(i)]}), i)
+        wire.request(
+            SQLCommand.INSERT,
+            SQLTable.MARKET_TICK,
+            LAYOUTS[SQLTable.MARKET_TICK].rows_request.encode({"rows": [rows.tick(i)]}),
+            i,
+        )
         for i in range(1, TICKS + 1)
     )
     threading.Thread(target=_send_all, args=(sock, frames), daemon=True).start()

@@ -39,7 +39,9 @@ def frontend_worker(port, number, deadline, model_id):
     symbol = f"FE{number:02d}"
     acked_ticks, live_orders, deleted_orders = [], {}, set()
     seq = writes = 0
-    with BlockingClient("127.0.0.1", port, Role.FRONTEND, TOKENS["TRADEHUB_FRONTEND_TOKEN"], f"stress-fe-{number}") as hub:
+    with BlockingClient(
+        "127.0.0.1", port, Role.FRONTEND, TOKENS["TRADEHUB_FRONTEND_TOKEN"], f"stress-fe-{number}"
+    ) as hub:
         state = rows.position(symbol=symbol, qty=Decimal(0), side="long")
         hub.insert(SQLTable.POSITION, [state])
         while time.monotonic() < deadline:
@@ -66,7 +68,9 @@ def frontend_worker(port, number, deadline, model_id):
                     live_orders[key] = order
             elif roll < 0.6:
                 last = batch[-1]
-                found = hub.select(SQLTable.MARKET_TICK, keys=[{"symbol": symbol, "ts": last["ts"], "seq": last["seq"]}])
+                found = hub.select(
+                    SQLTable.MARKET_TICK, keys=[{"symbol": symbol, "ts": last["ts"], "seq": last["seq"]}]
+                )
                 assert found.rows == [last], "a connection must read its own acknowledged write"
             writes += 1
             hub.update(SQLTable.POSITION, [dict(state, qty=Decimal(writes))])
@@ -116,7 +120,9 @@ class StressTests(TestCase):
         def setup():
             with BlockingClient("127.0.0.1", daemon.ml_port, Role.ML, TOKENS["TRADEHUB_ML_TOKEN"]) as hub:
                 hub.insert(SQLTable.ML_MODEL, [model])
-            with BlockingClient("127.0.0.1", daemon.frontend_port, Role.FRONTEND, TOKENS["TRADEHUB_FRONTEND_TOKEN"]) as hub:
+            with BlockingClient(
+                "127.0.0.1", daemon.frontend_port, Role.FRONTEND, TOKENS["TRADEHUB_FRONTEND_TOKEN"]
+            ) as hub:
                 hub.insert(SQLTable.ACCOUNT, [account])
 
         await deferToThread(setup)
@@ -132,8 +138,13 @@ class StressTests(TestCase):
         reactor.suggestThreadPoolSize(2 * CONNECTIONS_PER_ROLE + 4)
         self.addCleanup(reactor.suggestThreadPoolSize, 10)
         deadline = time.monotonic() + SECONDS
-        work = [deferToThread(frontend_worker, daemon.frontend_port, n, deadline, model["id"]) for n in range(CONNECTIONS_PER_ROLE)]
-        work += [deferToThread(ml_worker, daemon.ml_port, n, deadline, model["id"]) for n in range(CONNECTIONS_PER_ROLE)]
+        work = [
+            deferToThread(frontend_worker, daemon.frontend_port, n, deadline, model["id"])
+            for n in range(CONNECTIONS_PER_ROLE)
+        ]
+        work += [
+            deferToThread(ml_worker, daemon.ml_port, n, deadline, model["id"]) for n in range(CONNECTIONS_PER_ROLE)
+        ]
         results = await gatherResults(work)
         sampling.set()
         frontends, mls = results[:CONNECTIONS_PER_ROLE], results[CONNECTIONS_PER_ROLE:]
@@ -153,14 +164,18 @@ class StressTests(TestCase):
         self.assertEqual(len(ticks), sum(len(r["ticks"]) for r in frontends))
         expected_orders = {key: order["status"] for r in frontends for key, order in r["orders"].items()}
         self.assertEqual(dict(orders), expected_orders)
-        self.assertEqual(dict(positions), {r["symbol"]: Decimal(r["writes"]) for r in frontends}, "last write wins: in order")
+        self.assertEqual(
+            dict(positions), {r["symbol"]: Decimal(r["writes"]) for r in frontends}, "last write wins: in order"
+        )
         self.assertEqual({p[0] for p in predictions}, set().union(*(r["predictions"] for r in mls)))
         self.assertEqual(dict(labels), {r["symbol"]: float(r["writes"]) for r in mls}, "last write wins: in order")
         total = sum(len(r["ticks"]) for r in frontends) + sum(len(r["predictions"]) for r in mls)
         self.assertGreater(total, 1000, "the stress run did too little to prove anything")
         self.assertTrue(all(r["writes"] > 0 for r in results), "every connection must have worked")
         self.assertLess(max(peak), RSS_BOUND, f"daemon RSS peaked at {max(peak) / 2**20:.0f} MiB")
-        print(f"\nstress: {SECONDS:g}s, 32 connections, {total} rows acknowledged, "
-              f"{sum(r['writes'] for r in results)} state rewrites; daemon RSS peak {max(peak) / 2**20:.0f} MiB")
+        print(
+            f"\nstress: {SECONDS:g}s, 32 connections, {total} rows acknowledged, "
+            f"{sum(r['writes'] for r in results)} state rewrites; daemon RSS peak {max(peak) / 2**20:.0f} MiB"
+        )
         daemon.signal(signal.SIGTERM)
         self.assertEqual(await deferToThread(daemon.wait), 0)

@@ -104,7 +104,7 @@ CASES = {
             ({"side": "hold"}, V, "side"),
             ({"parent_client_order_id": "no-such-parent"}, NF, "parent"),
         ],
-        "UPDATE \"order\" SET notional = 5",
+        'UPDATE "order" SET notional = 5',
         _asset_setup,
     ),
     SQLTable.POSITION: Case(
@@ -365,7 +365,9 @@ class TableTestsMixin:
 
 
 def _test_case(table):
-    return type(f"{table.name.title().replace('_', '')}Tests", (TableTestsMixin, TestCase), {"table": table, "timeout": 120})
+    return type(
+        f"{table.name.title().replace('_', '')}Tests", (TableTestsMixin, TestCase), {"table": table, "timeout": 120}
+    )
 
 
 for _table in CASES:

@@ -68,7 +68,9 @@ class OptionsTests(SynchronousTestCase):
         self.environ["TRADEHUB_ML_TOKEN"] = ""
         with self.assertRaises(SystemExit) as caught:
             tap.Options(self.reactor).parseOptions([])
-        self.assertEqual(caught.exception.code, "tradehub: configuration error: TRADEHUB_ML_TOKEN: must be set to a non-empty secret")
+        self.assertEqual(
+            caught.exception.code, "tradehub: configuration error: TRADEHUB_ML_TOKEN: must be set to a non-empty secret"
+        )
 
     def test_a_bad_command_line_is_left_to_twistd(self):
         with self.assertRaises(usage.UsageError) as caught:
@@ -152,9 +154,7 @@ class MakeServiceTests(SynchronousTestCase):
         factory = hub.getServiceNamed("sessions").factory
         for role in ("frontend", "ml"):
             self.successResultOf(hub.getServiceNamed(role).startService())
-        self.assertEqual(
-            self.reactor.tcpServers, [(7101, factory, 50, "127.0.0.1"), (7102, factory, 50, "10.0.0.5")]
-        )
+        self.assertEqual(self.reactor.tcpServers, [(7101, factory, 50, "127.0.0.1"), (7102, factory, 50, "10.0.0.5")])
 
     def test_ready_line_names_the_endpoints_and_hides_the_database_password(self):
         hub = self.build()

@@ -50,5 +50,3 @@ class Reader:
             layout = SESSION_LAYOUTS.get(frame.header.type)
             frames.append((frame.header, layout.decode(frame.payload) if layout else frame.payload))
         return frames
-
-

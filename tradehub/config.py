@@ -124,57 +124,103 @@ class Setting:
 
 
 SETTINGS = (
-    Setting("DATABASE_URL", "", _database_url,
-            "libpq URL of PostgreSQL; empty starts the embedded cluster", "database-url", secret=True),
-    Setting("TRADEHUB_DATA_DIR", "./var", _directory,
-            "home of the embedded cluster (pgdata/) and of logs", "data-dir"),
-    Setting("TRADEHUB_FRONTEND_ENDPOINT", "tcp:7001:interface=127.0.0.1", _text,
-            "server endpoint for the C++ frontend", "frontend-endpoint", check=_server_endpoint),
-    Setting("TRADEHUB_ML_ENDPOINT", "tcp:7002:interface=127.0.0.1", _text,
-            "server endpoint for the Python ML modules", "ml-endpoint", check=_server_endpoint),
-    Setting("TRADEHUB_FRONTEND_TOKEN", "", _text,
-            "handshake secret of the FRONTEND role", secret=True),
-    Setting("TRADEHUB_ML_TOKEN", "", _text,
-            "handshake secret of the ML role", secret=True),
-    Setting("TRADEHUB_DB_POOL_MIN", "2", _integer(1),
-            "database connections kept open", "db-pool-min"),
-    Setting("TRADEHUB_DB_POOL_MAX", "10", _integer(1),
-            "most database connections open at once", "db-pool-max"),
-    Setting("TRADEHUB_DB_IDLE_TIMEOUT", "60", _seconds,
-            "seconds an idle connection above the minimum is kept", "db-idle-timeout"),
-    Setting("TRADEHUB_DB_RETRY_ATTEMPTS", "5", _integer(0),
-            "retries of a transient database failure", "db-retry-attempts"),
-    Setting("TRADEHUB_DB_RETRY_BACKOFF", "0.1", _seconds,
-            "first retry delay in seconds, doubling", "db-retry-backoff"),
-    Setting("TRADEHUB_HANDSHAKE_TIMEOUT", "10", _seconds,
-            "seconds a client has to complete HELLO", "handshake-timeout"),
-    Setting("TRADEHUB_HEARTBEAT_MS", "5000", _integer(1),
-            "heartbeat interval in milliseconds", "heartbeat-ms"),
-    Setting("TRADEHUB_MAX_FRAME", "1048576", _integer(64),
-            "largest frame body in bytes", "max-frame"),
-    Setting("TRADEHUB_MAX_REQUEST", "67108864", _integer(64),
-            "largest request in bytes once its MORE frames are joined", "max-request"),
-    Setting("TRADEHUB_MAX_IN_FLIGHT", "256", _integer(1),
-            "unanswered requests per connection before reading pauses", "max-in-flight"),
-    Setting("TRADEHUB_SHUTDOWN_DEADLINE", "10", _seconds,
-            "seconds to drain clients when stopping", "shutdown-deadline"),
-    Setting("TRADEHUB_LOG_FORMAT", "text", _log_format,
-            "log line format: text or json", "log-format"),
-    Setting("APCA_API_KEY_ID", "", _text,
-            "Alpaca key id; empty turns the Alpaca sync and order submission off", secret=True),
+    Setting(
+        "DATABASE_URL",
+        "",
+        _database_url,
+        "libpq URL of PostgreSQL; empty starts the embedded cluster",
+        "database-url",
+        secret=True,
+    ),
+    Setting("TRADEHUB_DATA_DIR", "./var", _directory, "home of the embedded cluster (pgdata/) and of logs", "data-dir"),
+    Setting(
+        "TRADEHUB_FRONTEND_ENDPOINT",
+        "tcp:7001:interface=127.0.0.1",
+        _text,
+        "server endpoint for the C++ frontend",
+        "frontend-endpoint",
+        check=_server_endpoint,
+    ),
+    Setting(
+        "TRADEHUB_ML_ENDPOINT",
+        "tcp:7002:interface=127.0.0.1",
+        _text,
+        "server endpoint for the Python ML modules",
+        "ml-endpoint",
+        check=_server_endpoint,
+    ),
+    Setting("TRADEHUB_FRONTEND_TOKEN", "", _text, "handshake secret of the FRONTEND role", secret=True),
+    Setting("TRADEHUB_ML_TOKEN", "", _text, "handshake secret of the ML role", secret=True),
+    Setting("TRADEHUB_DB_POOL_MIN", "2", _integer(1), "database connections kept open", "db-pool-min"),
+    Setting("TRADEHUB_DB_POOL_MAX", "10", _integer(1), "most database connections open at once", "db-pool-max"),
+    Setting(
+        "TRADEHUB_DB_IDLE_TIMEOUT",
+        "60",
+        _seconds,
+        "seconds an idle connection above the minimum is kept",
+        "db-idle-timeout",
+    ),
+    Setting(
+        "TRADEHUB_DB_RETRY_ATTEMPTS", "5", _integer(0), "retries of a transient database failure", "db-retry-attempts"
+    ),
+    Setting("TRADEHUB_DB_RETRY_BACKOFF", "0.1", _seconds, "first retry delay in seconds, doubling", "db-retry-backoff"),
+    Setting(
+        "TRADEHUB_HANDSHAKE_TIMEOUT", "10", _seconds, "seconds a client has to complete HELLO", "handshake-timeout"
+    ),
+    Setting("TRADEHUB_HEARTBEAT_MS", "5000", _integer(1), "heartbeat interval in milliseconds", "heartbeat-ms"),
+    Setting("TRADEHUB_MAX_FRAME", "1048576", _integer(64), "largest frame body in bytes", "max-frame"),
+    Setting(
+        "TRADEHUB_MAX_REQUEST",
+        "67108864",
+        _integer(64),
+        "largest request in bytes once its MORE frames are joined",
+        "max-request",
+    ),
+    Setting(
+        "TRADEHUB_MAX_IN_FLIGHT",
+        "256",
+        _integer(1),
+        "unanswered requests per connection before reading pauses",
+        "max-in-flight",
+    ),
+    Setting(
+        "TRADEHUB_SHUTDOWN_DEADLINE", "10", _seconds, "seconds to drain clients when stopping", "shutdown-deadline"
+    ),
+    Setting("TRADEHUB_LOG_FORMAT", "text", _log_format, "log line format: text or json", "log-format"),
+    Setting(
+        "APCA_API_KEY_ID", "", _text, "Alpaca key id; empty turns the Alpaca sync and order submission off", secret=True
+    ),
     Setting("APCA_API_SECRET_KEY", "", _text, "Alpaca secret key", secret=True),
-    Setting("APCA_API_BASE_URL", "https://paper-api.alpaca.markets", _http_url,
-            "Alpaca Trading API (paper by default)", "alpaca-base-url"),
-    Setting("APCA_API_DATA_URL", "https://data.alpaca.markets", _http_url,
-            "Alpaca Market Data API", "alpaca-data-url"),
-    Setting("TRADEHUB_ALPACA_SYNC_SECONDS", "15", _seconds,
-            "seconds between syncs of account, positions and open orders", "alpaca-sync-seconds"),
-    Setting("TRADEHUB_ALPACA_ASSETS_SECONDS", "86400", _seconds,
-            "seconds between syncs of the asset list", "alpaca-assets-seconds"),
-    Setting("TRADEHUB_ALPACA_TIMEOUT", "10", _seconds,
-            "seconds an Alpaca call may take", "alpaca-timeout"),
-    Setting("TRADEHUB_ALPACA_RETRY_ATTEMPTS", "4", _integer(0),
-            "retries of an Alpaca call that timed out or got 429/5xx", "alpaca-retry-attempts"),
+    Setting(
+        "APCA_API_BASE_URL",
+        "https://paper-api.alpaca.markets",
+        _http_url,
+        "Alpaca Trading API (paper by default)",
+        "alpaca-base-url",
+    ),
+    Setting("APCA_API_DATA_URL", "https://data.alpaca.markets", _http_url, "Alpaca Market Data API", "alpaca-data-url"),
+    Setting(
+        "TRADEHUB_ALPACA_SYNC_SECONDS",
+        "15",
+        _seconds,
+        "seconds between syncs of account, positions and open orders",
+        "alpaca-sync-seconds",
+    ),
+    Setting(
+        "TRADEHUB_ALPACA_ASSETS_SECONDS",
+        "86400",
+        _seconds,
+        "seconds between syncs of the asset list",
+        "alpaca-assets-seconds",
+    ),
+    Setting("TRADEHUB_ALPACA_TIMEOUT", "10", _seconds, "seconds an Alpaca call may take", "alpaca-timeout"),
+    Setting(
+        "TRADEHUB_ALPACA_RETRY_ATTEMPTS",
+        "4",
+        _integer(0),
+        "retries of an Alpaca call that timed out or got 429/5xx",
+        "alpaca-retry-attempts",
+    ),
 )
 
 
@@ -273,7 +319,9 @@ def _example_values(example_file: str | Path) -> dict[str, str]:
 
 def _cross_check(settings: Settings, example: Mapping[str, str]) -> None:
     if bool(settings.apca_api_key_id) != bool(settings.apca_api_secret_key):
-        raise ConfigError("APCA_API_SECRET_KEY", "APCA_API_KEY_ID and APCA_API_SECRET_KEY are set together or not at all")
+        raise ConfigError(
+            "APCA_API_SECRET_KEY", "APCA_API_KEY_ID and APCA_API_SECRET_KEY are set together or not at all"
+        )
     if settings.max_request < settings.max_frame:
         raise ConfigError(
             "TRADEHUB_MAX_REQUEST",

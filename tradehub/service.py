@@ -183,9 +183,7 @@ class HubService(SequentialService):
     on a startup failure, stops the reactor and makes the process exit 1.
     """
 
-    def __init__(
-        self, reactor, steps, ready_message, migrate_only=False, log_observer=None, exit=None
-    ):
+    def __init__(self, reactor, steps, ready_message, migrate_only=False, log_observer=None, exit=None):
         super().__init__()
         self.reactor = reactor
         self.exit = exit or exit_nonzero_when_done

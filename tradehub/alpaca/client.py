@@ -27,7 +27,13 @@ from . import convert
 PAGE_LIMIT = 500
 MAX_WAIT = 60.0
 _NETWORK_FAILURES = (
-    CancelledError, ConnectError, ConnectionLost, DNSLookupError, TimeoutError, ResponseFailed, ResponseNeverReceived,
+    CancelledError,
+    ConnectError,
+    ConnectionLost,
+    DNSLookupError,
+    TimeoutError,
+    ResponseFailed,
+    ResponseNeverReceived,
 )
 
 
@@ -87,7 +93,9 @@ class AlpacaClient:
         self._http = http
         self._clock = clock
         self._headers: dict[str | bytes, list[str | bytes]] = {
-            "APCA-API-KEY-ID": [key_id], "APCA-API-SECRET-KEY": [secret_key], "Accept": ["application/json"],
+            "APCA-API-KEY-ID": [key_id],
+            "APCA-API-SECRET-KEY": [secret_key],
+            "Accept": ["application/json"],
         }
         self.base_url = base_url.rstrip("/")
         self.data_url = data_url.rstrip("/")
@@ -100,8 +108,13 @@ class AlpacaClient:
 
     async def _call(self, method, base, path, params=None, body=None, allow_missing=False):
         def log_retry(error, wait):
-            self.log.warn("Alpaca {method} {path} failed ({reason}); retry in {wait:.2f}s",
-                          method=method, path=path, reason=str(error), wait=wait)
+            self.log.warn(
+                "Alpaca {method} {path} failed ({reason}); retry in {wait:.2f}s",
+                method=method,
+                path=path,
+                reason=str(error),
+                wait=wait,
+            )
 
         return await retrying(
             lambda: self._request(method, base, path, params, body, allow_missing),
@@ -117,7 +130,11 @@ class AlpacaClient:
         """One try: the decoded answer; L{AlpacaUnavailable} when worth retrying, L{AlpacaRejected} when not."""
         try:
             response = await self._http.request(
-                method, (base + path).encode(), headers=self._headers, params=params, json=body,
+                method,
+                (base + path).encode(),
+                headers=self._headers,
+                params=params,
+                json=body,
                 timeout=self._timeout,
                 reactor=self._clock,  # type: ignore[arg-type]  # treq only times the timeout on it
             )
@@ -193,7 +210,10 @@ class AlpacaClient:
 
     async def order_by_client_order_id(self, client_order_id: str, account_id: str | None = None) -> list[dict] | None:
         body = await self._call(
-            "GET", self.base_url, "/v2/orders:by_client_order_id", {"client_order_id": client_order_id},
+            "GET",
+            self.base_url,
+            "/v2/orders:by_client_order_id",
+            {"client_order_id": client_order_id},
             allow_missing=True,
         )
         return None if body is None else convert.order(body, account_id, submit=True)
@@ -217,8 +237,10 @@ class AlpacaClient:
             existing = await self.order_by_client_order_id(parent["client_order_id"], account_id)
             if existing is None:
                 raise
-            self.log.info("order {client_order_id} was already at Alpaca; not submitted twice",
-                          client_order_id=parent["client_order_id"])
+            self.log.info(
+                "order {client_order_id} was already at Alpaca; not submitted twice",
+                client_order_id=parent["client_order_id"],
+            )
             return existing
         return convert.order(answer, account_id, submit=True)
 

@@ -144,9 +144,18 @@ def position(body, account_id):
 def latest_trade(symbol, body):
     """A data-API trade ({t, x, p, s, c, i, z}) as a MARKET_TICK row."""
     return {
-        "symbol": symbol, "ts": timestamp(body["t"]), "seq": int(body.get("i") or 0), "kind": "trade",
-        "price": decimal(body["p"]), "size": decimal(body["s"]), "bid_price": None, "bid_size": None,
-        "ask_price": None, "ask_size": None, "exchange": body.get("x"), "conditions": list(body.get("c") or ()),
+        "symbol": symbol,
+        "ts": timestamp(body["t"]),
+        "seq": int(body.get("i") or 0),
+        "kind": "trade",
+        "price": decimal(body["p"]),
+        "size": decimal(body["s"]),
+        "bid_price": None,
+        "bid_size": None,
+        "ask_price": None,
+        "ask_size": None,
+        "exchange": body.get("x"),
+        "conditions": list(body.get("c") or ()),
         "tape": body.get("z"),
     }
 
@@ -154,16 +163,31 @@ def latest_trade(symbol, body):
 def latest_quote(symbol, body):
     """A data-API quote ({t, ax, ap, as, bx, bp, bs, c, z}) as a MARKET_TICK row."""
     return {
-        "symbol": symbol, "ts": timestamp(body["t"]), "seq": 0, "kind": "quote", "price": None, "size": None,
-        "bid_price": decimal(body["bp"]), "bid_size": decimal(body["bs"]), "ask_price": decimal(body["ap"]),
-        "ask_size": decimal(body["as"]), "exchange": body.get("ax") or body.get("bx"),
-        "conditions": list(body.get("c") or ()), "tape": body.get("z"),
+        "symbol": symbol,
+        "ts": timestamp(body["t"]),
+        "seq": 0,
+        "kind": "quote",
+        "price": None,
+        "size": None,
+        "bid_price": decimal(body["bp"]),
+        "bid_size": decimal(body["bs"]),
+        "ask_price": decimal(body["ap"]),
+        "ask_size": decimal(body["as"]),
+        "exchange": body.get("ax") or body.get("bx"),
+        "conditions": list(body.get("c") or ()),
+        "tape": body.get("z"),
     }
 
 
 def bar(body):
     """A data-API bar ({t, o, h, l, c, v, n, vw}) as a dict with exact decimals."""
     return {
-        "t": timestamp(body["t"]), "open": decimal(body["o"]), "high": decimal(body["h"]), "low": decimal(body["l"]),
-        "close": decimal(body["c"]), "volume": decimal(body["v"]), "trades": body.get("n"), "vwap": decimal(body.get("vw")),
+        "t": timestamp(body["t"]),
+        "open": decimal(body["o"]),
+        "high": decimal(body["h"]),
+        "low": decimal(body["l"]),
+        "close": decimal(body["c"]),
+        "volume": decimal(body["v"]),
+        "trades": body.get("n"),
+        "vwap": decimal(body.get("vw")),
     }

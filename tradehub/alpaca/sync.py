@@ -11,7 +11,7 @@ from twisted.internet.defer import ensureDeferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from ..schema.tables import SQLTable
+from ..schema.model import SQLTable
 
 
 class AlpacaSync(Service):

@@ -4,8 +4,10 @@ chunked answers joined or streamed, heartbeats, clean shutdown, and a
 ClientService that reconnects with backoff.
 """
 
+from __future__ import annotations
+
 import itertools
-from typing import cast
+from typing import Any, cast
 
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet.defer import Deferred
@@ -16,11 +18,11 @@ from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ..protocol.enums import FLAG_MORE, MessageType, Role, ShutdownReason
+from ..protocol.enums import FLAG_MORE, MessageType, Role, ShutdownReason, SQLCommand, SQLTable
 from ..protocol.errors import ProtocolError
 from ..protocol.framing import FrameDecoder
 from ..protocol.messages import ERROR, HELLO, HELLO_ACK, SHUTDOWN, SHUTDOWN_ACK, HelloAck, encode_frame
-from .calls import TableCalls, decode_result, request_frames
+from .calls import Result, TableCalls, decode_result, request_frames
 from .errors import HubError, raise_for_error
 
 SILENT_INTERVALS = 3
@@ -60,7 +62,13 @@ class HubClientProtocol(Protocol, TableCalls):
 
     def connectionMade(self):
         payload = HELLO.encode(
-            {"role": self.role, "min_version": 1, "max_version": 1, "client_name": self.client_name, "token": self._token}
+            {
+                "role": self.role,
+                "min_version": 1,
+                "max_version": 1,
+                "client_name": self.client_name,
+                "token": self._token,
+            }
         )
         self._write(encode_frame(MessageType.HELLO, payload))
         self._last_received = self.clock.seconds()
@@ -124,7 +132,9 @@ class HubClientProtocol(Protocol, TableCalls):
         interval = self._handshaken().heartbeat_ms / 1000
         now = self.clock.seconds()
         if now - self._last_received >= interval * SILENT_INTERVALS:
-            self.log.warn("the hub has been silent for {seconds:.1f}s; disconnecting", seconds=now - self._last_received)
+            self.log.warn(
+                "the hub has been silent for {seconds:.1f}s; disconnecting", seconds=now - self._last_received
+            )
             self.transport.abortConnection()
             return
         if now - self._last_sent >= interval:
@@ -137,7 +147,7 @@ class HubClientProtocol(Protocol, TableCalls):
 
     # Calls
 
-    def call(self, command, table, payload):
+    def call(self, command: SQLCommand, table: SQLTable, payload: bytes) -> Deferred[bytes]:
         """Send one REQUEST; the Deferred fires with its RESPONSE payload (joined when chunked)."""
         max_frame = self._handshaken().max_frame
         request_id = next(self._ids)
@@ -151,9 +161,8 @@ class HubClientProtocol(Protocol, TableCalls):
             raise ConnectionError("the handshake with the hub is not done")
         return self.session
 
-    def execute(self, command, table, payload):
+    def execute(self, command: SQLCommand, table: SQLTable, payload: bytes) -> Deferred[Result]:
         return self.call(command, table, payload).addCallback(lambda answer: decode_result(table, answer))
-
 
     async def select_all(self, table, page_size=1000, **query):
         """Every matching row, streamed page by page (an async generator)."""
@@ -166,7 +175,7 @@ class HubClientProtocol(Protocol, TableCalls):
                 return
             after = page.next_cursor
 
-    def shutdown(self, message="done"):
+    def shutdown(self, message: str = "done") -> Deferred[int]:
         """SHUTDOWN, then wait for SHUTDOWN_ACK and the close; fires with the ack's completed count."""
         if self._shutdown is None:
             self._shutdown = Deferred()
@@ -205,7 +214,9 @@ class HubClientService(ClientService):
     exponential backoff. C{session()} fires with a handshaken protocol.
     """
 
-    def __init__(self, reactor, description, role, token, client_name="python-service"):
+    def __init__(
+        self, reactor: Any, description: str, role: Role, token: str, client_name: str = "python-service"
+    ) -> None:
         factory = _HubClientFactory(role, token, client_name, reactor)
         super().__init__(
             clientFromString(reactor, description),
@@ -215,6 +226,5 @@ class HubClientService(ClientService):
             prepareConnection=lambda protocol: cast(HubClientProtocol, protocol).ready,
         )
 
-    def session(self):
-        return self.whenConnected(failAfterFailures=None)
-
+    def session(self) -> Deferred[HubClientProtocol]:
+        return cast("Deferred[HubClientProtocol]", self.whenConnected(failAfterFailures=None))

@@ -3,14 +3,18 @@ A blocking client for ordinary synchronous Python (ML trainers, scripts):
 plain sockets, the protocol package's own layouts, typed errors.
 """
 
+from __future__ import annotations
+
 import socket
 import threading
 import time
+from collections.abc import Iterator
+from typing import Any
 
-from ..protocol.enums import FLAG_MORE, MessageType, Role, ShutdownReason
-from ..protocol.framing import FrameDecoder
-from ..protocol.messages import ERROR, HELLO, HELLO_ACK, SHUTDOWN, SHUTDOWN_ACK, encode_frame
-from .calls import TableCalls, decode_result, request_frames
+from ..protocol.enums import FLAG_MORE, MessageType, Role, ShutdownReason, SQLCommand, SQLTable
+from ..protocol.framing import Frame, FrameDecoder
+from ..protocol.messages import ERROR, HELLO, HELLO_ACK, SHUTDOWN, SHUTDOWN_ACK, Header, ShutdownAck, encode_frame
+from .calls import Result, TableCalls, decode_result, request_frames
 from .errors import HubError, raise_for_error
 
 
@@ -20,12 +24,14 @@ class BlockingClient(TableCalls):
     SHUTDOWN, waits for SHUTDOWN_ACK and closes.
     """
 
-    def __init__(self, host, port, role, token, client_name="python-blocking", timeout=30.0):
+    def __init__(
+        self, host: str, port: int, role: Role, token: str, client_name: str = "python-blocking", timeout: float = 30.0
+    ) -> None:
         self.role = Role(role)
         self._socket = socket.create_connection((host, port), timeout=timeout)
         self._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._decoder = FrameDecoder(1 << 31)
-        self._frames = []
+        self._frames: list[Frame] = []
         self._next_id = 1
         self._send_lock = threading.Lock()
         self._last_sent = time.monotonic()
@@ -33,10 +39,10 @@ class BlockingClient(TableCalls):
         self._closing = threading.Event()
         threading.Thread(target=self._keep_alive, name="tradehub-heartbeat", daemon=True).start()
 
-    def __enter__(self):
+    def __enter__(self) -> BlockingClient:
         return self
 
-    def __exit__(self, *exc_info):
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def _send(self, data):
@@ -66,17 +72,17 @@ class BlockingClient(TableCalls):
             raise HubError(0, f"expected HELLO_ACK, got message type {header.type}")
         return HELLO_ACK.decode(payload)
 
-    def next_request_id(self):
+    def next_request_id(self) -> int:
         request_id, self._next_id = self._next_id, self._next_id + 1
         return request_id
 
-    def send_request(self, command, table, payload, request_id=None):
+    def send_request(self, command: SQLCommand, table: SQLTable, payload: bytes, request_id: int | None = None) -> int:
         """Send one REQUEST without waiting; returns its request_id."""
         request_id = request_id or self.next_request_id()
         self._send(request_frames(payload, request_id, command, table, self.session.max_frame))
         return request_id
 
-    def read_frame(self):
+    def read_frame(self) -> tuple[Header, bytes]:
         """The next frame other than HEARTBEAT, as (header, payload)."""
         while True:
             while not self._frames:
@@ -88,7 +94,7 @@ class BlockingClient(TableCalls):
             if frame.header.type != MessageType.HEARTBEAT:
                 return frame.header, frame.payload
 
-    def read_answer(self, request_id):
+    def read_answer(self, request_id: int) -> list[bytes]:
         """
         The RESPONSE payloads answering request_id (several when chunked), or
         the hub's ERROR raised as a typed exception.
@@ -104,16 +110,15 @@ class BlockingClient(TableCalls):
             if not header.flags & FLAG_MORE:
                 return payloads
 
-    def call(self, command, table, payload):
+    def call(self, command: SQLCommand, table: SQLTable, payload: bytes) -> list[bytes]:
         """One request, its answer."""
         return self.read_answer(self.send_request(command, table, payload))
 
-    def execute(self, command, table, payload):
+    def execute(self, command: SQLCommand, table: SQLTable, payload: bytes) -> Result:
         """One table command; the answer decoded as a L{Result}."""
         return decode_result(table, b"".join(self.call(command, table, payload)))
 
-
-    def select_all(self, table, page_size=1000, **query):
+    def select_all(self, table: SQLTable, page_size: int = 1000, **query: Any) -> Iterator[dict]:
         """Every matching row, page by page: constant memory however many rows there are."""
         after = None
         while True:
@@ -123,7 +128,7 @@ class BlockingClient(TableCalls):
                 return
             after = page.next_cursor
 
-    def close(self):
+    def close(self) -> ShutdownAck | None:
         """Clean shutdown: SHUTDOWN, wait for SHUTDOWN_ACK, close. Returns the ack."""
         self._closing.set()
         try:

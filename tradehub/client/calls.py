@@ -3,7 +3,8 @@ The table calls both Python clients share: request payloads from rows, keys
 and queries, chunked REQUEST frames, and decoded answers.
 """
 
-from typing import Any, Optional
+from collections.abc import Iterable
+from typing import Any
 
 import attrs
 
@@ -23,7 +24,7 @@ class Result:
 
     affected: int
     rows: list
-    next_cursor: Optional[bytes] = None
+    next_cursor: bytes | None = None
 
 
 def select_payload(table, keys=(), symbol=None, since=None, until=None, limit=0, after=None):
@@ -61,18 +62,18 @@ class TableCalls:
     def execute(self, command: SQLCommand, table: SQLTable, payload: bytes) -> Any:
         raise NotImplementedError
 
-    def insert(self, table, rows):
+    def insert(self, table: SQLTable, rows: Iterable[dict]) -> Any:
         return self.execute(SQLCommand.INSERT, table, rows_payload(table, rows))
 
-    def upsert(self, table, rows):
+    def upsert(self, table: SQLTable, rows: Iterable[dict]) -> Any:
         return self.execute(SQLCommand.UPSERT, table, rows_payload(table, rows))
 
-    def update(self, table, rows):
+    def update(self, table: SQLTable, rows: Iterable[dict]) -> Any:
         return self.execute(SQLCommand.UPDATE, table, rows_payload(table, rows))
 
-    def delete(self, table, keys):
+    def delete(self, table: SQLTable, keys: Iterable[dict]) -> Any:
         return self.execute(SQLCommand.DELETE, table, keys_payload(table, keys))
 
-    def select(self, table, **query):
+    def select(self, table: SQLTable, **query: Any) -> Any:
         """One page: keys=, symbol=, since=, until=, limit=, after=."""
         return self.execute(SQLCommand.SELECT, table, select_payload(table, **query))

@@ -52,11 +52,16 @@ WHEN_SENT = {
     ErrorCode.UNKNOWN_TYPE: "a message type that is unknown, reserved (SUBSCRIBE) or only sent by servers",
     ErrorCode.UNKNOWN_TABLE: "a table byte outside 1..11",
     ErrorCode.UNKNOWN_COMMAND: "a command byte outside 1..5",
-    ErrorCode.MALFORMED_PAYLOAD: "the payload does not decode: short, trailing bytes, bad UTF-8, bool or presence byte not 0/1",
+    ErrorCode.MALFORMED_PAYLOAD: (
+        "the payload does not decode: short, trailing bytes, bad UTF-8, bool or presence byte not 0/1"
+    ),
     ErrorCode.VALIDATION_FAILED: "a value breaks a rule; the message names the field and rule, row_index the row",
     ErrorCode.NOT_FOUND: "a referenced or updated row does not exist",
     ErrorCode.CONFLICT: "a uniqueness rule (for example client_order_id) is already taken",
-    ErrorCode.BUSY: "Alpaca did not answer an order submission or cancel in time: the order stays pending_new; send the same request again",
+    ErrorCode.BUSY: (
+        "Alpaca did not answer an order submission or cancel in time: the order stays pending_new; "
+        "send the same request again"
+    ),
     ErrorCode.DB_UNAVAILABLE: "PostgreSQL stayed unreachable through every retry, or a COMMIT's outcome is unknown",
     ErrorCode.SHUTTING_DOWN: "a request that arrived after SHUTDOWN, or was still queued at the drain deadline",
     ErrorCode.FRAME_TOO_LARGE: "a length above the negotiated max_frame",
@@ -80,6 +85,18 @@ def _table(headings, rows):
     return "\n".join(lines)
 
 
+def _field_types() -> str:
+    encodings = [
+        (f"`{t.name}`", FIELD_ENCODINGS.get(t.name, f"{t.size}-byte little-endian"), t.python) for t in FIELD_TYPES
+    ]
+    return _table(("type", "encoding", "Python value"), encodings)
+
+
+def _errors() -> str:
+    rows = [(c.value, c.name, "connection closed" if c.closes else "stays open", WHEN_SENT[c]) for c in ErrorCode]
+    return _table(("code", "name", "after it", "when the server sends it"), rows)
+
+
 def layout_table(layout: Layout) -> str:
     """Fields with their byte offsets while the layout is fixed, '+' after the first variable field."""
     rows = []
@@ -94,9 +111,10 @@ def layout_table(layout: Layout) -> str:
 
 
 def _enum(enum, extra=None):
-    return _table(("value", "name") + ((extra[0],) if extra else ()), [
-        (member.value, member.name) + ((extra[1](member),) if extra else ()) for member in enum
-    ])
+    return _table(
+        ("value", "name") + ((extra[0],) if extra else ()),
+        [(member.value, member.name) + ((extra[1](member),) if extra else ()) for member in enum],
+    )
 
 
 def _hex(frame):
@@ -116,13 +134,14 @@ def _session_examples():
     return _example(
         "HELLO from an ML module named `ml-1` with token `s3cret`",
         hello,
-        f"`{body.to_bytes(4, 'little').hex(' ')}`: body length {body}. `54 48`: magic. `01`: version 1. `01`: HELLO. `00 00`: no command or "
-        "table. `00 00`: flags. `00 … 00`: request_id 0. Payload: `02` role ML, `01` `01` versions 1..1, "
-        "`04 00` + `ml-1`, `06 00` + `s3cret`."
+        f"`{body.to_bytes(4, 'little').hex(' ')}`: body length {body}. `54 48`: magic. `01`: version 1. "
+        "`01`: HELLO. `00 00`: no command or table. `00 00`: flags. `00 … 00`: request_id 0. "
+        "Payload: `02` role ML, `01` `01` versions 1..1, "
+        "`04 00` + `ml-1`, `06 00` + `s3cret`.",
     )
 
 
-COMMON_LAYOUTS = """Every table has the same five request layouts, built from its row and key:
+COMMON_LAYOUTS = f"""Every table has the same five request layouts, built from its row and key:
 
 | command | request payload |
 |---|---|
@@ -144,7 +163,7 @@ session stays open). A different request_id before the last frame answers the un
 with MALFORMED_PAYLOAD.
 
 SELECT returns rows in key order, or for a time-series table in (time, key) order; `keys`,
-`symbol` and the time window combine (AND). `limit` 0 means {default}; more than {maximum} is
+`symbol` and the time window combine (AND). `limit` 0 means {DEFAULT_LIMIT}; more than {MAX_LIMIT} is
 VALIDATION_FAILED. Walk a large result by passing each page's `next_cursor` as the next request's
 `after`, with the same filters.
 
@@ -154,7 +173,7 @@ their value unchanged (the wire carries units of 10^-9, so 1.5 and 1.500000000 a
 bytes); timestamps keep their nanoseconds. A write refused by a rule is VALIDATION_FAILED naming
 the field and the rule, with `row_index` the offending row; a duplicate key or unique value is
 CONFLICT; a missing referenced row is NOT_FOUND. Nothing of a refused request is written.
-""".format(default=DEFAULT_LIMIT, maximum=MAX_LIMIT)
+"""
 
 
 def _table_section(layouts):
@@ -183,13 +202,26 @@ def _table_sections():
 def _request_example():
     spec = LAYOUTS[SQLTable.MARKET_TICK]
     row = {
-        "symbol": "AAPL", "ts": Timestamp(1_700_000_000_123_456_789), "seq": 7, "kind": "trade",
-        "price": decimal.Decimal("189.12"), "size": decimal.Decimal("100"), "bid_price": None, "bid_size": None,
-        "ask_price": None, "ask_size": None, "exchange": "V", "conditions": ["@"], "tape": "C",
+        "symbol": "AAPL",
+        "ts": Timestamp(1_700_000_000_123_456_789),
+        "seq": 7,
+        "kind": "trade",
+        "price": decimal.Decimal("189.12"),
+        "size": decimal.Decimal("100"),
+        "bid_price": None,
+        "bid_size": None,
+        "ask_price": None,
+        "ask_size": None,
+        "exchange": "V",
+        "conditions": ["@"],
+        "tape": "C",
     }
     request = encode_frame(
-        MessageType.REQUEST, spec.rows_request.encode({"rows": [row]}), request_id=42,
-        command=SQLCommand.INSERT, table=SQLTable.MARKET_TICK,
+        MessageType.REQUEST,
+        spec.rows_request.encode({"rows": [row]}),
+        request_id=42,
+        command=SQLCommand.INSERT,
+        table=SQLTable.MARKET_TICK,
     )
     response = encode_frame(
         MessageType.RESPONSE, spec.response.encode({"affected": 1, "rows": [], "next_cursor": None}), request_id=42
@@ -274,7 +306,7 @@ ignores every other flag bit, and MORE on frames other than REQUEST.
 
 ## Field types
 
-{_table(("type", "encoding", "Python value"), [(f"`{t.name}`", FIELD_ENCODINGS.get(t.name, f"{t.size}-byte little-endian"), t.python) for t in FIELD_TYPES])}
+{_field_types()}
 
 `opt<T>`: u8 presence (0 absent, 1 present; anything else is MALFORMED_PAYLOAD), then T when
 present. `list<T>`: u32 count, then the items. A payload with bytes left over after its last field
@@ -349,7 +381,7 @@ accepted and needs no answer. The database pool closes only after every session 
 
 ## Errors
 
-{_table(("code", "name", "after it", "when the server sends it"), [(c.value, c.name, "connection closed" if c.closes else "stays open", WHEN_SENT[c]) for c in ErrorCode])}
+{_errors()}
 
 Every failed request gets exactly one ERROR, with its request_id, instead of its RESPONSE.
 Framing and handshake errors carry request_id 0 unless the offending frame had one.

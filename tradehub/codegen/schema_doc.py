@@ -22,9 +22,7 @@ OUTPUT = Path(__file__).resolve().parents[2] / "docs" / "schema.md"
 COMMAND = "python -m tradehub.codegen.schema_doc"
 SCHEMA = Path(__file__).resolve().parents[2] / "schema"
 
-_MEANINGS = {
-    (spec.sql_name, column.name): column.doc for spec in TABLES.values() for column in spec.columns
-}
+_MEANINGS = {(spec.sql_name, column.name): column.doc for spec in TABLES.values() for column in spec.columns}
 _SPECIAL = {
     ("schema_migrations", "version"): "the migration's number (NNNN of NNNN_name.sql)",
     ("schema_migrations", "name"): "the migration's name",
@@ -81,11 +79,14 @@ def _render(cursor):
         " WHERE t.typtype = 'd' AND n.nspname = 'public' ORDER BY t.typname",
     ):
         out.append(f"| `{name}` | `{base}` | `{check}` |" if check else f"| `{name}` | `{base}` | |")
-    tables = [r[0] for r in _rows(
-        cursor,
-        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-        " WHERE n.nspname = 'public' AND c.relkind = 'r' ORDER BY c.relname",
-    )]
+    tables = [
+        r[0]
+        for r in _rows(
+            cursor,
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = 'public' AND c.relkind = 'r' ORDER BY c.relname",
+        )
+    ]
     for table in tables:
         relation = '"' + table + '"'
         out += ["", f"## {table}", "", "| column | type | null | default | meaning |", "|---|---|---|---|---|"]
@@ -103,7 +104,8 @@ def _render(cursor):
             )
         constraints = _rows(
             cursor,
-            "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = %s::regclass AND contype <> 'n'"
+            "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint"
+            " WHERE conrelid = %s::regclass AND contype <> 'n'"
             " ORDER BY conname",
             relation,
         )
@@ -137,8 +139,16 @@ def _migrated_throwaway_cluster():
     cluster.start()
 
     async def apply(_reactor):
-        pool = Pool(cluster.dsn(), reactor=reactor, clock=reactor, size_min=1, size_max=1,
-                    idle_timeout=60, retry_attempts=0, retry_backoff=0.1)
+        pool = Pool(
+            cluster.dsn(),
+            reactor=reactor,
+            clock=reactor,
+            size_min=1,
+            size_max=1,
+            idle_timeout=60,
+            retry_attempts=0,
+            retry_backoff=0.1,
+        )
         await pool.start()
         try:
             await migrate(pool, SCHEMA)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..db.pool import Pool
-from ..schema.tables import SQLTable
+from ..schema.model import SQLTable
 from .alpaca import AccountController, AssetController, OrderController, PositionController, TradeController
 from .base import Page, TableController
 from .market import MarketTickController

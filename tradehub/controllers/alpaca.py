@@ -13,6 +13,7 @@ from .base import TableController
 
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 
+
 class _SubmitAlone(Exception):
     """A submitting INSERT is never coalesced: the lane then runs each request on its own."""
 
@@ -28,8 +29,22 @@ def _merge(parent, legs, answer):
 
 
 def _from_alpaca(row):
-    names = ("id", "asset_id", "status", "filled_qty", "filled_avg_price", "hwm", "created_at", "updated_at",
-             "submitted_at", "filled_at", "expired_at", "canceled_at", "failed_at", "replaced_at")
+    names = (
+        "id",
+        "asset_id",
+        "status",
+        "filled_qty",
+        "filled_avg_price",
+        "hwm",
+        "created_at",
+        "updated_at",
+        "submitted_at",
+        "filled_at",
+        "expired_at",
+        "canceled_at",
+        "failed_at",
+        "replaced_at",
+    )
     return {name: row[name] for name in names}
 
 
@@ -141,7 +156,13 @@ class OrderController(TableController):
         existing = await self.stored(rows)
         for index, row in enumerate(rows):
             old = existing.get(self.table.key_of(row))
-            if not (old and old["submit"] and old["id"] and row["status"] == "canceled" and old["status"] not in FINAL_STATUSES):
+            if not (
+                old
+                and old["submit"]
+                and old["id"]
+                and row["status"] == "canceled"
+                and old["status"] not in FINAL_STATUSES
+            ):
                 continue
             try:
                 await self.broker.cancel(old["id"])
@@ -164,7 +185,9 @@ class OrderController(TableController):
         if kind in ("stop", "stop_limit") and row["stop_price"] is None:
             raise invalid(index, "stop_price", f"is required for {kind} orders")
         if kind == "trailing_stop" and (row["trail_price"] is None) == (row["trail_percent"] is None):
-            raise invalid(index, "trail_price", "trailing_stop orders need exactly one of trail_price and trail_percent")
+            raise invalid(
+                index, "trail_price", "trailing_stop orders need exactly one of trail_price and trail_percent"
+            )
         _positive(row, index, "qty", "notional", "limit_price", "stop_price", "trail_price", "trail_percent")
         if row["filled_qty"] < 0:
             raise invalid(index, "filled_qty", "must not be negative")
@@ -192,7 +215,9 @@ class OrderController(TableController):
             for name in ("limit_price", "stop_price", "trail_price"):
                 price = row[name]
                 if price is not None and price % increment:
-                    raise invalid(index, name, f"{price} is not a multiple of {asset['symbol']}'s price increment {increment}")
+                    raise invalid(
+                        index, name, f"{price} is not a multiple of {asset['symbol']}'s price increment {increment}"
+                    )
 
     def deletable(self, row, index):
         if row["status"] not in FINAL_STATUSES:

@@ -19,7 +19,7 @@ from ..db.failures import ROW_ERRORS, row_refusal
 from ..db.pool import Pool
 from ..errors import Invalid, invalid, not_found
 from ..repositories.table import Repository, Row
-from ..schema.tables import MAX_LIMIT, Table
+from ..schema.model import MAX_LIMIT, Table
 from ..schema.timestamp import Timestamp
 
 

@@ -4,9 +4,9 @@ import math
 import re
 
 from ..errors import invalid, not_found
-from ..schema.tables import FEATURE_SET, LABELED_DATA, ML_MODEL, ML_PREDICTION, TECHNICAL_INDICATOR
 from ..repositories.features import FeatureSchemaRepository
 from ..repositories.table import Repository
+from ..schema.tables import FEATURE_SET, LABELED_DATA, ML_MODEL, ML_PREDICTION, TECHNICAL_INDICATOR
 from .base import TableController
 
 _INDICATOR_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -50,7 +50,9 @@ class PredictionController(TableController):
             if model is None:
                 raise not_found(index, "ml_model", "id", row["model_id"])
             if model["status"] != "ready":
-                raise invalid(index, "model_id", f"model {model['name']} {model['version']} is {model['status']}, not ready")
+                raise invalid(
+                    index, "model_id", f"model {model['name']} {model['version']} is {model['status']}, not ready"
+                )
 
 
 class LabeledDataController(TableController):
@@ -87,13 +89,19 @@ class FeatureSetController(TableController):
             stored = known.get(schema)
             if stored is None:
                 if not names:
-                    raise invalid(index, "feature_names", f"must be given with the first vector of {schema[0]} {schema[1]}")
+                    raise invalid(
+                        index, "feature_names", f"must be given with the first vector of {schema[0]} {schema[1]}"
+                    )
                 await self.schemas.add(cursor, schema, names)
                 known[schema] = stored = names
             elif names and names != stored:
                 raise invalid(index, "feature_names", f"differ from those stored for {schema[0]} {schema[1]}")
             if len(row["features"]) != len(stored):
-                raise invalid(index, "features", f"has {len(row['features'])} values; {schema[0]} {schema[1]} has {len(stored)} features")
+                raise invalid(
+                    index,
+                    "features",
+                    f"has {len(row['features'])} values; {schema[0]} {schema[1]} has {len(stored)} features",
+                )
 
 
 class IndicatorController(TableController):

@@ -13,9 +13,8 @@ import os
 import pwd
 import subprocess
 import tempfile
-from pathlib import Path
-
 import warnings
+from pathlib import Path
 
 from twisted.logger import Logger
 

@@ -5,7 +5,7 @@ numbers, is declared with the tables in the schema and re-exported here.
 
 from enum import IntEnum
 
-from ..schema.tables import SQLTable as SQLTable
+from ..schema.model import SQLTable as SQLTable
 
 MAGIC = 0x4854
 ENVELOPE_VERSION = 1

@@ -10,14 +10,14 @@ import attrs
 
 from .enums import ENVELOPE_VERSION, HEADER_SIZE, MAGIC, ErrorCode
 from .errors import ProtocolError
-from .messages import HEADER, LENGTH
+from .messages import HEADER, LENGTH, Header
 
 _PREFIX = LENGTH.size
 
 
 @attrs.frozen
 class Frame:
-    header: object
+    header: Header
     payload: bytes
 
 

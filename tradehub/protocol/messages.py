@@ -16,7 +16,7 @@ LENGTH = struct.Struct("<I")
 
 @attrs.frozen
 class Header:
-    magic: int = wire(u16, "0x4854, the bytes 54 48 (\"TH\")")
+    magic: int = wire(u16, '0x4854, the bytes 54 48 ("TH")')
     version: int = wire(u8, "envelope version: 1")
     type: int = wire(u8, "MessageType")
     command: int = wire(u8, "SQLCommand; 0 when the type carries none")

@@ -34,6 +34,4 @@ def allowed(role, command, table):
 
 def matrix():
     """(table, {role: commands allowed}) for every table, for the document."""
-    return [
-        (table, {role: [c for c in SQLCommand if allowed(role, c, table)] for role in Role}) for table in SQLTable
-    ]
+    return [(table, {role: [c for c in SQLCommand if allowed(role, c, table)] for role in Role}) for table in SQLTable]

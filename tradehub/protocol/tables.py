@@ -3,7 +3,8 @@ Every table's wire layouts, derived from its declaration in the schema: its
 row, key and cursor, the five commands' request layouts and the response.
 """
 
-from ..schema.tables import DEFAULT_LIMIT, MAX_LIMIT, TABLES, Column, SQLTable, Table
+from ..schema.model import DEFAULT_LIMIT, MAX_LIMIT, Column, SQLTable, Table
+from ..schema.tables import TABLES
 from .enums import SQLCommand
 from .wire import FIELD_TYPES, Field, Layout, WireType, blob, list_of, opt, string, timestamp, u32
 
@@ -34,9 +35,7 @@ class TableLayouts:
         self.cursor = Layout(f"{title} cursor", [fields[k] for k in table.sort])
         row_type = _row_type(f"{title} row", self.row)
         key_type = _row_type(f"{title} key", self.key_row)
-        self.rows_request = Layout(
-            f"{title} rows", [Field("rows", list_of(row_type), "the rows, written all or none")]
-        )
+        self.rows_request = Layout(f"{title} rows", [Field("rows", list_of(row_type), "the rows, written all or none")])
         self.keys_request = Layout(f"{title} keys", [Field("keys", list_of(key_type), "the keys of the rows")])
         select_fields = [
             Field("keys", list_of(key_type), "rows with these keys; empty: no key filter"),

@@ -252,7 +252,8 @@ class _Optional(Construct):
         return f"(None if presence({Int8ul._compileparse(code)}) == 0 else {self.subcon._compileparse(code)})"
 
     def _emitbuild(self, code):
-        return f"((io.write(b'\\x00'), None)[1] if obj is None else (io.write(b'\\x01'), {self.subcon._compilebuild(code)})[1])"
+        present = f"(io.write(b'\\x01'), {self.subcon._compilebuild(code)})[1]"
+        return f"((io.write(b'\\x00'), None)[1] if obj is None else {present})"
 
 
 @attrs.frozen
@@ -261,7 +262,7 @@ class WireType:
 
     name: str
     construct: Any = attrs.field(repr=False, eq=False)
-    size: Optional[int] = None
+    size: int | None = None
     python: str = ""
     item: Optional["WireType"] = None
     layout: Optional["Layout"] = attrs.field(default=None, repr=False, eq=False)
@@ -359,7 +360,7 @@ class Layout:
         except struct.error:
             reason = "payload ended early" if len(data) < self._fixed.size else "trailing bytes after the payload"
             raise ProtocolError(ErrorCode.MALFORMED_PAYLOAD, f"{self.name}: {reason}") from None
-        return self.cls(*values) if self.cls is not None else dict(zip(self._names, values))
+        return self.cls(*values) if self.cls is not None else dict(zip(self._names, values, strict=True))
 
     def pack(self, *values):
         """A fixed layout from its values in field order: the cheapest encoding (every frame's header)."""
@@ -399,7 +400,11 @@ def _reason(error):
     reason = text[-1] if text else type(error).__name__
     if isinstance(error, UnicodeError):
         return "invalid UTF-8"
-    if isinstance(error, struct.error) or "stream read less than specified amount" in reason or "could not read enough bytes" in reason:
+    if (
+        isinstance(error, struct.error)
+        or "stream read less than specified amount" in reason
+        or "could not read enough bytes" in reason
+    ):
         return "payload ended early"
     if "expected end of stream" in reason:
         return "trailing bytes after the payload"

@@ -46,9 +46,7 @@ class OrderRepository(Repository):
 
     async def live_at_alpaca(self, cursor) -> list[str]:
         """Alpaca ids of the orders stored as still live."""
-        await cursor.execute(
-            f"SELECT id::text FROM {self.name} WHERE id IS NOT NULL AND status <> ALL(%s)", (_FINAL,)
-        )
+        await cursor.execute(f"SELECT id::text FROM {self.name} WHERE id IS NOT NULL AND status <> ALL(%s)", (_FINAL,))
         return [alpaca_id for (alpaca_id,) in cursor.fetchall()]
 
     async def identities(self, cursor, alpaca_ids: list[str]) -> dict[str, list]:

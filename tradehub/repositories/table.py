@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..schema.tables import DEFAULT_LIMIT, Column, Table
+from ..schema.model import DEFAULT_LIMIT, Column, Table
 
 Row = dict[str, Any]
 
@@ -115,7 +115,7 @@ class Repository:
         if len(rows) == 1:
             statement, params = self._insert_one + tail, self.params(rows[0])
         else:
-            statement, params = self._unnest + tail, [list(c) for c in zip(*map(self.params, rows))]
+            statement, params = self._unnest + tail, [list(c) for c in zip(*map(self.params, rows), strict=True)]
         if self.table.echo_writes:
             await cursor.execute(statement + self._returning, params)
             return [self.row(r) for r in cursor.fetchall()]

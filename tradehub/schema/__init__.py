@@ -4,17 +4,8 @@ the tables and their columns, the column kinds, and the Timestamp type. The
 wire layouts, the SQL, the documents and the C++ header derive from it.
 """
 
-from .tables import (
-    DEFAULT_LIMIT,
-    FINAL_STATUSES,
-    MAX_LIMIT,
-    ORDER_PROGRESS,
-    TABLES,
-    Column,
-    SQLTable,
-    Table,
-    status_may_move,
-)
+from .model import DEFAULT_LIMIT, MAX_LIMIT, Column, SQLTable, Table
+from .tables import FINAL_STATUSES, ORDER_PROGRESS, TABLES, status_may_move
 from .timestamp import Timestamp
 
 __all__ = [

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import attrs
 
@@ -111,9 +112,7 @@ INT32 = _single("int32", "i32", "integer")
 FLOAT = _single("float", "f64", "double precision", to_sql=lambda v: (exact_float(v),))
 BYTES = _single("bytes", "bytes", "bytea", from_sql=bytes)
 # Lists travel as array literals: one text value per row, so a batch is a flat text[] for unnest.
-TEXT_LIST = Kind(
-    "text_list", "list<str>", (Part("", "text[]", "text[]"),), to_sql=lambda v: (text_array_literal(v),)
-)
+TEXT_LIST = Kind("text_list", "list<str>", (Part("", "text[]", "text[]"),), to_sql=lambda v: (text_array_literal(v),))
 FLOAT_LIST = Kind(
     "float_list", "list<f64>", (Part("", "double precision[]", "text[]"),), to_sql=lambda v: (float_array_literal(v),)
 )

@@ -13,7 +13,7 @@ import time
 
 import attrs
 
-EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 _RFC3339 = re.compile(r"^(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?(Z|z|[+-]\d\d:\d\d)$")
 
 
@@ -50,7 +50,7 @@ class Timestamp:
             raise ValueError(f"not an RFC 3339 timestamp: {text!r}")
         year, month, day, hour, minute, second, fraction, zone = match.groups()
         moment = datetime.datetime(
-            int(year), int(month), int(day), int(hour), int(minute), int(second), tzinfo=datetime.timezone.utc
+            int(year), int(month), int(day), int(hour), int(minute), int(second), tzinfo=datetime.UTC
         )
         if zone not in ("Z", "z"):
             sign = 1 if zone[0] == "+" else -1

@@ -75,8 +75,11 @@ class HubFactory(Factory):
 
     def _abandon(self, sessions):
         stuck = [s for s in sessions if s in self.sessions]
-        self.log.warn("{count} sessions still had work {grace:g}s after the drain deadline; closing them",
-                      count=len(stuck), grace=CLOSE_GRACE)
+        self.log.warn(
+            "{count} sessions still had work {grace:g}s after the drain deadline; closing them",
+            count=len(stuck),
+            grace=CLOSE_GRACE,
+        )
         for session in stuck:
             session.transport.abortConnection()
             self.sessions.discard(session)

@@ -11,7 +11,8 @@ each still gets its own answer, in order.
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Awaitable, Callable, Optional
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import attrs
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
@@ -26,7 +27,7 @@ class Task:
     request_id: int
     route: Any = None
     value: Any = None
-    error: Optional[Exception] = None
+    error: Exception | None = None
 
     def joins(self, first: Task) -> bool:
         return self.error is None and first.error is None and self.route is first.route
@@ -43,16 +44,16 @@ class Lane:
     def __init__(
         self,
         execute: Callable[[list[Task]], Awaitable[None]],
-        writable: Callable[[], Optional[Deferred[None]]] = lambda: None,
+        writable: Callable[[], Deferred[None] | None] = lambda: None,
     ) -> None:
         self._execute = execute
         self._writable = writable
         self._queue: deque[Task] = deque()
-        self._wakeup: Optional[Deferred[None]] = None
+        self._wakeup: Deferred[None] | None = None
         self._closing = False
         self._idle_waiters: list[Deferred[None]] = []
         self.busy = False
-        self.consumer: Optional[Deferred[None]] = None
+        self.consumer: Deferred[None] | None = None
 
     def __len__(self) -> int:
         return len(self._queue) + (1 if self.busy else 0)

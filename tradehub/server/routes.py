@@ -7,7 +7,8 @@ failure becomes the typed L{ProtocolError} of the ERROR frame.
 
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable, Optional, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import attrs
 from twisted.python.failure import Failure
@@ -44,7 +45,7 @@ class Route:
     table: SQLTable
     request: Layout
     handle: Callable[[Any], Awaitable[bytes]]
-    handle_group: Optional[Callable[[list], Awaitable[list[bytes]]]] = None
+    handle_group: Callable[[list], Awaitable[list[bytes]]] | None = None
 
 
 class Registry:
@@ -126,7 +127,7 @@ class TableRoutes:
     async def insert_group(self, requests: list[dict]) -> list[bytes]:
         batches = [request["rows"] for request in requests]
         stored = await self.controller.insert_batches(batches)
-        return [self._written(len(batch), rows) for batch, rows in zip(batches, stored)]
+        return [self._written(len(batch), rows) for batch, rows in zip(batches, stored, strict=True)]
 
     async def upsert(self, request: dict) -> bytes:
         rows = request["rows"]

@@ -10,8 +10,8 @@ receives an answer is answered through the connection's lane, so answers
 from __future__ import annotations
 
 import enum
-from typing import TYPE_CHECKING, Any, Optional, Sequence
-from typing import Protocol as Interface
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
@@ -30,6 +30,7 @@ from ..protocol.enums import (
 from ..protocol.errors import ProtocolError
 from ..protocol.framing import FrameDecoder
 from ..protocol.messages import ERROR, HELLO, HELLO_ACK, SHUTDOWN, SHUTDOWN_ACK, HelloAck, encode_frame, split_frames
+from .connection import Connection, Timers, describe
 from .lanes import Lane, Task
 from .requests import RequestFrames, admit
 from .routes import serve_group
@@ -42,22 +43,6 @@ CLOSE_GRACE = 5.0
 
 if TYPE_CHECKING:
     from .hub import HubFactory
-
-
-class Connection(Interface):
-    """
-    What a session needs of its transport: TCP, TLS or a unix socket (the
-    first two also half-close and set TCP_NODELAY, looked up by name).
-    """
-
-    def write(self, data: bytes) -> None: ...
-    def getPeer(self) -> Any: ...
-    def registerProducer(self, producer: Any, streaming: bool) -> None: ...
-    def unregisterProducer(self) -> None: ...
-    def pauseProducing(self) -> None: ...
-    def resumeProducing(self) -> None: ...
-    def loseConnection(self) -> None: ...
-    def abortConnection(self) -> None: ...
 
 
 class State(enum.Enum):
@@ -92,17 +77,17 @@ class HubProtocol(Protocol):
         self.clock = hub.clock
         self.state = State.AWAITING_HELLO
         self.session_id = 0
-        self.role: Optional[Role] = None
+        self.role: Role | None = None
         self.client_name = ""
         self.peer = ""
         self.in_flight = 0
-        self.completed_since_shutdown: Optional[int] = None
+        self.completed_since_shutdown: int | None = None
         self._decoder = FrameDecoder(hub.max_frame)
         self._requests = RequestFrames(hub.max_request)
-        self._lane: Optional[Lane] = None
+        self._lane: Lane | None = None
         self._reading_paused = False
-        self._writes_paused: Optional[Deferred[None]] = None
-        self._timers: dict[str, Any] = {}
+        self._writes_paused: Deferred[None] | None = None
+        self._timers = Timers(self.clock)
         self._last_sent = self._last_received = 0.0
         self._frame_handlers = {
             MessageType.REQUEST: self._on_request,
@@ -135,25 +120,24 @@ class HubProtocol(Protocol):
         # Answers are small and latency matters: no Nagle delay (TCP only; unix sockets have none).
         if hasattr(self.transport, "setTcpNoDelay"):
             self.transport.setTcpNoDelay(True)
-        self.peer = _describe(self.transport.getPeer())
+        self.peer = describe(self.transport.getPeer())
         self._last_received = self.clock.seconds()
         self.transport.registerProducer(self, True)
-        self._schedule("handshake", self.hub.handshake_timeout, self._handshake_timed_out)
+        self._timers.schedule("handshake", self.hub.handshake_timeout, self._handshake_timed_out)
         self.hub.sessions.add(self)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         was = self.state
         self._enter(State.CLOSED)
-        for timer in self._timers.values():
-            if timer.active():
-                timer.cancel()
-        self._timers.clear()
+        self._timers.cancel_all()
         if self._lane is None:
             self.hub.sessions.discard(self)
             return
         dropped = self._lane.discard_pending()
         if dropped:
-            self._log("warn", "connection lost with {count} requests not started; they were not executed", count=len(dropped))
+            self._log(
+                "warn", "connection lost with {count} requests not started; they were not executed", count=len(dropped)
+            )
         self.in_flight -= len(dropped)
         if was is not State.CLOSED:
             self._log("info", "connection closed: {reason}", reason=reason.getErrorMessage())
@@ -207,7 +191,7 @@ class HubProtocol(Protocol):
         self.role = Role(hello.role)
         self.session_id = self.hub.next_session_id()
         self._enter(State.READY)
-        self._cancel("handshake")
+        self._timers.cancel("handshake")
         ack = HelloAck(
             version=version,
             session_id=self.session_id,
@@ -219,12 +203,12 @@ class HubProtocol(Protocol):
         self._send(MessageType.HELLO_ACK, HELLO_ACK.encode(ack), header.request_id)
         self._lane = Lane(self._execute, self._writable)
         self._lane.start()
-        self._schedule("heartbeat", self.hub.heartbeat, self._heartbeat_due)
-        self._schedule("silence", self.hub.heartbeat * SILENT_INTERVALS, self._silence_check)
+        self._timers.schedule("heartbeat", self.hub.heartbeat, self._heartbeat_due)
+        self._timers.schedule("silence", self.hub.heartbeat * SILENT_INTERVALS, self._silence_check)
         self._log("info", "handshake done (protocol v{version})", version=version)
 
     def _handshake_timed_out(self):
-        self._timers.pop("handshake", None)
+        self._timers.fired("handshake")
         self._fail_and_close(
             ProtocolError(ErrorCode.NOT_HANDSHAKEN, f"no HELLO within {self.hub.handshake_timeout:g}s"), 0
         )
@@ -297,7 +281,7 @@ class HubProtocol(Protocol):
             results = [first.error]
         else:
             results = await serve_group(first.route, [task.value for task in tasks])
-        for task, result in zip(tasks, results):
+        for task, result in zip(tasks, results, strict=True):
             self._answer(task, result)
 
     def _answer(self, task, result):
@@ -307,8 +291,12 @@ class HubProtocol(Protocol):
         if isinstance(result, ProtocolError) and result.cause is not None:
             self.log.failure(
                 "session {session_id} {role} {client_name!r} {peer}: internal error serving request {request_id}",
-                result.cause, session_id=self.session_id, role=self.role.name if self.role else "-",
-                client_name=self.client_name, peer=self.peer, request_id=task.request_id,
+                result.cause,
+                session_id=self.session_id,
+                role=self.role.name if self.role else "-",
+                client_name=self.client_name,
+                peer=self.peer,
+                request_id=task.request_id,
             )
         if self.state is State.CLOSED:
             return
@@ -344,17 +332,17 @@ class HubProtocol(Protocol):
         if idle >= self.hub.heartbeat:
             self._send(MessageType.HEARTBEAT)
             idle = 0
-        self._schedule("heartbeat", self.hub.heartbeat - idle, self._heartbeat_due)
+        self._timers.schedule("heartbeat", self.hub.heartbeat - idle, self._heartbeat_due)
 
     def _silence_check(self):
         silent = self.clock.seconds() - self._last_received
         limit = self.hub.heartbeat * SILENT_INTERVALS
         if silent >= limit:
             self._log("warn", "peer silent for {seconds:.1f}s; disconnecting", seconds=silent)
-            self._timers.pop("silence", None)
+            self._timers.fired("silence")
             self.transport.abortConnection()
             return
-        self._schedule("silence", limit - silent, self._silence_check)
+        self._timers.schedule("silence", limit - silent, self._silence_check)
 
     # Server-initiated shutdown
 
@@ -380,11 +368,11 @@ class HubProtocol(Protocol):
             )
             self._send(MessageType.SHUTDOWN, payload)
             self.lane.when_idle().addCallback(lambda _: self._close())
-        self._schedule("deadline", deadline, self._deadline_passed)
+        self._timers.schedule("deadline", deadline, self._deadline_passed)
         return closed
 
     def _deadline_passed(self):
-        self._timers.pop("deadline", None)
+        self._timers.fired("deadline")
         if self.state is State.CLOSED or self._lane is None:
             return
         refused = self._lane.fail_pending(
@@ -431,7 +419,7 @@ class HubProtocol(Protocol):
             self.transport.loseWriteConnection()
         else:
             self.transport.loseConnection()
-        self._schedule("abort", CLOSE_GRACE, self.transport.abortConnection)
+        self._timers.schedule("abort", CLOSE_GRACE, self.transport.abortConnection)
 
     def _enter(self, state):
         if state is self.state:
@@ -440,25 +428,7 @@ class HubProtocol(Protocol):
             raise RuntimeError(f"session cannot go from {self.state.value} to {state.value}")
         self.state = state
 
-    def _schedule(self, name, delay, call):
-        self._cancel(name)
-        self._timers[name] = self.clock.callLater(max(delay, 0), call)
-
-    def _cancel(self, name):
-        timer = self._timers.pop(name, None)
-        if timer is not None and timer.active():
-            timer.cancel()
-
 
 def _choose_version(low, high):
     common = [v for v in SUPPORTED_VERSIONS if low <= v <= high]
     return max(common) if common else None
-
-
-def _describe(address):
-    host = getattr(address, "host", None)
-    if host is None:
-        return str(getattr(address, "name", None) or address)
-    return f"[{host}]:{address.port}" if ":" in host else f"{host}:{address.port}"
-
-
