@@ -1,5 +1,5 @@
-# Two commands: `make run` and `make test` (`make check` lints and type-checks). Both build .venv from
-# requirements.txt when it is missing or older than requirements.txt.
+# `make run` and `make test`, plus `make check` (lint and types), `make bench` and `make docs`.
+# Each builds .venv from requirements.txt when it is missing or older than requirements.txt.
 
 PYTHON ?= python3
 VENV := .venv

@@ -37,6 +37,16 @@ class TwistedClientTests(TestCase):
         self.addCleanup(lambda: protocol.transport.loseConnection() if protocol.transport.connected else None)
         return protocol
 
+    async def test_a_unix_socket_listener_serves_a_session(self):
+        """The listeners take any endpoint string: the same session works over a unix socket."""
+        path = self.mktemp() + ".sock"
+        port = await serverFromString(reactor, f"unix:{path}").listen(self.hub.factory)
+        self.addCleanup(port.stopListening)
+        hub = await connect(reactor, f"unix:{path}", Role.FRONTEND, wire.FRONTEND_TOKEN)
+        stored = await hub.insert(SQLTable.ORDER, [rows.order(client_order_id="over-unix")])
+        self.assertEqual(stored.rows[0]["client_order_id"], "over-unix")
+        self.assertEqual(await hub.shutdown(), 0)
+
     async def test_every_table_round_trips(self):
         clients = {Role.FRONTEND: await self.client(Role.FRONTEND), Role.ML: await self.client(Role.ML)}
         await clients[Role.FRONTEND].insert(SQLTable.ACCOUNT, [rows.account()])

@@ -38,6 +38,9 @@ class LayerTests(SynchronousTestCase):
             "tradehub.protocol.permissions",
         )
         forbidden = (
+            "tradehub.errors",
+            "tradehub.alpaca",
+            "tradehub.config",
             "psycopg2",
             "txpostgres",
             "twisted",
@@ -51,3 +54,12 @@ class LayerTests(SynchronousTestCase):
     def test_repositories_and_controllers_never_import_the_wire(self):
         loaded = imported_after("tradehub.repositories.table", "tradehub.controllers", "tradehub.alpaca.sync")
         self.assertEqual(sorted(m for m in loaded if m.startswith(("tradehub.protocol", "tradehub.server"))), [])
+
+    def test_the_database_layer_knows_nothing_above_it(self):
+        loaded = imported_after("tradehub.db.pool", "tradehub.db.failures", "tradehub.db.migrations")
+        above = ("tradehub.protocol", "tradehub.server", "tradehub.controllers", "tradehub.repositories")
+        self.assertEqual(sorted(m for m in loaded if m.startswith(above)), [])
+
+    def test_the_daemon_never_loads_the_generators(self):
+        loaded = imported_after("tap")
+        self.assertEqual(sorted(m for m in loaded if m.startswith("tradehub.codegen")), [])

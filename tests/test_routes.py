@@ -11,7 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tradehub import errors
 from tradehub.controllers.base import Page
-from tradehub.db.failures import CommitOutcomeUnknown, PoolClosed
+from tradehub.db.failures import CommitOutcomeUnknown, PoolClosed, row_refusal
 from tradehub.protocol.enums import ErrorCode, MessageType, Role, SQLCommand, SQLTable
 from tradehub.protocol.errors import ProtocolError
 from tradehub.protocol.messages import Header
@@ -77,6 +77,16 @@ class ErrorTests(SynchronousTestCase):
             typed = as_protocol_error(refusal("why").at_row(3))
             self.assertEqual((typed.code, typed.message, typed.row_index), (code, "row 3: why", 3))
 
+    def test_every_kind_of_refusal_has_a_code(self):
+        for kind in (errors.Refused, *errors.Refused.__subclasses__()):
+            self.assertIsInstance(as_protocol_error(kind("why")).code, ErrorCode)
+
+    def test_an_unexpected_database_error_of_a_row_is_internal_and_names_the_row(self):
+        typed = as_protocol_error(row_refusal(ValueError("A string literal cannot contain NUL"), 3))
+        self.assertEqual(
+            (typed.code, typed.message, typed.row_index), (ErrorCode.INTERNAL, "row 3: internal error (ValueError)", 3)
+        )
+
     def test_pool_failures_become_shutting_down_and_db_unavailable(self):
         self.assertEqual(as_protocol_error(PoolClosed()).code, ErrorCode.SHUTTING_DOWN)
         self.assertEqual(as_protocol_error(CommitOutcomeUnknown("lost")).code, ErrorCode.DB_UNAVAILABLE)
@@ -129,6 +139,13 @@ class TableRoutesTests(SynchronousTestCase):
         decoded = LAYOUTS[SQLTable.MARKET_TICK].response.decode(answer)
         self.assertEqual((decoded["affected"], decoded["rows"]), (1, []))
 
+    def test_write_answers_of_a_table_that_echoes_carry_the_stored_rows(self):
+        order = rows.order()
+        routes = TableRoutes(FakeController(stored=[order]), LAYOUTS[SQLTable.ORDER])
+        answer = self.successResultOf(_run(routes.update({"rows": [order]})))
+        decoded = LAYOUTS[SQLTable.ORDER].response.decode(answer)
+        self.assertEqual((decoded["affected"], decoded["rows"]), (1, [order]))
+
     def test_a_page_with_more_rows_carries_the_cursor_of_its_last_row_and_the_cursor_comes_back_as_a_position(self):
         layouts = LAYOUTS[SQLTable.MARKET_TICK]
         first, last = rows.tick(1), rows.tick(2, price=Decimal("2.5"))
@@ -148,4 +165,5 @@ class TableRoutesTests(SynchronousTestCase):
         failure = self.failureResultOf(_run(routes.select(query)), errors.Invalid)
         self.assertIn("not a cursor", failure.value.message)
         self.assertEqual(as_protocol_error(failure.value).code, ErrorCode.VALIDATION_FAILED)
-        self.assertIsInstance(as_protocol_error(ProtocolError(ErrorCode.BUSY, "x")), ProtocolError)
+        busy = ProtocolError(ErrorCode.BUSY, "x")
+        self.assertIs(as_protocol_error(busy), busy)

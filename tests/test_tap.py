@@ -9,6 +9,7 @@ import tap
 from tradehub.alpaca.client import AlpacaClient
 from tradehub.alpaca.sync import AlpacaSync
 from tradehub.config import SETTINGS
+from tradehub.protocol.enums import SQLCommand, SQLTable
 from tradehub.service import (
     EmbeddedPostgresService,
     ListenerService,
@@ -134,6 +135,11 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertIsInstance(sync.alpaca, AlpacaClient)
         self.assertIs(sync.clock, self.reactor)
         self.assertIn("alpaca https://paper-api.alpaca.markets", hub.ready_message)
+        # The sync and the wire share one controller per table; the ORDER one submits through Alpaca.
+        registry = hub.getServiceNamed("sessions").factory.registry
+        insert_order = registry.route(SQLCommand.INSERT, SQLTable.ORDER).handle
+        self.assertIs(insert_order.__self__.controller, sync.orders)
+        self.assertIs(sync.orders.broker, sync.alpaca)
 
     def test_migrate_only_stops_after_the_migrations(self):
         self.environ.update(APCA_API_KEY_ID="key-id", APCA_API_SECRET_KEY="secret-key")

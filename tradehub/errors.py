@@ -1,6 +1,7 @@
 """
-Why the hub refuses a request, in the domain's terms: controllers and the
-Alpaca code raise these; the server maps each to the contract's error code.
+Why the hub refuses a request, in the domain's terms: controllers raise
+these (translating database and Alpaca failures); the server maps each to
+the contract's error code.
 """
 
 from __future__ import annotations
@@ -43,6 +44,10 @@ class Unavailable(Refused):
 
 class Closing(Refused):
     """The hub is shutting down."""
+
+
+class Internal(Refused):
+    """A failure the hub did not expect (a bug), blamed on the row that caused it."""
 
 
 def invalid(index: int, field: str, rule: str) -> Invalid:

@@ -15,7 +15,7 @@ from psycopg2 import errorcodes
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from txpostgres.txpostgres import RollbackFailed
 
-from ..errors import Closing, Conflict, Invalid, Missing, Refused, Unavailable
+from ..errors import Closing, Conflict, Internal, Invalid, Missing, Refused, Unavailable
 
 SERIALIZATION_FAILURE = "40001"
 DEADLOCK_DETECTED = "40P01"
@@ -97,7 +97,7 @@ def refusal(error: Exception) -> Refused | None:
     return None
 
 
-def row_refusal(error: Exception, index: int) -> Exception:
-    """The refusal for a failure caused by row C{index} of a request (the error itself if it is a bug)."""
-    refused = refusal(error)
-    return error if refused is None else refused.at_row(index)
+def row_refusal(error: Exception, index: int) -> Refused:
+    """The refusal for a failure caused by row C{index} of a request, an unexpected one included."""
+    refused = refusal(error) or Internal(f"internal error ({type(error).__name__})")
+    return refused.at_row(index)

@@ -1,5 +1,5 @@
 """
-The one PostgreSQL connection pool of a daemon, handed to every repository.
+The one PostgreSQL connection pool of a daemon, handed to every controller.
 
 txpostgres's own ConnectionPool has a fixed size; this one grows from
 C{size_min} towards C{size_max} while every connection is busy, closes

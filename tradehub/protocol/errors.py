@@ -3,7 +3,8 @@
 
 class ProtocolError(Exception):
     """
-    Raised anywhere below the session to answer a request with ERROR.
+    A request answered with ERROR: raised by the wire code (framing,
+    decoding, admission) and made by the server's routes from domain refusals.
     C{row_index} names the offending row of a multi-row request, or -1.
     """
 

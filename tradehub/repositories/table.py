@@ -41,7 +41,8 @@ class Repository:
                 names.append(name)
                 placeholders.append(f"%s::{part.sql}")
                 selected.append(f"t.{name}{part.read}")
-                # Batch inserts send one array per SQL column (unnest), cast back per row.
+                # Batch inserts send one array per SQL column (unnest); list kinds travel as
+                # array literals in a text[] and are cast back to their type per row.
                 arrays.append(f"%s::{part.array}")
                 outputs.append(f"u.{name}::{part.sql}")
         column_list = ", ".join(names)

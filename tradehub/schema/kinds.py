@@ -3,6 +3,10 @@ Column kinds: how a column's values travel on the wire (the contract's field
 type, by name), how they are stored (SQL types, one or more columns), how a
 value is checked and normalised, and how it converts to and from a SQL
 parameter. Every layer asks the kind; none branches on its name.
+
+Floats travel as their exact text (cast to double precision), so -0.0, NaN
+and the infinities keep their bits; a float passed to SQL any other way
+would not (psycopg2 writes -0.0 as a bare literal, which reads as 0).
 """
 
 from __future__ import annotations

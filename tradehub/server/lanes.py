@@ -1,5 +1,5 @@
 """
-A lane is one connection's task queue: the protocol produces decoded
+A lane is one connection's task queue: the session produces decoded
 requests into it, and one consumer, started after the handshake and joined at
 shutdown, executes them strictly in arrival order.
 

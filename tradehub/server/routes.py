@@ -15,7 +15,7 @@ from twisted.python.failure import Failure
 
 from ..controllers import TableController
 from ..db.failures import refusal
-from ..errors import Busy, Closing, Conflict, Invalid, Missing, Refused, Unavailable
+from ..errors import Busy, Closing, Conflict, Internal, Invalid, Missing, Refused, Unavailable
 from ..protocol.enums import ErrorCode, SQLCommand, SQLTable
 from ..protocol.errors import ProtocolError
 from ..protocol.tables import LAYOUTS, TableLayouts
@@ -28,6 +28,9 @@ _CODES = {
     Busy: ErrorCode.BUSY,
     Unavailable: ErrorCode.DB_UNAVAILABLE,
     Closing: ErrorCode.SHUTTING_DOWN,
+    Internal: ErrorCode.INTERNAL,
+    # A refusal of no known kind is a bug of the hub's, not the client's.
+    Refused: ErrorCode.INTERNAL,
 }
 
 
@@ -70,7 +73,8 @@ def as_protocol_error(error: Exception) -> ProtocolError:
         return error
     refused = error if isinstance(error, Refused) else refusal(error)
     if refused is not None:
-        return ProtocolError(_CODES[type(refused)], refused.message, refused.row_index)
+        code = next(_CODES[kind] for kind in type(refused).__mro__ if kind in _CODES)
+        return ProtocolError(code, refused.message, refused.row_index)
     return ProtocolError(ErrorCode.INTERNAL, f"internal error ({type(error).__name__})", cause=Failure(error))
 
 
