@@ -5,6 +5,7 @@ from twisted.internet import reactor
 from twisted.internet.endpoints import serverFromString
 
 from tradehub.controllers import build_controllers
+from tradehub.errors import Invalid
 from tradehub.protocol.enums import SQLCommand, SQLTable
 from tradehub.protocol.wire import Field, Layout, list_of, string, u32
 from tradehub.server.hub import HubFactory
@@ -60,7 +61,14 @@ COUNT = Layout("fuzz count", [Field("rows", u32)])
 def notes_registry(pool):
     """An atomic multi-row insert whose rows the database may refuse one by one."""
 
+    def refuse_nul(value):
+        """Like every text the hub stores, a NUL is refused before it reaches the driver."""
+        if any("\x00" in text for text in (value["batch"], *value["notes"])):
+            raise Invalid("batch and notes must not contain NUL characters")
+
     async def insert(value):
+        refuse_nul(value)
+
         async def write(cursor):
             for index, note in enumerate(value["notes"]):
                 await cursor.execute(
@@ -72,6 +80,7 @@ def notes_registry(pool):
         return COUNT.encode({"rows": len(value["notes"])})
 
     async def count(value):
+        refuse_nul(value)
         rows = await pool.query("SELECT count(*) FROM fuzz_notes WHERE batch = %s", (value["batch"],))
         return COUNT.encode({"rows": rows[0][0]})
 

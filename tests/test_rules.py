@@ -204,6 +204,43 @@ class RuleTests(TestCase):
         self.assertEqual([t["conditions"] for t in ticks], [conditions, []])
         self.assertEqual([repr(v) for v in stored["features"]], [repr(v) for v in vector])
 
+    async def test_a_nul_character_in_any_text_is_refused_by_name_and_nothing_is_written(self):
+        def work():
+            answers = []
+            with self.frontend() as client:
+                for changes in ({"status_message": "bad\x00"}, {"symbol": "AA\x00PL"}, {"client_order_id": "x\x00"}):
+                    try:
+                        client.insert(SQLTable.ORDER, [rows.order(), rows.order(**changes)])
+                    except HubError as error:
+                        answers.append((error.code, error.row_index, error.message))
+                try:
+                    client.insert(SQLTable.MARKET_TICK, [rows.tick(1, conditions=["@", "\x00"])])
+                except HubError as error:
+                    answers.append((error.code, error.row_index, error.message))
+            with self.ml() as client:
+                try:
+                    client.insert(SQLTable.ML_MODEL, [rows.model(metrics='{"a": "\x00"}')])
+                except HubError as error:
+                    answers.append((error.code, error.row_index, error.message))
+            return answers
+
+        answers = await deferToThread(work)
+        names = ["status_message", "symbol", "client_order_id", "conditions", "metrics"]
+        self.assertEqual([code for code, _, _ in answers], [ErrorCode.VALIDATION_FAILED] * 5)
+        self.assertEqual([index for _, index, _ in answers], [1, 1, 1, 0, 0])
+        for (_, _, message), name in zip(answers, names, strict=True):
+            self.assertIn(f"{name} must not contain NUL", message)
+
+        def select_a_nul_symbol():
+            with self.frontend() as client:
+                client.select(SQLTable.ORDER, symbol="A\x00")
+
+        with self.assertRaises(HubError) as raised:
+            await deferToThread(select_a_nul_symbol)
+        self.assertEqual(raised.exception.code, ErrorCode.VALIDATION_FAILED)
+        for table in ("order", "market_tick", "ml_model"):
+            self.assertEqual(blocking_query(self.hub.dsn, f'SELECT count(*) FROM "{table}"'), [(0,)])
+
     async def test_float_values_keep_their_exact_bits_alone_and_in_a_batch(self):
         """-0.0 would come back as 0.0 if a float travelled as a bare SQL literal; extremes keep every bit."""
         values = [-0.0, 5e-324, 1.7976931348623157e308, -2.5e-308, 0.1]

@@ -178,6 +178,8 @@ class TableController:
         if query["symbol"] is not None:
             if "symbol" not in self.table.by_name:
                 raise Invalid(f"{self.table.id.name} has no symbol to filter on")
+            if "\x00" in query["symbol"]:
+                raise Invalid("symbol must not contain NUL (0x00) characters")
             query = dict(query, symbol=query["symbol"].upper())
         statement, params, limit = self.repository.select_statement(query)
         records = await self.pool.query(statement, params)

@@ -64,6 +64,19 @@ def _single(name: str, wire: str, sql: str, read: str = "", **conversions: Any) 
     return Kind(name, wire, (Part("", sql, sql + "[]", read),), **conversions)
 
 
+def text(value: str) -> str:
+    """PostgreSQL text cannot hold NUL: refused here, by name, instead of failing in the driver."""
+    if "\x00" in value:
+        raise ValueError("must not contain NUL (0x00) characters")
+    return value
+
+
+def texts(values: list[str]) -> list[str]:
+    for value in values:
+        text(value)
+    return values
+
+
 def canonical_uuid(value: Any) -> str:
     try:
         return str(uuid.UUID(value))
@@ -72,13 +85,14 @@ def canonical_uuid(value: Any) -> str:
 
 
 def symbol(value: str) -> str:
-    value = value.strip().upper()
+    value = text(value).strip().upper()
     if not 1 <= len(value) <= 64:
         raise ValueError("must be 1 to 64 characters")
     return value
 
 
 def json_object(value: str) -> str:
+    text(value)
     try:
         parsed = json.loads(value)
     except ValueError:
@@ -106,7 +120,7 @@ def float_array_literal(items: list[float]) -> str:
 
 
 UUID = _single("uuid", "str", "uuid", check=canonical_uuid)
-TEXT = _single("text", "str", "text")
+TEXT = _single("text", "str", "text", check=text)
 SYMBOL = _single("symbol", "str", "text", check=symbol)
 JSON = _single("json", "text", "jsonb", read="::text", check=json_object)
 DECIMAL = _single("decimal", "decimal", "numeric")
@@ -116,7 +130,9 @@ INT32 = _single("int32", "i32", "integer")
 FLOAT = _single("float", "f64", "double precision", to_sql=lambda v: (exact_float(v),))
 BYTES = _single("bytes", "bytes", "bytea", from_sql=bytes)
 # Lists travel as array literals: one text value per row, so a batch is a flat text[] for unnest.
-TEXT_LIST = Kind("text_list", "list<str>", (Part("", "text[]", "text[]"),), to_sql=lambda v: (text_array_literal(v),))
+TEXT_LIST = Kind(
+    "text_list", "list<str>", (Part("", "text[]", "text[]"),), check=texts, to_sql=lambda v: (text_array_literal(v),)
+)
 FLOAT_LIST = Kind(
     "float_list", "list<f64>", (Part("", "double precision[]", "text[]"),), to_sql=lambda v: (float_array_literal(v),)
 )
