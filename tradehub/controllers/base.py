@@ -19,6 +19,7 @@ from ..db.failures import ROW_ERRORS, row_refusal
 from ..db.pool import Pool
 from ..errors import Invalid, invalid, not_found
 from ..repositories.table import Repository, Row
+from ..schema.kinds import text
 from ..schema.model import MAX_LIMIT, Table
 from ..schema.timestamp import Timestamp
 
@@ -178,9 +179,11 @@ class TableController:
         if query["symbol"] is not None:
             if "symbol" not in self.table.by_name:
                 raise Invalid(f"{self.table.id.name} has no symbol to filter on")
-            if "\x00" in query["symbol"]:
-                raise Invalid("symbol must not contain NUL (0x00) characters")
-            query = dict(query, symbol=query["symbol"].upper())
+            try:
+                symbol = text(query["symbol"]).upper()
+            except ValueError as error:
+                raise Invalid(f"symbol {error}") from None
+            query = dict(query, symbol=symbol)
         statement, params, limit = self.repository.select_statement(query)
         records = await self.pool.query(statement, params)
         return Page([self.repository.row(r) for r in records[:limit]], len(records) > limit)
