@@ -1,11 +1,15 @@
+import os
+import socket
+
 import psycopg2
 from twisted.internet import reactor
-from twisted.internet.defer import ensureDeferred, gatherResults
+from twisted.internet.defer import Deferred, ensureDeferred, gatherResults
 from twisted.internet.task import Clock, deferLater
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tradehub.db.failures import CommitOutcomeUnknown, PoolClosed, is_transient
+from tradehub.db.pool import Pool
 
 from .support import blocking_query, fresh_database, make_pool
 
@@ -182,6 +186,109 @@ class PoolTests(TestCase):
         with self.assertRaises(psycopg2.OperationalError):
             await pool.transaction(killed_while_closing)
         self.assertEqual((len(calls), clock.getDelayedCalls(), pool.size), (1, [], 0))
+
+
+class DeadConnectionTests(TestCase):
+    """A pooled connection leaves the reactor when it dies, whatever closed it."""
+
+    async def start_pool(self, **settings):
+        self.dsn = await fresh_database(self)
+        pool = make_pool(self.dsn, **settings)
+        await pool.start()
+        self.addCleanup(pool.close)
+        return pool
+
+    async def test_socket_closed_by_libpq_does_not_hide_the_next_socket_with_its_number(self):
+        pool = await self.start_pool(size_min=1, size_max=1)
+        [(backend,)] = await pool.query("SELECT pg_backend_pid()")
+        [connection] = pool._idle
+        number = connection.pollable().fileno()
+        mine, theirs = socket.socketpair()
+        self.addCleanup(mine.close)
+        self.addCleanup(theirs.close)
+        # libpq closes its socket by itself when it finds the connection
+        # broken; the next socket the process opens may get the same number.
+        connection.pollable().close()
+        os.dup2(mine.fileno(), number)
+        reader = _Reader(number)
+        reactor.addReader(reader)
+        self.addCleanup(os.close, number)
+        self.addCleanup(reactor.removeReader, reader)
+        theirs.send(b"x")
+        self.assertEqual(await _within(reader.received, 5), b"x")
+        [(other,)] = await pool.query("SELECT pg_backend_pid()")
+        self.assertNotEqual(other, backend)
+        self.assertEqual(pool.size, 1)
+
+    async def test_opening_that_fails_at_once_does_not_shrink_the_pool(self):
+        self.dsn = await fresh_database(self)
+        refusing = _RefusesFirstReader(reactor)
+        pool = Pool(
+            self.dsn,
+            reactor=refusing,
+            clock=reactor,
+            size_min=1,
+            size_max=1,
+            idle_timeout=60,
+            retry_attempts=0,
+            retry_backoff=0.01,
+        )
+        self.addCleanup(pool.close)
+        with self.assertRaises(FileNotFoundError):
+            await pool.query("SELECT 1")
+        self.assertEqual(pool.size, 0)
+        self.assertEqual(await pool.query("SELECT 1"), [(1,)])
+        self.assertEqual(pool.size, 1)
+
+
+class _Reader:
+    """The smallest reactor reader: fires C{received} with the first bytes on C{number}."""
+
+    def __init__(self, number):
+        self.number = number
+        self.received = Deferred()
+
+    def fileno(self):
+        return self.number
+
+    def doRead(self):
+        data = os.read(self.number, 10)
+        if not self.received.called:
+            self.received.callback(data)
+
+    def connectionLost(self, reason):
+        pass
+
+    def logPrefix(self):
+        return "reader"
+
+
+class _RefusesFirstReader:
+    """A reactor whose first addReader/addWriter fails, as epoll does for a stale descriptor."""
+
+    def __init__(self, real):
+        self._real = real
+        self._refused = False
+
+    def _refuse_once(self, method, selectable):
+        if not self._refused:
+            self._refused = True
+            raise FileNotFoundError(2, "No such file or directory")
+        return method(selectable)
+
+    def addReader(self, selectable):
+        return self._refuse_once(self._real.addReader, selectable)
+
+    def addWriter(self, selectable):
+        return self._refuse_once(self._real.addWriter, selectable)
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+
+def _within(deferred, seconds):
+    """C{deferred}, failed with a timeout when it has not fired after C{seconds}."""
+    return deferred.addTimeout(seconds, reactor)
 
 
 def _terminate(dsn, pid):

@@ -7,36 +7,95 @@ connections idle longer than C{idle_timeout} back down to C{size_min}, and
 retries transient failures on a fresh connection with exponential backoff.
 """
 
+import os
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import psycopg2
-from twisted.internet.defer import Deferred, ensureDeferred, gatherResults
+from twisted.internet.defer import Deferred, ensureDeferred, gatherResults, maybeDeferred
 from twisted.internet.interfaces import IDelayedCall, IReactorFDSet, IReactorTime
 from twisted.logger import Logger
-from txpostgres.txpostgres import Connection
+from txpostgres.txpostgres import Connection, Cursor
 
 from ..retry import retrying
 from .failures import CommitOutcomeUnknown, PoolClosed, connection_is_gone, is_transient
 
 
+class _PooledCursor(Cursor):
+    """A txpostgres cursor that the reactor watches through its connection's own descriptor."""
+
+    def fileno(self) -> int:
+        return self._connection.fileno()
+
+
 class _PooledConnection(Connection):
     """
-    A txpostgres connection that tells the pool when the server closes it
-    while it sits idle, instead of raising into the reactor.
+    A txpostgres connection that always leaves the reactor when it dies.
+
+    libpq closes its socket by itself when it finds the connection broken,
+    possibly while the reactor still watches that descriptor number; the next
+    socket to get the number (a client's, another connection's) would then be
+    skipped or refused by epoll. So once connected, the reactor watches a
+    duplicate of the socket that only L{close} closes, after removing every
+    watcher of it. It also tells the pool when the server closes the
+    connection while it sits idle, instead of raising into the reactor.
     """
+
+    cursorFactory = _PooledCursor
 
     def __init__(self, reactor, on_lost):
         super().__init__(reactor=reactor)
         self._on_lost = on_lost
+        self._watched: int | None = None
+
+    def connect(self, *args, **kwargs):
+        return super().connect(*args, **kwargs).addCallback(self._watch_own_descriptor)
+
+    def _watch_own_descriptor(self, result):
+        self.reactor.removeReader(self)
+        self._watched = os.dup(self.pollable().fileno())
+        self.reactor.addReader(self)
+        return result
+
+    def fileno(self) -> int:
+        return self._watched if self._watched is not None else super().fileno()
+
+    @property
+    def usable(self) -> bool:
+        return self._connection is not None and not self._connection.closed
+
+    def close(self):
+        """Stop watching, close the connection, then the duplicate; safe to call again."""
+        if self._connection is None:
+            return
+        for watcher in (self, *self._cursors):
+            self.reactor.removeReader(watcher)
+            self.reactor.removeWriter(watcher)
+        super().close()
+        if self._watched is not None:
+            os.close(self._watched)
+            self._watched = None
 
     def doRead(self):
+        if self._watched is None:
+            # Still connecting: only the poll cycle watches the socket, which
+            # libpq may close on failure; txpostgres's Connection.doRead would
+            # watch it again for NOTIFY whatever happened.
+            super(Connection, self).doRead()
+            return
         try:
             super().doRead()
+            if self._socket_open():
+                return
         except psycopg2.Error:
-            self.close()
-            self._on_lost(self)
+            pass
+        self.close()
+        self._on_lost(self)
+
+    def _socket_open(self) -> bool:
+        """libpq may have dropped the socket without raising (a FATAL notice while idle)."""
+        return self.usable and self.pollable().fileno() >= 0
 
 
 class Pool:
@@ -133,7 +192,7 @@ class Pool:
         try:
             result = await run(connection, *args)
         except Exception as error:
-            self._release(connection, gone=connection_is_gone(error) or bool(connection.closed))
+            self._release(connection, gone=connection_is_gone(error) or not connection.usable)
             raise
         self._release(connection)
         return result
@@ -155,7 +214,7 @@ class Pool:
         try:
             result = await ensureDeferred(_as_awaitable(work(cursor, *args)))
         except BaseException:
-            if cursor.began and not connection.closed:
+            if cursor.began and connection.usable:
                 await cursor.execute("ROLLBACK")
             raise
         if not cursor.began:
@@ -174,9 +233,10 @@ class Pool:
         while self._idle:
             connection = self._idle.pop()
             self._cancel_idle_timer(connection)
-            if not connection.closed:
+            if connection.usable:
                 self._busy.add(connection)
                 return connection
+            connection.close()
         if self.size < self.size_max:
             connection = await self._open()
             self._busy.add(connection)
@@ -188,8 +248,7 @@ class Pool:
     def _release(self, connection, gone=False):
         self._busy.discard(connection)
         if gone or self._closed:
-            if not connection.closed:
-                connection.close()
+            connection.close()
             if gone:
                 self._forget_idle()
             if self._waiters and not self._closed:
@@ -228,9 +287,10 @@ class Pool:
 
         def failed(reason):
             self._opening -= 1
+            connection.close()
             return reason
 
-        return connection.connect(self._dsn).addCallbacks(opened, failed)
+        return maybeDeferred(connection.connect, self._dsn).addCallbacks(opened, failed)
 
     def _lost_while_idle(self, connection):
         if connection in self._idle:
