@@ -28,6 +28,7 @@ from tradehub.service import (
     MigrationService,
     PoolService,
     SessionsService,
+    with_backlog,
 )
 
 SCHEMA = Path(__file__).resolve().parent / "schema"
@@ -110,8 +111,10 @@ def makeService(options: Options) -> HubService:
         size_min=settings.db_pool_min,
         size_max=settings.db_pool_max,
         idle_timeout=settings.db_idle_timeout,
-        retry_attempts=settings.db_retry_attempts,
+        retry_budget=settings.db_retry_budget,
         retry_backoff=settings.db_retry_backoff,
+        connect_timeout=settings.db_connect_timeout,
+        statement_timeout=settings.db_statement_timeout,
     )
     steps += [PoolService(pool), MigrationService(pool, SCHEMA)]
     broker = http_pool = None
@@ -149,7 +152,7 @@ def makeService(options: Options) -> HubService:
         )
         steps.append(SessionsService(factory, settings.shutdown_deadline))
         for role, description in (("frontend", settings.frontend_endpoint), ("ml", settings.ml_endpoint)):
-            steps.append(ListenerService(role, reactor, description, factory))
+            steps.append(ListenerService(role, reactor, with_backlog(description, settings.listen_backlog), factory))
 
     database = redact_url(settings.database_url) if settings.database_url else f"embedded ({settings.pgdata})"
     alpaca = settings.apca_api_base_url if broker is not None else "off"

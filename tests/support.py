@@ -109,11 +109,23 @@ async def fresh_database(test, migrated=True):
     return server.dsn(name)
 
 
-def make_pool(dsn, clock=None, **settings):
-    """A pool with test-friendly defaults; keyword arguments override them."""
-    options = dict(size_min=1, size_max=4, idle_timeout=60, retry_attempts=3, retry_backoff=0.05)
+def make_pool(dsn, clock=None, fds=None, **settings):
+    """
+    A pool with test-friendly defaults; keyword arguments override them.
+    Its connections run on C{fds} (the reactor unless given), its timers on
+    C{clock} (the reactor unless given).
+    """
+    options = dict(
+        size_min=1,
+        size_max=4,
+        idle_timeout=60,
+        retry_budget=2,
+        retry_backoff=0.05,
+        connect_timeout=5,
+        statement_timeout=5,
+    )
     options.update(settings)
-    return Pool(dsn, reactor=reactor, clock=clock or reactor, **options)
+    return Pool(dsn, reactor=fds or reactor, clock=clock or reactor, **options)
 
 
 def free_port():

@@ -104,7 +104,8 @@ class LoadSettingsTests(SynchronousTestCase):
         )
 
     def test_negative_and_non_numbers(self):
-        self.assertRejected("TRADEHUB_DB_RETRY_ATTEMPTS", "at least 0", {"TRADEHUB_DB_RETRY_ATTEMPTS": "-1"})
+        self.assertRejected("TRADEHUB_LISTEN_BACKLOG", "at least 1", {"TRADEHUB_LISTEN_BACKLOG": "0"})
+        self.assertRejected("TRADEHUB_DB_STATEMENT_TIMEOUT", "positive", {"TRADEHUB_DB_STATEMENT_TIMEOUT": "0"})
         self.assertRejected("TRADEHUB_DB_IDLE_TIMEOUT", "positive", {"TRADEHUB_DB_IDLE_TIMEOUT": "-3"})
         self.assertRejected("TRADEHUB_HEARTBEAT_MS", "whole number", {"TRADEHUB_HEARTBEAT_MS": "fast"})
         self.assertRejected("TRADEHUB_SHUTDOWN_DEADLINE", "number of seconds", {"TRADEHUB_SHUTDOWN_DEADLINE": "soon"})

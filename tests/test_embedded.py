@@ -45,7 +45,7 @@ class EmbeddedClusterTests(TestCase):
     async def test_pool_recovers_after_postgres_restarts(self):
         cluster = _cluster(self)
         await deferToThread(cluster.start)
-        pool = make_pool(cluster.dsn(), size_min=2, size_max=2, retry_attempts=5, retry_backoff=0.1)
+        pool = make_pool(cluster.dsn(), size_min=2, size_max=2, retry_budget=10, retry_backoff=0.1)
         await pool.start()
         self.addCleanup(pool.close)
         self.assertEqual(await pool.query("SELECT 1"), [(1,)])
@@ -56,7 +56,7 @@ class EmbeddedClusterTests(TestCase):
     async def test_work_started_while_postgres_is_down_waits_for_it_to_come_back(self):
         cluster = _cluster(self)
         await deferToThread(cluster.start)
-        pool = make_pool(cluster.dsn(), size_min=1, size_max=2, retry_attempts=6, retry_backoff=0.1)
+        pool = make_pool(cluster.dsn(), size_min=1, size_max=2, retry_budget=10, retry_backoff=0.1)
         await pool.start()
         self.addCleanup(pool.close)
         await deferToThread(cluster.stop)

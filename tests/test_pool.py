@@ -1,4 +1,5 @@
 import os
+import signal
 import socket
 
 import psycopg2
@@ -8,8 +9,15 @@ from twisted.internet.task import Clock, deferLater
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from tradehub.db.failures import CommitOutcomeUnknown, PoolClosed, is_transient
-from tradehub.db.pool import Pool
+from tradehub.db.failures import (
+    CommitOutcomeUnknown,
+    ConnectTimeout,
+    PoolClosed,
+    StatementTimeout,
+    is_transient,
+    refusal,
+)
+from tradehub.errors import Busy
 
 from .support import blocking_query, fresh_database, make_pool
 
@@ -161,21 +169,41 @@ class PoolTests(TestCase):
         await busy
         self.assertEqual(pool.size, 0)
 
-    async def test_retries_are_bounded(self):
-        pool = await self.start_pool(retry_attempts=2, retry_backoff=0.01)
+    async def test_retries_stop_once_the_budget_is_spent(self):
+        clock = Clock()
+        pool = await self.start_pool(retry_budget=0.5, retry_backoff=0.1, clock=clock)
         calls = []
 
         async def always_killed(cursor):
-            calls.append(1)
+            calls.append(clock.seconds())
             await cursor.execute("SELECT pg_terminate_backend(pg_backend_pid())")
 
+        failing = ensureDeferred(pool.transaction(always_killed))
+        await _advance_retry_waits(clock, failing)
         with self.assertRaises(psycopg2.OperationalError):
-            await pool.transaction(always_killed)
-        self.assertEqual(len(calls), 3)
+            await failing
+        # Waits of 0.1 then 0.2 s; the next (0.4 s) would start past the budget.
+        self.assertEqual([round(call, 6) for call in calls], [0, 0.1, 0.3])
+
+    async def test_retry_waits_grow_no_longer_than_half_a_second(self):
+        clock = Clock()
+        pool = await self.start_pool(retry_budget=2, retry_backoff=0.2, clock=clock)
+        calls = []
+
+        async def always_killed(cursor):
+            calls.append(clock.seconds())
+            await cursor.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+
+        failing = ensureDeferred(pool.transaction(always_killed))
+        await _advance_retry_waits(clock, failing)
+        with self.assertRaises(psycopg2.OperationalError):
+            await failing
+        waits = [round(later - earlier, 6) for earlier, later in zip(calls, calls[1:], strict=False)]
+        self.assertEqual(waits, [0.2, 0.4, 0.5, 0.5])
 
     async def test_a_closed_pool_stops_retrying(self):
         clock = Clock()
-        pool = await self.start_pool(retry_attempts=3, retry_backoff=1, clock=clock)
+        pool = await self.start_pool(retry_budget=3, retry_backoff=1, clock=clock)
         calls = []
 
         async def killed_while_closing(cursor):
@@ -186,6 +214,77 @@ class PoolTests(TestCase):
         with self.assertRaises(psycopg2.OperationalError):
             await pool.transaction(killed_while_closing)
         self.assertEqual((len(calls), clock.getDelayedCalls(), pool.size), (1, [], 0))
+
+
+class TimeoutTests(TestCase):
+    """Nothing waits forever on the database."""
+
+    async def start_pool(self, **settings):
+        self.dsn = await fresh_database(self)
+        await deferToThread(blocking_query, self.dsn, "CREATE TABLE t (id int PRIMARY KEY)")
+        pool = make_pool(self.dsn, **settings)
+        await pool.start()
+        self.addCleanup(pool.close)
+        return pool
+
+    async def test_statement_running_past_the_timeout_is_cancelled_and_refused_busy(self):
+        pool = await self.start_pool(statement_timeout=0.2)
+        calls = []
+
+        async def slow(cursor):
+            calls.append(1)
+            await cursor.execute("SELECT pg_sleep(3)")
+
+        with self.assertRaises(StatementTimeout) as raised:
+            await pool.transaction(slow)
+        self.assertEqual(calls, [1])
+        self.assertIsInstance(refusal(raised.exception), Busy)
+
+    async def test_server_that_stops_answering_is_dropped_and_the_work_retried(self):
+        pool = await self.start_pool(size_min=1, size_max=1, statement_timeout=0.2, retry_budget=5)
+        [(stopped,)] = await pool.query("SELECT pg_backend_pid()")
+        os.kill(stopped, signal.SIGSTOP)
+        self.addCleanup(os.kill, stopped, signal.SIGCONT)
+        [(answered,)] = await pool.query("SELECT pg_backend_pid()")
+        self.assertNotEqual(answered, stopped)
+        self.assertEqual(pool.size, 1)
+
+    async def test_commit_unanswered_is_an_unknown_outcome_not_a_retry(self):
+        pool = await self.start_pool(size_min=1, size_max=1, statement_timeout=0.2, retry_budget=5)
+        calls = []
+
+        async def stops_its_server_before_commit(cursor):
+            calls.append(1)
+            await cursor.execute("INSERT INTO t VALUES (1) RETURNING pg_backend_pid()")
+            [(backend,)] = cursor.fetchall()
+            os.kill(backend, signal.SIGSTOP)
+            self.addCleanup(os.kill, backend, signal.SIGCONT)
+
+        with self.assertRaises(CommitOutcomeUnknown):
+            await pool.transaction(stops_its_server_before_commit)
+        self.assertEqual(calls, [1])
+
+    async def test_server_that_never_answers_the_connect_is_given_up_on(self):
+        silent = socket.socket()
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        self.addCleanup(silent.close)
+        host, port = silent.getsockname()
+        pool = make_pool(f"host={host} port={port} dbname=x", connect_timeout=0.2, retry_budget=0.5)
+        self.addCleanup(pool.close)
+        with self.assertRaises(ConnectTimeout):
+            await pool.query("SELECT 1")
+        self.assertEqual(pool.size, 0)
+
+
+async def _advance_retry_waits(clock, work):
+    """Move C{clock} through each retry wait (the short timers) until C{work} is done."""
+    while not work.called:
+        await deferLater(reactor, 0.005, lambda: None)
+        waits = [call.getTime() - clock.seconds() for call in clock.getDelayedCalls()]
+        short = [wait for wait in waits if wait <= 1]
+        if short:
+            clock.advance(min(short))
 
 
 class DeadConnectionTests(TestCase):
@@ -223,16 +322,7 @@ class DeadConnectionTests(TestCase):
     async def test_opening_that_fails_at_once_does_not_shrink_the_pool(self):
         self.dsn = await fresh_database(self)
         refusing = _RefusesFirstReader(reactor)
-        pool = Pool(
-            self.dsn,
-            reactor=refusing,
-            clock=reactor,
-            size_min=1,
-            size_max=1,
-            idle_timeout=60,
-            retry_attempts=0,
-            retry_backoff=0.01,
-        )
+        pool = make_pool(self.dsn, fds=refusing, size_min=1, size_max=1)
         self.addCleanup(pool.close)
         with self.assertRaises(FileNotFoundError):
             await pool.query("SELECT 1")

@@ -160,7 +160,16 @@ class MakeServiceTests(SynchronousTestCase):
         factory = hub.getServiceNamed("sessions").factory
         for role in ("frontend", "ml"):
             self.successResultOf(hub.getServiceNamed(role).startService())
-        self.assertEqual(self.reactor.tcpServers, [(7101, factory, 50, "127.0.0.1"), (7102, factory, 50, "10.0.0.5")])
+        self.assertEqual(
+            self.reactor.tcpServers, [(7101, factory, 1024, "127.0.0.1"), (7102, factory, 1024, "10.0.0.5")]
+        )
+
+    def test_listen_backlog_applies_unless_the_endpoint_sets_its_own(self):
+        self.environ["TRADEHUB_ML_ENDPOINT"] = "tcp:7102:backlog=9:interface=10.0.0.5"
+        hub = self.build("--listen-backlog", "300")
+        for role in ("frontend", "ml"):
+            self.successResultOf(hub.getServiceNamed(role).startService())
+        self.assertEqual([backlog for _, _, backlog, _ in self.reactor.tcpServers], [300, 9])
 
     def test_ready_line_names_the_endpoints_and_hides_the_database_password(self):
         hub = self.build()

@@ -149,6 +149,13 @@ SETTINGS = (
         "ml-endpoint",
         check=_server_endpoint,
     ),
+    Setting(
+        "TRADEHUB_LISTEN_BACKLOG",
+        "1024",
+        _integer(1),
+        "connections the kernel queues per listener before they are accepted (unless the endpoint sets backlog=)",
+        "listen-backlog",
+    ),
     Setting("TRADEHUB_FRONTEND_TOKEN", "", _text, "handshake secret of the FRONTEND role", secret=True),
     Setting("TRADEHUB_ML_TOKEN", "", _text, "handshake secret of the ML role", secret=True),
     Setting("TRADEHUB_DB_POOL_MIN", "2", _integer(1), "database connections kept open", "db-pool-min"),
@@ -161,9 +168,33 @@ SETTINGS = (
         "db-idle-timeout",
     ),
     Setting(
-        "TRADEHUB_DB_RETRY_ATTEMPTS", "5", _integer(0), "retries of a transient database failure", "db-retry-attempts"
+        "TRADEHUB_DB_RETRY_BUDGET",
+        "15",
+        _seconds,
+        "seconds a transient database failure is retried before the request is answered DB_UNAVAILABLE",
+        "db-retry-budget",
     ),
-    Setting("TRADEHUB_DB_RETRY_BACKOFF", "0.1", _seconds, "first retry delay in seconds, doubling", "db-retry-backoff"),
+    Setting(
+        "TRADEHUB_DB_RETRY_BACKOFF",
+        "0.1",
+        _seconds,
+        "first retry delay in seconds, doubling up to 0.5",
+        "db-retry-backoff",
+    ),
+    Setting(
+        "TRADEHUB_DB_CONNECT_TIMEOUT",
+        "5",
+        _seconds,
+        "seconds a database connection may take to open",
+        "db-connect-timeout",
+    ),
+    Setting(
+        "TRADEHUB_DB_STATEMENT_TIMEOUT",
+        "5",
+        _seconds,
+        "seconds a statement may run before PostgreSQL cancels it (BUSY); a server silent 1 s longer is dropped",
+        "db-statement-timeout",
+    ),
     Setting(
         "TRADEHUB_HANDSHAKE_TIMEOUT", "10", _seconds, "seconds a client has to complete HELLO", "handshake-timeout"
     ),
@@ -241,13 +272,16 @@ class Settings:
     data_dir: Path
     frontend_endpoint: str
     ml_endpoint: str
+    listen_backlog: int
     frontend_token: str
     ml_token: str
     db_pool_min: int
     db_pool_max: int
     db_idle_timeout: float
-    db_retry_attempts: int
+    db_retry_budget: float
     db_retry_backoff: float
+    db_connect_timeout: float
+    db_statement_timeout: float
     handshake_timeout: float
     heartbeat_ms: int
     max_frame: int

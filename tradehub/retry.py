@@ -19,29 +19,37 @@ async def retrying(
     attempt: Callable[[], Awaitable[T]],
     *,
     clock: IReactorTime,
-    retries: int,
     delay: float,
     retryable: Callable[[Exception], bool],
+    retries: int | None = None,
+    budget: float | None = None,
+    max_delay: float | None = None,
     wait: Callable[[Exception, float], float] | None = None,
     on_retry: Callable[[Exception, float], None] | None = None,
 ) -> T:
     """
-    What C{attempt()} returns, calling it again up to C{retries} times while
-    it fails with an error that C{retryable} accepts; any other error, or the
-    last one, is raised. The first retry waits C{delay} seconds and each next
-    one twice as long, unless C{wait(error, delay)} says otherwise (a server
-    may ask for a longer pause). C{on_retry(error, seconds)} hears of each
-    retry before its wait, to log it.
+    What C{attempt()} returns, calling it again while it fails with an error
+    that C{retryable} accepts, at most C{retries} more times and only while
+    the next try would start within C{budget} seconds of the first; any other
+    error, or the last one, is raised. The first retry waits C{delay} seconds
+    and each next one twice as long, up to C{max_delay}, unless C{wait(error,
+    delay)} says otherwise (a server may ask for a longer pause).
+    C{on_retry(error, seconds)} hears of each retry before its wait, to log it.
     """
+    deadline = None if budget is None else clock.seconds() + budget
     while True:
         try:
             return await attempt()
         except Exception as error:
-            if retries <= 0 or not retryable(error):
-                raise
             seconds = delay if wait is None else wait(error, delay)
+            exhausted = (retries is not None and retries <= 0) or (
+                deadline is not None and clock.seconds() + seconds > deadline
+            )
+            if exhausted or not retryable(error):
+                raise
             if on_retry is not None:
                 on_retry(error, seconds)
         await deferLater(clock, seconds, lambda: None)
-        retries -= 1
-        delay *= 2
+        if retries is not None:
+            retries -= 1
+        delay = delay * 2 if max_delay is None else min(delay * 2, max_delay)

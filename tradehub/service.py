@@ -171,6 +171,20 @@ class ListenerService(Service):
             return maybeDeferred(self.port.stopListening)
 
 
+_TAKES_BACKLOG = ("tcp", "tcp6", "ssl", "unix")
+
+
+def with_backlog(description: str, backlog: int) -> str:
+    """
+    The endpoint with C{backlog} connections queued by the kernel, unless it
+    sets its own: Twisted's default of 50 makes a burst of connects stall.
+    """
+    kind, _, rest = description.partition(":")
+    if kind not in _TAKES_BACKLOG or any(part.startswith("backlog=") for part in rest.split(":")):
+        return description
+    return f"{description}:backlog={backlog}"
+
+
 def _wrap_startup_error(failure, context=None):
     error = failure.value
     message = f"{context}: {_one_line(error)}" if context else _one_line(error)

@@ -146,8 +146,10 @@ def _migrated_throwaway_cluster():
             size_min=1,
             size_max=1,
             idle_timeout=60,
-            retry_attempts=0,
+            retry_budget=0.1,
             retry_backoff=0.1,
+            connect_timeout=60,
+            statement_timeout=60,
         )
         await pool.start()
         try:

@@ -15,7 +15,7 @@ from psycopg2 import errorcodes
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from txpostgres.txpostgres import RollbackFailed
 
-from ..errors import Closing, Conflict, Internal, Invalid, Missing, Refused, Unavailable
+from ..errors import Busy, Closing, Conflict, Internal, Invalid, Missing, Refused, Unavailable
 
 SERIALIZATION_FAILURE = "40001"
 DEADLOCK_DETECTED = "40P01"
@@ -29,6 +29,18 @@ class CommitOutcomeUnknown(Exception):
     The connection died after COMMIT was sent: the transaction may or may not
     have been applied. Never retried, because retrying could apply it twice.
     """
+
+
+class DatabaseStalled(ConnectionLost):
+    """The server did not answer a statement in time; the connection was dropped (nothing committed)."""
+
+
+class StatementTimeout(Exception):
+    """The server cancelled a statement that ran past the statement timeout; final, not retried."""
+
+
+class ConnectTimeout(ConnectionLost):
+    """No connection could be opened in time."""
 
 
 class PoolClosed(Exception):
@@ -81,6 +93,12 @@ def refusal(error: Exception) -> Refused | None:
         return Closing("the hub is shutting down")
     if isinstance(error, CommitOutcomeUnknown):
         return Unavailable("the database connection was lost during COMMIT: the outcome is unknown")
+    if isinstance(error, StatementTimeout):
+        return Busy(str(error))
+    if isinstance(error, (DatabaseStalled, ConnectTimeout)):
+        return Unavailable(f"the database is unavailable: {error}")
+    if is_transient(error):
+        return Unavailable("the database is unavailable; try again")
     if not isinstance(error, psycopg2.Error):
         return None
     known = _CONSTRAINT_CODES.get(error.pgcode or "")
@@ -92,8 +110,6 @@ def refusal(error: Exception) -> Refused | None:
             kind, what = Conflict, "is still referenced"
         subject = diag.constraint_name or diag.column_name or "the row"
         return kind(f"{subject} {what}: {detail}")
-    if is_transient(error):
-        return Unavailable("the database is unavailable; try again")
     return None
 
 

@@ -13,13 +13,27 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import psycopg2
-from twisted.internet.defer import Deferred, ensureDeferred, gatherResults, maybeDeferred
+from twisted.internet.defer import CancelledError, Deferred, ensureDeferred, gatherResults, maybeDeferred
 from twisted.internet.interfaces import IDelayedCall, IReactorFDSet, IReactorTime
 from twisted.logger import Logger
 from txpostgres.txpostgres import Connection, Cursor
 
 from ..retry import retrying
-from .failures import CommitOutcomeUnknown, PoolClosed, connection_is_gone, is_transient
+from .failures import (
+    CommitOutcomeUnknown,
+    ConnectTimeout,
+    DatabaseStalled,
+    PoolClosed,
+    StatementTimeout,
+    connection_is_gone,
+    is_transient,
+)
+
+# Retries back off no further than this, so that work resumes within this long of the database's return.
+MAX_RETRY_DELAY = 0.5
+# The server cancels a slow statement itself after the statement timeout;
+# a server that still has not answered this much later is not answering.
+STALL_GRACE = 1.0
 
 
 class _PooledCursor(Cursor):
@@ -48,6 +62,7 @@ class _PooledConnection(Connection):
         super().__init__(reactor=reactor)
         self._on_lost = on_lost
         self._watched: int | None = None
+        self.stalled = False
 
     def connect(self, *args, **kwargs):
         return super().connect(*args, **kwargs).addCallback(self._watch_own_descriptor)
@@ -60,6 +75,11 @@ class _PooledConnection(Connection):
 
     def fileno(self) -> int:
         return self._watched if self._watched is not None else super().fileno()
+
+    def stall(self):
+        """Give up on a server that does not answer: the pending work fails, the socket closes."""
+        self.stalled = True
+        self.close()
 
     @property
     def usable(self) -> bool:
@@ -103,7 +123,17 @@ class Pool:
     Connections to one database. Work is a function of a txpostgres cursor
     that returns a Deferred or a coroutine; it runs inside one transaction.
     The connections run on C{reactor} (which txpostgres also uses as a
-    clock); C{clock} times idle connections and the waits between retries.
+    clock); C{clock} times idle connections, timeouts and the waits between
+    retries.
+
+    Nothing waits forever on the database: a connection must open within
+    C{connect_timeout}; the server cancels a statement that runs longer than
+    C{statement_timeout} (L{StatementTimeout}), and a server that does not
+    answer at all (stopped, cut off) loses the connection
+    L{STALL_GRACE} seconds later (L{DatabaseStalled}). Transient failures
+    are tried again, from C{retry_backoff} seconds doubling up to
+    L{MAX_RETRY_DELAY}, while the next try starts within C{retry_budget}
+    seconds of the first.
     """
 
     log = Logger()
@@ -117,8 +147,10 @@ class Pool:
         size_min: int,
         size_max: int,
         idle_timeout: float,
-        retry_attempts: int,
+        retry_budget: float,
         retry_backoff: float,
+        connect_timeout: float,
+        statement_timeout: float,
     ) -> None:
         self._dsn = dsn
         self._reactor = reactor
@@ -126,8 +158,10 @@ class Pool:
         self.size_min = size_min
         self.size_max = size_max
         self._idle_timeout = idle_timeout
-        self._retry_attempts = retry_attempts
+        self._retry_budget = retry_budget
         self._retry_backoff = retry_backoff
+        self._connect_timeout = connect_timeout
+        self.statement_timeout = statement_timeout
         self._idle: list[_PooledConnection] = []
         self._idle_timers: dict[_PooledConnection, IDelayedCall] = {}
         self._busy: set[_PooledConnection] = set()
@@ -177,8 +211,9 @@ class Pool:
         return await retrying(
             lambda: self._on_a_connection(run, *args),
             clock=self._clock,
-            retries=self._retry_attempts,
+            budget=self._retry_budget,
             delay=self._retry_backoff,
+            max_delay=MAX_RETRY_DELAY,
             retryable=lambda error: is_transient(error) and not self._closed,
             on_retry=self._log_retry,
         )
@@ -205,12 +240,12 @@ class Pool:
         )
 
     async def _run_query(self, connection, sql, params):
-        cursor = connection.cursor()
+        cursor = self._cursor(connection, begin=False)
         await cursor.execute(sql, params)
         return cursor.fetchall() if cursor.description is not None else []
 
     async def _run_transaction(self, connection, work, args):
-        cursor = _TransactionCursor(connection.cursor())
+        cursor = self._cursor(connection, begin=True)
         try:
             result = await ensureDeferred(_as_awaitable(work(cursor, *args)))
         except BaseException:
@@ -277,20 +312,33 @@ class Pool:
 
         self._open().addCallbacks(opened, waiter.errback)
 
+    def _cursor(self, connection, begin):
+        return _TimedCursor(connection.cursor(), connection, self._clock, self.statement_timeout, begin)
+
     def _open(self):
         self._opening += 1
+        return ensureDeferred(self._opening_one())
+
+    async def _opening_one(self):
+        """A new connection with the statement timeout set, or the reason it could not open in time."""
         connection = _PooledConnection(self._reactor, self._lost_while_idle)
-
-        def opened(result):
-            self._opening -= 1
-            return connection
-
-        def failed(reason):
-            self._opening -= 1
+        timer = self._clock.callLater(self._connect_timeout, connection.stall)
+        try:
+            await maybeDeferred(connection.connect, self._dsn)
+            timer.cancel()
+            await self._cursor(connection, begin=False).execute(
+                "SET statement_timeout = %s", (max(1, round(self.statement_timeout * 1000)),)
+            )
+        except Exception as error:
             connection.close()
-            return reason
-
-        return maybeDeferred(connection.connect, self._dsn).addCallbacks(opened, failed)
+            if connection.stalled:
+                raise ConnectTimeout(f"no connection to PostgreSQL within {self._connect_timeout:g}s") from None
+            raise error
+        finally:
+            self._opening -= 1
+            if timer.active():
+                timer.cancel()
+        return connection
 
     def _lost_while_idle(self, connection):
         if connection in self._idle:
@@ -313,21 +361,41 @@ class Pool:
             connection.close()
 
 
-class _TransactionCursor:
+class _TimedCursor:
     """
-    A txpostgres cursor that sends BEGIN together with the transaction's
-    first statement: one round trip fewer per transaction.
+    A txpostgres cursor whose statements may not stall: the server cancels a
+    statement after C{timeout} seconds, and the connection is dropped when
+    the server has not answered one L{STALL_GRACE} seconds after that.
+    With C{begin}, it sends BEGIN together with the transaction's first
+    statement: one round trip fewer per transaction.
     """
 
-    def __init__(self, cursor):
+    def __init__(self, cursor, connection, clock, timeout, begin):
         self._cursor = cursor
-        self.began = False
+        self._timeout = timeout
+        self._limit = timeout + STALL_GRACE
+        self._connection = connection
+        self._clock = clock
+        self.began = not begin
 
-    def execute(self, statement, params=None):
+    async def execute(self, statement, params=None):
         if not self.began:
             self.began = True
             statement = (b"BEGIN; " if isinstance(statement, bytes) else "BEGIN; ") + statement
-        return self._cursor.execute(statement, params)
+        timer = self._clock.callLater(self._limit, self._connection.stall)
+        try:
+            return await self._cursor.execute(statement, params)
+        except CancelledError:
+            # txpostgres turns the server's query_canceled into CancelledError;
+            # the pool cancels nothing itself, so it was the statement timeout.
+            raise StatementTimeout(f"the statement ran longer than {self._timeout:g}s and was cancelled") from None
+        except Exception as error:
+            if self._connection.stalled:
+                raise DatabaseStalled(f"PostgreSQL did not answer within {self._limit:g}s") from error
+            raise
+        finally:
+            if timer.active():
+                timer.cancel()
 
     def __getattr__(self, name):
         return getattr(self._cursor, name)
