@@ -113,6 +113,38 @@ class ServeGroupTests(SynchronousTestCase):
         self.assertEqual(answers[1].code, ErrorCode.VALIDATION_FAILED)
         self.assertEqual(answers[2], b"c")
 
+    def test_a_group_the_database_cannot_take_is_answered_at_once_not_one_by_one(self):
+        alone = []
+
+        async def one(value):
+            alone.append(value)
+            return value.encode()
+
+        for failure, code in (
+            (errors.Unavailable("the database is unavailable; try again"), ErrorCode.DB_UNAVAILABLE),
+            (CommitOutcomeUnknown("lost"), ErrorCode.DB_UNAVAILABLE),
+            (PoolClosed(), ErrorCode.SHUTTING_DOWN),
+            (errors.Busy("slow"), ErrorCode.BUSY),
+        ):
+
+            async def group(values, failure=failure):
+                raise failure
+
+            route = Route(SQLCommand.INSERT, SQLTable.MARKET_TICK, ECHO, one, group)
+            answers = self.successResultOf(_run(serve_group(route, ["a", "b", "c"])))
+            self.assertEqual([answer.code for answer in answers], [code] * 3)
+        self.assertEqual(alone, [])
+
+    def test_requests_that_may_not_share_a_transaction_are_served_alone(self):
+        async def one(value):
+            return value.encode()
+
+        async def group(values):
+            raise errors.ServeAlone()
+
+        route = Route(SQLCommand.INSERT, SQLTable.ORDER, ECHO, one, group)
+        self.assertEqual(self.successResultOf(_run(serve_group(route, ["a", "b"]))), [b"a", b"b"])
+
 
 class FakeController:
     """Answers like a controller, recording what it was called with."""

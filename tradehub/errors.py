@@ -50,6 +50,10 @@ class Internal(Refused):
     """A failure the hub did not expect (a bug), blamed on the row that caused it."""
 
 
+class ServeAlone(Exception):
+    """Coalesced requests that may not share a transaction (a submitted order): serve each on its own."""
+
+
 def invalid(index: int, field: str, rule: str) -> Invalid:
     """VALIDATION_FAILED naming the row, the field and the rule it breaks."""
     return Invalid(f"row {index}: {field} {rule}", index)

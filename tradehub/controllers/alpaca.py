@@ -5,17 +5,13 @@ from decimal import Decimal
 
 from ..alpaca.client import AlpacaRejected, AlpacaUnavailable
 from ..db.failures import ROW_ERRORS, row_refusal
-from ..errors import Busy, Conflict, Invalid, invalid, not_found
+from ..errors import Busy, Conflict, Invalid, ServeAlone, invalid, not_found
 from ..repositories.orders import OrderRepository
 from ..repositories.table import Repository
 from ..schema.tables import ACCOUNT, ASSET, FINAL_STATUSES, ORDER, POSITION, TRADE, status_may_move
 from .base import TableController
 
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
-
-
-class _SubmitAlone(Exception):
-    """A submitting INSERT is never coalesced: the lane then runs each request on its own."""
 
 
 def _merge(parent, legs, answer):
@@ -92,12 +88,12 @@ class OrderController(TableController):
         if not any(row["submit"] for row in rows):
             return await super().insert(rows)
         parent, legs = self._submission(self.checked(rows))
-        await self._in_transaction(self._insert_or_resume, [parent, *legs])
+        await self._inserted(self._insert_or_resume, [parent, *legs])
         return await self._submit(parent, legs)
 
     async def insert_batches(self, batches):
         if any(row["submit"] for batch in batches for row in batch):
-            raise _SubmitAlone()
+            raise ServeAlone()
         return await super().insert_batches(batches)
 
     def _submission(self, rows):

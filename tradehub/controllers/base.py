@@ -15,13 +15,16 @@ from typing import Any, ClassVar
 
 import attrs
 
-from ..db.failures import ROW_ERRORS, row_refusal
+from ..db.failures import ROW_ERRORS, CommitOutcomeUnknown, is_transient, row_refusal
 from ..db.pool import Pool
 from ..errors import Invalid, invalid, not_found
 from ..repositories.table import Repository, Row
 from ..schema.kinds import text
 from ..schema.model import MAX_LIMIT, Table
 from ..schema.timestamp import Timestamp
+
+# A write whose COMMIT answer is lost this many times in a row is left unknown.
+MAX_LOST_COMMITS = 3
 
 
 @attrs.frozen
@@ -81,13 +84,15 @@ class TableController:
 
     async def insert(self, rows: list[Row]) -> list[Row]:
         """The rows as stored (none when the table does not echo writes)."""
-        return await self._in_transaction(self._insert, self.checked(rows))
+        return await self._inserted(self._insert, self.checked(rows))
 
     async def insert_batches(self, batches: list[list[Row]]) -> list[list[Row]]:
         """Coalesced INSERTs: one transaction, one statement, the stored rows of each batch."""
         for batch in batches:
             self.checked(batch)
-        stored = await self._in_transaction(self._insert, [row for batch in batches for row in batch])
+        stored = await self._inserted(self._insert, [row for batch in batches for row in batch])
+        if not self.table.echo_writes:
+            return [[] for _ in batches]
         answers, start = [], 0
         for batch in batches:
             answers.append(stored[start : start + len(batch)])
@@ -104,6 +109,33 @@ class TableController:
             return await self.pool.transaction(write, rows, False)
         except _BatchRefused:
             return await self.pool.transaction(write, rows, True)
+
+    async def _inserted(self, write, rows: list[Row], lost_commits: int = 0) -> list[Row]:
+        """
+        Insert new rows, learning the truth when the answer to COMMIT is lost:
+        the rows went in one transaction, so either every key is stored or
+        none of them by it. Once the server process that received the COMMIT
+        has ended, the keys tell which: all present, the rows were stored;
+        otherwise they were not, and are written again (a key someone else
+        stored meanwhile is then refused like any other). Still unknown, the
+        error stands: the client hears DB_UNAVAILABLE saying so.
+        """
+        try:
+            return await self._in_transaction(write, rows)
+        except CommitOutcomeUnknown as outcome:
+            if lost_commits >= MAX_LOST_COMMITS:
+                raise
+            await self.pool.settled(outcome)
+            try:
+                found = await self.stored(rows)
+            except Exception as error:
+                if is_transient(error):
+                    raise outcome from error
+                raise
+            keys = [self.table.key_of(row) for row in rows]
+            if all(key in found for key in keys):
+                return [found[key] for key in keys] if self.table.echo_writes else []
+            return await self._inserted(write, rows, lost_commits + 1)
 
     async def _insert(self, cursor, rows: list[Row], one_by_one: bool) -> list[Row]:
         await self.prepare(cursor, rows, "INSERT", {})

@@ -28,7 +28,13 @@ class CommitOutcomeUnknown(Exception):
     """
     The connection died after COMMIT was sent: the transaction may or may not
     have been applied. Never retried, because retrying could apply it twice.
+    C{backend} is the server process that received the COMMIT (None when
+    not known): once it has ended, what it stored is final.
     """
+
+    def __init__(self, message: str, backend: int | None = None) -> None:
+        super().__init__(message)
+        self.backend = backend
 
 
 class DatabaseStalled(ConnectionLost):

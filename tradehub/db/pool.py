@@ -36,6 +36,13 @@ MAX_RETRY_DELAY = 0.5
 STALL_GRACE = 1.0
 
 
+_BACKEND_ALIVE = "SELECT 1 FROM pg_stat_activity WHERE pid = %s"
+
+
+class _StillRunning(Exception):
+    """The server process that received a lost COMMIT has not ended yet."""
+
+
 class _PooledCursor(Cursor):
     """A txpostgres cursor that the reactor watches through its connection's own descriptor."""
 
@@ -63,11 +70,13 @@ class _PooledConnection(Connection):
         self._on_lost = on_lost
         self._watched: int | None = None
         self.stalled = False
+        self.backend: int | None = None
 
     def connect(self, *args, **kwargs):
         return super().connect(*args, **kwargs).addCallback(self._watch_own_descriptor)
 
     def _watch_own_descriptor(self, result):
+        self.backend = self.pollable().get_backend_pid()
         self.reactor.removeReader(self)
         self._watched = os.dup(self.pollable().fileno())
         self.reactor.addReader(self)
@@ -258,9 +267,34 @@ class Pool:
             await cursor.execute("COMMIT")
         except Exception as error:
             if connection_is_gone(error):
-                raise CommitOutcomeUnknown(str(error).strip()) from error
+                raise CommitOutcomeUnknown(str(error).strip(), connection.backend) from error
             raise
         return result
+
+    async def settled(self, outcome: CommitOutcomeUnknown) -> None:
+        """
+        Return once the server process that received a lost COMMIT has
+        ended, so that whether it stored the transaction is final; raise
+        C{outcome} when that is not known within the retry budget.
+        """
+        if outcome.backend is None:
+            return
+
+        async def ended():
+            if await self._on_a_connection(self._run_query, _BACKEND_ALIVE, (outcome.backend,)):
+                raise _StillRunning()
+
+        try:
+            await retrying(
+                ended,
+                clock=self._clock,
+                budget=self._retry_budget,
+                delay=self._retry_backoff,
+                max_delay=MAX_RETRY_DELAY,
+                retryable=lambda error: isinstance(error, _StillRunning) or is_transient(error),
+            )
+        except Exception:
+            raise outcome from None
 
     async def _acquire(self):
         if self._closed:

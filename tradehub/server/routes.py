@@ -15,7 +15,7 @@ from twisted.python.failure import Failure
 
 from ..controllers import TableController
 from ..db.failures import refusal
-from ..errors import Busy, Closing, Conflict, Internal, Invalid, Missing, Refused, Unavailable
+from ..errors import Busy, Closing, Conflict, Internal, Invalid, Missing, Refused, ServeAlone, Unavailable
 from ..protocol.enums import ErrorCode, SQLCommand, SQLTable
 from ..protocol.errors import ProtocolError
 from ..protocol.tables import LAYOUTS, TableLayouts
@@ -88,17 +88,28 @@ async def serve_one(route: Route, value: Any) -> bytes | ProtocolError:
 
 async def serve_group(route: Route, values: list) -> Sequence[bytes | ProtocolError]:
     """
-    Run coalesced requests together; if the group fails as a whole, run them
-    one by one so that each gets its own correct answer (the failed group
-    wrote nothing: it was one transaction).
+    Run coalesced requests together. When a row of one of them is refused,
+    the group wrote nothing (it was one transaction): run them one by one so
+    that each gets its own answer. Any other failure (the database is
+    unavailable, the hub is closing) is every request's answer at once.
     """
     if len(values) == 1:
         return [await serve_one(route, values[0])]
     assert route.handle_group is not None
     try:
         return await route.handle_group(values)
-    except Exception:
-        return [await serve_one(route, value) for value in values]
+    except Exception as error:
+        if _one_request_at_fault(error):
+            return [await serve_one(route, value) for value in values]
+        answer = as_protocol_error(error)
+        return [answer] * len(values)
+
+
+def _one_request_at_fault(error: Exception) -> bool:
+    """Whether the failure comes from one request's rows, and so says nothing of the others'."""
+    if isinstance(error, (Invalid, Missing, Conflict, ServeAlone)):
+        return True
+    return isinstance(error, Internal) and error.row_index >= 0
 
 
 class TableRoutes:
