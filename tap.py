@@ -110,6 +110,7 @@ def makeService(options: Options) -> HubService:
         clock=reactor,
         size_min=settings.db_pool_min,
         size_max=settings.db_pool_max,
+        per_client=settings.db_pool_per_client,
         idle_timeout=settings.db_idle_timeout,
         retry_budget=settings.db_retry_budget,
         retry_backoff=settings.db_retry_backoff,
@@ -149,6 +150,7 @@ def makeService(options: Options) -> HubService:
             max_frame=settings.max_frame,
             max_request=settings.max_request,
             max_in_flight=settings.max_in_flight,
+            send_buffer=settings.send_buffer,
         )
         steps.append(SessionsService(factory, settings.shutdown_deadline))
         for role, description in (("frontend", settings.frontend_endpoint), ("ml", settings.ml_endpoint)):

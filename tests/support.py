@@ -118,6 +118,7 @@ def make_pool(dsn, clock=None, fds=None, **settings):
     options = dict(
         size_min=1,
         size_max=4,
+        per_client=4,
         idle_timeout=60,
         retry_budget=2,
         retry_backoff=0.05,

@@ -14,6 +14,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from tradehub.client.calls import request_frames
+from tradehub.errors import Invalid
 from tradehub.protocol.enums import (
     FLAG_MORE,
     ErrorCode,
@@ -67,7 +68,7 @@ class Controller:
     def handle_group(self, values):
         self.groups.append([v["notes"] for v in values])
         if self.fail_group:
-            raise ProtocolError(ErrorCode.VALIDATION_FAILED, "group failed")
+            raise Invalid("row 1: group failed", 1)
         return succeed([notes(*v["notes"]) for v in values])
 
     def chunks(self, value):

@@ -156,10 +156,24 @@ SETTINGS = (
         "connections the kernel queues per listener before they are accepted (unless the endpoint sets backlog=)",
         "listen-backlog",
     ),
+    Setting(
+        "TRADEHUB_SEND_BUFFER",
+        "131072",
+        _integer(4096),
+        "bytes of answers the kernel holds for one client before the hub stops answering it (Linux doubles it)",
+        "send-buffer",
+    ),
     Setting("TRADEHUB_FRONTEND_TOKEN", "", _text, "handshake secret of the FRONTEND role", secret=True),
     Setting("TRADEHUB_ML_TOKEN", "", _text, "handshake secret of the ML role", secret=True),
     Setting("TRADEHUB_DB_POOL_MIN", "2", _integer(1), "database connections kept open", "db-pool-min"),
     Setting("TRADEHUB_DB_POOL_MAX", "10", _integer(1), "most database connections open at once", "db-pool-max"),
+    Setting(
+        "TRADEHUB_DB_POOL_PER_CLIENT",
+        "2",
+        _integer(1),
+        "most database connections the work of one client connection holds at once",
+        "db-pool-per-client",
+    ),
     Setting(
         "TRADEHUB_DB_IDLE_TIMEOUT",
         "60",
@@ -273,10 +287,12 @@ class Settings:
     frontend_endpoint: str
     ml_endpoint: str
     listen_backlog: int
+    send_buffer: int
     frontend_token: str
     ml_token: str
     db_pool_min: int
     db_pool_max: int
+    db_pool_per_client: int
     db_idle_timeout: float
     db_retry_budget: float
     db_retry_backoff: float

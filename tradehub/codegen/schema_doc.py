@@ -145,6 +145,7 @@ def _migrated_throwaway_cluster():
             clock=reactor,
             size_min=1,
             size_max=1,
+            per_client=1,
             idle_timeout=60,
             retry_budget=0.1,
             retry_backoff=0.1,

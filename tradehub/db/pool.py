@@ -8,7 +8,6 @@ retries transient failures on a fresh connection with exponential backoff.
 """
 
 import os
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -28,6 +27,7 @@ from .failures import (
     connection_is_gone,
     is_transient,
 )
+from .fairness import FairQueue, current_owner
 
 # Retries back off no further than this, so that work resumes within this long of the database's return.
 MAX_RETRY_DELAY = 0.5
@@ -71,6 +71,9 @@ class _PooledConnection(Connection):
         self._watched: int | None = None
         self.stalled = False
         self.backend: int | None = None
+        # Whose work it runs, since when (the pool's fair queue counts it).
+        self.owner: Any = None
+        self.lent_at = 0.0
 
     def connect(self, *args, **kwargs):
         return super().connect(*args, **kwargs).addCallback(self._watch_own_descriptor)
@@ -160,6 +163,7 @@ class Pool:
         retry_backoff: float,
         connect_timeout: float,
         statement_timeout: float,
+        per_client: int,
     ) -> None:
         self._dsn = dsn
         self._reactor = reactor
@@ -175,7 +179,7 @@ class Pool:
         self._idle_timers: dict[_PooledConnection, IDelayedCall] = {}
         self._busy: set[_PooledConnection] = set()
         self._opening = 0
-        self._waiters: deque[Deferred[_PooledConnection]] = deque()
+        self._queue = FairQueue(clock, per_client)
         self._closed = False
 
     @property
@@ -196,8 +200,8 @@ class Pool:
     def close(self) -> None:
         """Close idle connections now and busy ones as they are released."""
         self._closed = True
-        while self._waiters:
-            self._waiters.popleft().errback(PoolClosed())
+        for waiter in self._queue.drain():
+            waiter.deferred.errback(PoolClosed())
         for connection in self._idle:
             self._cancel_idle_timer(connection)
             connection.close()
@@ -299,35 +303,48 @@ class Pool:
     async def _acquire(self):
         if self._closed:
             raise PoolClosed()
-        while self._idle:
-            connection = self._idle.pop()
+        waiter = self._queue.wait(current_owner())
+        self._dispatch()
+        return await waiter.deferred
+
+    def _dispatch(self):
+        """Lend idle connections, or open new ones, to the waiters the fair queue picks."""
+        while len(self._queue) and not self._closed:
+            self._drop_dead_idle()
+            if not self._idle and self.size >= self.size_max:
+                return
+            waiter = self._queue.next()
+            if waiter is None:
+                return
+            if self._idle:
+                connection = self._idle.pop()
+                self._cancel_idle_timer(connection)
+                self._lend(connection, waiter)
+            else:
+                self._open_for(waiter)
+
+    def _drop_dead_idle(self):
+        for connection in [c for c in self._idle if not c.usable]:
+            self._idle.remove(connection)
             self._cancel_idle_timer(connection)
-            if connection.usable:
-                self._busy.add(connection)
-                return connection
             connection.close()
-        if self.size < self.size_max:
-            connection = await self._open()
-            self._busy.add(connection)
-            return connection
-        waiter: Deferred[_PooledConnection] = Deferred()
-        self._waiters.append(waiter)
-        return await waiter
+
+    def _lend(self, connection, waiter):
+        self._busy.add(connection)
+        connection.owner = waiter.owner
+        connection.lent_at = self._queue.lent(waiter.owner)
+        waiter.deferred.callback(connection)
 
     def _release(self, connection, gone=False):
         self._busy.discard(connection)
+        self._queue.returned(connection.owner, connection.lent_at)
         if gone or self._closed:
             connection.close()
             if gone:
                 self._forget_idle()
-            if self._waiters and not self._closed:
-                self._open_for(self._waiters.popleft())
-            return
-        if self._waiters:
-            self._busy.add(connection)
-            self._waiters.popleft().callback(connection)
-            return
-        self._make_idle(connection)
+        else:
+            self._make_idle(connection)
+        self._dispatch()
 
     def _forget_idle(self):
         """
@@ -340,11 +357,23 @@ class Pool:
         self._idle.clear()
 
     def _open_for(self, waiter):
-        def opened(connection):
-            self._busy.add(connection)
-            waiter.callback(connection)
+        """Open a connection for C{waiter}; it counts against its owner's cap while it opens."""
+        since = self._queue.lent(waiter.owner)
 
-        self._open().addCallbacks(opened, waiter.errback)
+        def opened(connection):
+            self._queue.returned(waiter.owner, since)
+            if self._closed:
+                connection.close()
+                waiter.deferred.errback(PoolClosed())
+                return
+            self._lend(connection, waiter)
+
+        def failed(reason):
+            self._queue.returned(waiter.owner, since)
+            waiter.deferred.errback(reason)
+            self._dispatch()
+
+        self._open().addCallbacks(opened, failed)
 
     def _cursor(self, connection, begin):
         return _TimedCursor(connection.cursor(), connection, self._clock, self.statement_timeout, begin)

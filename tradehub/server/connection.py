@@ -5,6 +5,7 @@ a name for the peer in logs, and named timers on the session's clock.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from typing import Any
 from typing import Protocol as Interface
@@ -51,6 +52,18 @@ class Timers:
     def cancel_all(self) -> None:
         for name in list(self._calls):
             self.cancel(name)
+
+
+def bound_send_buffer(transport: Any, size: int) -> None:
+    """
+    Fix the kernel's send buffer of the connection at C{size} bytes (Linux
+    doubles it), so that answers queued for a client that reads slowly stay
+    bounded: the session stops producing once Twisted's own buffer fills,
+    while an auto-tuned kernel buffer would grow to megabytes first.
+    """
+    handle = getattr(transport, "getHandle", lambda: None)()
+    if isinstance(handle, socket.socket):
+        handle.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
 
 
 def describe(address: Any) -> str:

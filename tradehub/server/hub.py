@@ -26,7 +26,17 @@ class HubFactory(Factory):
     log = Logger()
 
     def __init__(
-        self, registry, tokens, clock, *, handshake_timeout, heartbeat_ms, max_frame, max_in_flight, max_request=None
+        self,
+        registry,
+        tokens,
+        clock,
+        *,
+        handshake_timeout,
+        heartbeat_ms,
+        max_frame,
+        max_in_flight,
+        max_request=None,
+        send_buffer=None,
     ):
         self.registry = registry
         self._tokens = {Role[name]: token.encode() for name, token in tokens.items()}
@@ -37,6 +47,8 @@ class HubFactory(Factory):
         self.max_frame = max_frame
         self.max_request = max_request if max_request is not None else 64 * max_frame
         self.max_in_flight = max_in_flight
+        # Bytes of answers the kernel may hold for one client (None: its own, growing to megabytes).
+        self.send_buffer = send_buffer
         self.low_water = max_in_flight // 2
         self.sessions = _Sessions()
         self._session_prefix = secrets.randbits(24) << 40

@@ -20,6 +20,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ..db.fairness import working_for
 from ..protocol.enums import (
     SUPPORTED_VERSIONS,
     ErrorCode,
@@ -30,7 +31,7 @@ from ..protocol.enums import (
 from ..protocol.errors import ProtocolError
 from ..protocol.framing import FrameDecoder
 from ..protocol.messages import ERROR, HELLO, HELLO_ACK, SHUTDOWN, SHUTDOWN_ACK, HelloAck, encode_frame, split_frames
-from .connection import Connection, Timers, describe
+from .connection import Connection, Timers, bound_send_buffer, describe
 from .lanes import Lane, Task
 from .requests import RequestFrames, admit
 from .routes import serve_group
@@ -120,6 +121,8 @@ class HubProtocol(Protocol):
         # Answers are small and latency matters: no Nagle delay (TCP only; unix sockets have none).
         if hasattr(self.transport, "setTcpNoDelay"):
             self.transport.setTcpNoDelay(True)
+        if self.hub.send_buffer is not None:
+            bound_send_buffer(self.transport, self.hub.send_buffer)
         self.peer = describe(self.transport.getPeer())
         self._last_received = self.clock.seconds()
         self.transport.registerProducer(self, True)
@@ -275,6 +278,8 @@ class HubProtocol(Protocol):
             self.transport.pauseProducing()
 
     async def _execute(self, tasks):
+        # The pool schedules this connection's database work fairly against the others'.
+        working_for(self)
         first = tasks[0]
         results: Sequence[Any]
         if first.error is not None:
