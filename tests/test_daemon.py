@@ -5,7 +5,9 @@ import socket
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from tradehub.client import BlockingClient
 from tradehub.db.migrations import discover
+from tradehub.protocol.enums import Role, SQLTable
 
 from .daemon import TOKENS, Daemon, postgres_pid, process_alive
 from .support import SCHEMA, blocking_query, fresh_database
@@ -49,6 +51,33 @@ class EmbeddedDaemonTests(SynchronousTestCase):
         self.assertNotIn("ready: ", output)
         self.assertIn("embedded PostgreSQL stopped", output)
         self.assertIsNone(postgres_pid(daemon.pgdata))
+
+
+class DataFolderTests(SynchronousTestCase):
+    def test_a_second_daemon_on_the_same_data_folder_exits_1_and_leaves_the_first_serving(self):
+        first = Daemon(self.mktemp()).start()
+        self.addCleanup(first.kill)
+        first.wait_for("ready: ")
+        postgres = postgres_pid(first.pgdata)
+        # The operator's mistake: a second daemon from the same configuration.
+        same = ("TRADEHUB_DATA_DIR", "TRADEHUB_FRONTEND_ENDPOINT", "TRADEHUB_ML_ENDPOINT")
+        second = Daemon(self.mktemp(), env={key: first.env[key] for key in same}).start()
+        self.addCleanup(second.kill)
+        self.assertEqual(second.wait(), 1)
+        data = first.env["TRADEHUB_DATA_DIR"]
+        lines = [line for line in second.output().splitlines() if data in line]
+        self.assertEqual(len(lines), 1, second.output())
+        self.assertIn(
+            f"startup failed: data folder {data} is in use by another tradehub daemon (pid {first.process.pid})",
+            lines[0],
+        )
+        self.assertNotIn("Traceback", second.output() + second.errors())
+        self.assertEqual(postgres_pid(first.pgdata), postgres)
+        self.assertTrue(process_alive(postgres, grace=0))
+        with BlockingClient("127.0.0.1", first.ml_port, Role.ML, TOKENS["TRADEHUB_ML_TOKEN"]) as hub:
+            self.assertEqual(hub.select(SQLTable.ACCOUNT, limit=1).rows, [])
+        first.signal(signal.SIGTERM)
+        self.assertEqual(first.wait(), 0)
 
 
 class BadConfigurationTests(SynchronousTestCase):

@@ -19,6 +19,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.threads import deferToThread
 from twisted.logger import ILogObserver, Logger
 
+from .data_folder import DataFolderInUse
 from .db.migrations import migrate
 
 
@@ -79,6 +80,29 @@ class StartupError(Exception):
 def _one_line(error):
     text = str(error).strip().replace("\n", " ") or type(error).__name__
     return text
+
+
+class DataFolderService(Service):
+    """
+    Hold the data folder's lock while the daemon runs. The first step, so a
+    second daemon on the same folder stops before it touches anything there.
+    """
+
+    name = "data-folder"
+
+    def __init__(self, lock):
+        self.lock = lock
+
+    def startService(self):
+        try:
+            self.lock.acquire()
+        except (DataFolderInUse, OSError) as error:
+            raise StartupError(_one_line(error)) from None
+        super().startService()
+
+    def stopService(self):
+        super().stopService()
+        self.lock.release()
 
 
 class EmbeddedPostgresService(Service):
@@ -226,8 +250,9 @@ class HubService(SequentialService):
 
     def startup_failed(self, failure):
         self.exit(1)
-        if self.reactor.running:
-            self.reactor.stop()
+        # twistd starts the tree before it runs the reactor, so a step that
+        # fails at once (the data folder's lock) fails before it runs.
+        self.reactor.callWhenRunning(self.reactor.stop)
 
 
 def exit_nonzero_when_done(status):
