@@ -6,6 +6,7 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tradehub.client import BlockingClient
+from tradehub.db.embedded import EmbeddedCluster
 from tradehub.db.migrations import discover
 from tradehub.protocol.enums import Role, SQLTable
 
@@ -78,6 +79,25 @@ class DataFolderTests(SynchronousTestCase):
             self.assertEqual(hub.select(SQLTable.ACCOUNT, limit=1).rows, [])
         first.signal(signal.SIGTERM)
         self.assertEqual(first.wait(), 0)
+
+    def test_the_cluster_of_a_killed_daemon_is_adopted_by_the_next_and_left_running(self):
+        first = Daemon(self.mktemp()).start()
+        self.addCleanup(EmbeddedCluster(first.pgdata).stop)
+        self.addCleanup(first.kill)
+        first.wait_for("ready: ")
+        postgres = postgres_pid(first.pgdata)
+        first.signal(signal.SIGKILL)
+        first.wait()
+        second = Daemon(self.mktemp(), env={"TRADEHUB_DATA_DIR": first.env["TRADEHUB_DATA_DIR"]}).start()
+        self.addCleanup(second.kill)
+        second.wait_for("ready: ")
+        second.signal(signal.SIGTERM)
+        self.assertEqual(second.wait(), 0)
+        output = second.output()
+        self.assertIn(f"embedded PostgreSQL already running in {first.pgdata}: adopting it", output)
+        self.assertIn(f"leaving the adopted embedded PostgreSQL running in {first.pgdata}", output)
+        self.assertEqual(postgres_pid(first.pgdata), postgres)
+        self.assertTrue(process_alive(postgres, grace=0))
 
 
 class BadConfigurationTests(SynchronousTestCase):

@@ -2,11 +2,12 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from twisted.internet.defer import ensureDeferred
+from twisted.internet.defer import ensureDeferred, maybeDeferred
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tradehub.db.embedded import EmbeddedCluster
+from tradehub.service import EmbeddedPostgresService
 
 from .support import blocking_query, make_pool
 
@@ -37,9 +38,9 @@ class EmbeddedClusterTests(TestCase):
 
     async def test_start_adopts_a_cluster_that_already_runs(self):
         cluster = _cluster(self)
-        await deferToThread(cluster.start)
+        self.assertTrue(await deferToThread(cluster.start))
         pid = (cluster.pgdata / "postmaster.pid").read_text().split()[0]
-        await deferToThread(EmbeddedCluster(cluster.pgdata).start)
+        self.assertFalse(await deferToThread(EmbeddedCluster(cluster.pgdata).start))
         self.assertEqual((cluster.pgdata / "postmaster.pid").read_text().split()[0], pid)
 
     async def test_pool_recovers_after_postgres_restarts(self):
@@ -63,6 +64,19 @@ class EmbeddedClusterTests(TestCase):
         pending = ensureDeferred(pool.query("SELECT 3"))
         await deferToThread(cluster.start)
         self.assertEqual(await pending, [(3,)])
+
+
+class EmbeddedPostgresServiceTests(TestCase):
+    async def test_a_cluster_running_before_the_service_started_runs_after_it_stopped(self):
+        cluster = _cluster(self)
+        await deferToThread(cluster.start)
+        pid = (cluster.pgdata / "postmaster.pid").read_text().split()[0]
+        service = EmbeddedPostgresService(EmbeddedCluster(cluster.pgdata))
+        await service.startService()
+        self.assertTrue(service.adopted)
+        await maybeDeferred(service.stopService)
+        self.assertTrue(cluster.is_running())
+        self.assertEqual((cluster.pgdata / "postmaster.pid").read_text().split()[0], pid)
 
 
 class SocketPathTests(SynchronousTestCase):

@@ -106,19 +106,39 @@ class DataFolderService(Service):
 
 
 class EmbeddedPostgresService(Service):
-    """Start the embedded cluster in a thread (it blocks); stop it the same way."""
+    """
+    Start the embedded cluster in a thread (it blocks); stop it the same way,
+    unless it already ran at start. The data folder's lock proves no live
+    daemon owns such a cluster (one killed with SIGKILL left it behind), so
+    it is adopted; but a cluster this process did not start is left running.
+    """
 
     name = "embedded-postgres"
+    log = Logger()
 
     def __init__(self, cluster):
         self.cluster = cluster
+        self.adopted = False
 
     def startService(self):
         super().startService()
-        return deferToThread(self.cluster.start).addErrback(_wrap_startup_error)
+        return deferToThread(self.cluster.start).addCallbacks(self._adopt_unless_started, _wrap_startup_error)
+
+    def _adopt_unless_started(self, started):
+        self.adopted = not started
+        if self.adopted:
+            self.log.info(
+                "embedded PostgreSQL already running in {pgdata}: adopting it", pgdata=str(self.cluster.pgdata)
+            )
 
     def stopService(self):
         super().stopService()
+        if self.adopted:
+            self.log.info(
+                "leaving the adopted embedded PostgreSQL running in {pgdata}: this daemon did not start it",
+                pgdata=str(self.cluster.pgdata),
+            )
+            return None
         return deferToThread(self.cluster.stop)
 
 

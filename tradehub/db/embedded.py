@@ -72,20 +72,23 @@ class EmbeddedCluster:
         return True
 
     def start(self):
-        """Initialise the cluster on first use, then start it unless it already runs."""
+        """
+        Initialise the cluster on first use, then start it unless it already
+        runs. True when this call started it; False when it found it running.
+        """
         self._prepare_folders()
         if not self.initialised:
             self.log.info("initialising embedded PostgreSQL in {pgdata}", pgdata=str(self.pgdata))
             self._run("initdb", ["--auth=trust", "--encoding=UTF8", "--locale=C", "-U", SUPERUSER])
         if self.is_running():
-            self.log.info("embedded PostgreSQL already running in {pgdata}; using it", pgdata=str(self.pgdata))
-            return
+            return False
         server_options = f"-c listen_addresses='' -k {self.socket_dir} -c unix_socket_permissions=0700"
         self._run(
             "pg_ctl",
             ["-w", "-t", str(START_TIMEOUT), "-l", str(self.log_file), "-o", server_options, "start"],
         )
         self.log.info("embedded PostgreSQL started in {pgdata}", pgdata=str(self.pgdata))
+        return True
 
     def stop(self):
         """Stop the server (fast shutdown: sessions end, committed data is kept)."""
