@@ -104,7 +104,7 @@ def makeService(options: Options) -> HubService:
     if not database_url:
         # Only the embedded cluster and its log use the data folder, so only then is it locked.
         cluster = EmbeddedCluster(settings.pgdata, log_file=settings.data_dir / "logs" / "postgresql.log")
-        steps += [DataFolderService(DataFolderLock(settings.data_dir)), EmbeddedPostgresService(cluster)]
+        steps += [DataFolderService(DataFolderLock(settings.data_dir)), EmbeddedPostgresService(cluster, reactor)]
         database_url = cluster.dsn()
     pool = Pool(
         database_url,

@@ -1,4 +1,5 @@
 import json
+import os
 import signal
 import socket
 
@@ -8,6 +9,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from tradehub.client import BlockingClient
 from tradehub.db.embedded import EmbeddedCluster
 from tradehub.db.migrations import discover
+from tradehub.db.supervisor import RESTART_ATTEMPTS
 from tradehub.protocol.enums import Role, SQLTable
 
 from .daemon import TOKENS, Daemon, postgres_pid, process_alive
@@ -52,6 +54,19 @@ class EmbeddedDaemonTests(SynchronousTestCase):
         self.assertNotIn("ready: ", output)
         self.assertIn("embedded PostgreSQL stopped", output)
         self.assertIsNone(postgres_pid(daemon.pgdata))
+
+    def test_a_cluster_that_cannot_be_restarted_stops_the_daemon_with_status_1(self):
+        daemon = Daemon(self.mktemp()).start()
+        self.addCleanup(daemon.kill)
+        daemon.wait_for("ready: ")
+        with open(daemon.pgdata / "postgresql.conf", "a") as settings:
+            settings.write("shared_buffers = 'no size at all'\n")
+        os.kill(postgres_pid(daemon.pgdata), signal.SIGKILL)
+        self.assertEqual(daemon.wait(), 1)
+        output = daemon.output()
+        self.assertEqual(output.count("embedded PostgreSQL is down; restarting it (attempt "), RESTART_ATTEMPTS)
+        self.assertIn("stopping: embedded PostgreSQL could not be restarted: pg_ctl start failed", output)
+        self.assertNotIn("Traceback", output + daemon.errors())
 
 
 class DataFolderTests(SynchronousTestCase):

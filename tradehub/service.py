@@ -12,6 +12,7 @@ import atexit
 import os
 import signal
 import sys
+from typing import cast
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
@@ -21,6 +22,7 @@ from twisted.logger import ILogObserver, Logger
 
 from .data_folder import DataFolderInUse
 from .db.migrations import migrate
+from .db.supervisor import Supervisor
 
 
 class SequentialService(MultiService):
@@ -107,22 +109,32 @@ class DataFolderService(Service):
 
 class EmbeddedPostgresService(Service):
     """
-    Start the embedded cluster in a thread (it blocks); stop it the same way,
-    unless it already ran at start. The data folder's lock proves no live
-    daemon owns such a cluster (one killed with SIGKILL left it behind), so
-    it is adopted; but a cluster this process did not start is left running.
+    Start the embedded cluster in a thread (it blocks), restart it should it
+    die while the daemon runs, and stop it the same way at the end, unless it
+    already ran at start. The data folder's lock proves no live daemon owns
+    such a cluster (one killed with SIGKILL left it behind), so it is adopted;
+    but a cluster this process did not start is left running.
     """
 
     name = "embedded-postgres"
     log = Logger()
 
-    def __init__(self, cluster):
+    def __init__(self, cluster, clock):
         self.cluster = cluster
         self.adopted = False
+        self.supervisor = Supervisor(clock, cluster.is_running, self._restart, self._give_up)
 
     def startService(self):
         super().startService()
-        return deferToThread(self.cluster.start).addCallbacks(self._adopt_unless_started, _wrap_startup_error)
+        return deferToThread(self.cluster.start).addCallbacks(self._supervise, _wrap_startup_error)
+
+    def _supervise(self, started):
+        self._adopt_unless_started(started)
+        self.supervisor.start()
+
+    def _restart(self):
+        # Whoever started the server again owns it: usually this daemon.
+        return deferToThread(self.cluster.restart).addCallback(self._adopt_unless_started)
 
     def _adopt_unless_started(self, started):
         self.adopted = not started
@@ -131,8 +143,14 @@ class EmbeddedPostgresService(Service):
                 "embedded PostgreSQL already running in {pgdata}: adopting it", pgdata=str(self.cluster.pgdata)
             )
 
+    def _give_up(self, error):
+        """The daemon cannot serve without its database: it stops, and exits 1."""
+        hub = cast(HubService, self.parent)
+        hub.fail(f"embedded PostgreSQL could not be restarted: {_one_line(error)}")
+
     def stopService(self):
         super().stopService()
+        self.supervisor.stop()
         if self.adopted:
             self.log.info(
                 "leaving the adopted embedded PostgreSQL running in {pgdata}: this daemon did not start it",
@@ -267,6 +285,16 @@ class HubService(SequentialService):
             self.reactor.stop()
             return
         self.log.info("ready: {message}", message=self.ready_message)
+
+    def fail(self, reason):
+        """
+        A step that breaks for good once the daemon runs (the embedded cluster
+        that will not restart) stops it, and the process exits 1.
+        """
+        self.log.error("stopping: {reason}", reason=reason)
+        self.exit(1)
+        if self.running:
+            self.reactor.stop()
 
     def startup_failed(self, failure):
         self.exit(1)
