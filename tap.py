@@ -16,12 +16,14 @@ from tradehub.alpaca.client import AlpacaClient
 from tradehub.alpaca.sync import AlpacaSync
 from tradehub.config import SETTINGS, ConfigError, Settings, load_settings, redact_url
 from tradehub.controllers import build_controllers
+from tradehub.data_folder import DataFolderLock
 from tradehub.db.embedded import EmbeddedCluster
 from tradehub.db.pool import Pool
 from tradehub.logs import json_observer
 from tradehub.server.hub import HubFactory
 from tradehub.server.routes import build_registry
 from tradehub.service import (
+    DataFolderService,
     EmbeddedPostgresService,
     HubService,
     ListenerService,
@@ -101,8 +103,9 @@ def makeService(options: Options) -> HubService:
     steps: list[Service] = []
     database_url = settings.database_url
     if not database_url:
+        # Only the embedded cluster and its log use the data folder, so only then is it locked.
         cluster = EmbeddedCluster(settings.pgdata, log_file=settings.data_dir / "logs" / "postgresql.log")
-        steps.append(EmbeddedPostgresService(cluster))
+        steps += [DataFolderService(DataFolderLock(settings.data_dir)), EmbeddedPostgresService(cluster, reactor)]
         database_url = cluster.dsn()
     pool = Pool(
         database_url,

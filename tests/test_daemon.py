@@ -1,11 +1,16 @@
 import json
+import os
 import signal
 import socket
 
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from tradehub.client import BlockingClient
+from tradehub.db.embedded import EmbeddedCluster
 from tradehub.db.migrations import discover
+from tradehub.db.supervisor import RESTART_ATTEMPTS
+from tradehub.protocol.enums import Role, SQLTable
 
 from .daemon import TOKENS, Daemon, postgres_pid, process_alive
 from .support import SCHEMA, blocking_query, fresh_database
@@ -49,6 +54,65 @@ class EmbeddedDaemonTests(SynchronousTestCase):
         self.assertNotIn("ready: ", output)
         self.assertIn("embedded PostgreSQL stopped", output)
         self.assertIsNone(postgres_pid(daemon.pgdata))
+
+    def test_a_cluster_that_cannot_be_restarted_stops_the_daemon_with_status_1(self):
+        daemon = Daemon(self.mktemp()).start()
+        self.addCleanup(daemon.kill)
+        daemon.wait_for("ready: ")
+        with open(daemon.pgdata / "postgresql.conf", "a") as settings:
+            settings.write("shared_buffers = 'no size at all'\n")
+        os.kill(postgres_pid(daemon.pgdata), signal.SIGKILL)
+        self.assertEqual(daemon.wait(), 1)
+        output = daemon.output()
+        self.assertEqual(output.count("embedded PostgreSQL is down; restarting it (attempt "), RESTART_ATTEMPTS)
+        self.assertIn("stopping: embedded PostgreSQL could not be restarted: pg_ctl start failed", output)
+        self.assertNotIn("Traceback", output + daemon.errors())
+
+
+class DataFolderTests(SynchronousTestCase):
+    def test_a_second_daemon_on_the_same_data_folder_exits_1_and_leaves_the_first_serving(self):
+        first = Daemon(self.mktemp()).start()
+        self.addCleanup(first.kill)
+        first.wait_for("ready: ")
+        postgres = postgres_pid(first.pgdata)
+        # The operator's mistake: a second daemon from the same configuration.
+        same = ("TRADEHUB_DATA_DIR", "TRADEHUB_FRONTEND_ENDPOINT", "TRADEHUB_ML_ENDPOINT")
+        second = Daemon(self.mktemp(), env={key: first.env[key] for key in same}).start()
+        self.addCleanup(second.kill)
+        self.assertEqual(second.wait(), 1)
+        data = first.env["TRADEHUB_DATA_DIR"]
+        lines = [line for line in second.output().splitlines() if data in line]
+        self.assertEqual(len(lines), 1, second.output())
+        self.assertIn(
+            f"startup failed: data folder {data} is in use by another tradehub daemon (pid {first.process.pid})",
+            lines[0],
+        )
+        self.assertNotIn("Traceback", second.output() + second.errors())
+        self.assertEqual(postgres_pid(first.pgdata), postgres)
+        self.assertTrue(process_alive(postgres, grace=0))
+        with BlockingClient("127.0.0.1", first.ml_port, Role.ML, TOKENS["TRADEHUB_ML_TOKEN"]) as hub:
+            self.assertEqual(hub.select(SQLTable.ACCOUNT, limit=1).rows, [])
+        first.signal(signal.SIGTERM)
+        self.assertEqual(first.wait(), 0)
+
+    def test_the_cluster_of_a_killed_daemon_is_adopted_by_the_next_and_left_running(self):
+        first = Daemon(self.mktemp()).start()
+        self.addCleanup(EmbeddedCluster(first.pgdata).stop)
+        self.addCleanup(first.kill)
+        first.wait_for("ready: ")
+        postgres = postgres_pid(first.pgdata)
+        first.signal(signal.SIGKILL)
+        first.wait()
+        second = Daemon(self.mktemp(), env={"TRADEHUB_DATA_DIR": first.env["TRADEHUB_DATA_DIR"]}).start()
+        self.addCleanup(second.kill)
+        second.wait_for("ready: ")
+        second.signal(signal.SIGTERM)
+        self.assertEqual(second.wait(), 0)
+        output = second.output()
+        self.assertIn(f"embedded PostgreSQL already running in {first.pgdata}: adopting it", output)
+        self.assertIn(f"leaving the adopted embedded PostgreSQL running in {first.pgdata}", output)
+        self.assertEqual(postgres_pid(first.pgdata), postgres)
+        self.assertTrue(process_alive(postgres, grace=0))
 
 
 class BadConfigurationTests(SynchronousTestCase):

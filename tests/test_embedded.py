@@ -1,12 +1,17 @@
+import os
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 
-from twisted.internet.defer import ensureDeferred
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
 from twisted.internet.threads import deferToThread
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tradehub.db.embedded import EmbeddedCluster
+from tradehub.service import EmbeddedPostgresService
 
 from .support import blocking_query, make_pool
 
@@ -17,6 +22,19 @@ def _cluster(test, name="pgdata"):
     test.addCleanup(shutil.rmtree, folder, True)
     test.addCleanup(cluster.stop)
     return cluster
+
+
+def _logged(test, message):
+    """A Deferred that fires when C{message} is logged."""
+    seen = Deferred()
+
+    def observe(event):
+        if formatEvent(event) == message and not seen.called:
+            seen.callback(None)
+
+    globalLogPublisher.addObserver(observe)
+    test.addCleanup(globalLogPublisher.removeObserver, observe)
+    return seen
 
 
 class EmbeddedClusterTests(TestCase):
@@ -37,9 +55,9 @@ class EmbeddedClusterTests(TestCase):
 
     async def test_start_adopts_a_cluster_that_already_runs(self):
         cluster = _cluster(self)
-        await deferToThread(cluster.start)
+        self.assertTrue(await deferToThread(cluster.start))
         pid = (cluster.pgdata / "postmaster.pid").read_text().split()[0]
-        await deferToThread(EmbeddedCluster(cluster.pgdata).start)
+        self.assertFalse(await deferToThread(EmbeddedCluster(cluster.pgdata).start))
         self.assertEqual((cluster.pgdata / "postmaster.pid").read_text().split()[0], pid)
 
     async def test_pool_recovers_after_postgres_restarts(self):
@@ -63,6 +81,38 @@ class EmbeddedClusterTests(TestCase):
         pending = ensureDeferred(pool.query("SELECT 3"))
         await deferToThread(cluster.start)
         self.assertEqual(await pending, [(3,)])
+
+
+class EmbeddedPostgresServiceTests(TestCase):
+    async def test_a_cluster_running_before_the_service_started_runs_after_it_stopped(self):
+        cluster = _cluster(self)
+        await deferToThread(cluster.start)
+        pid = (cluster.pgdata / "postmaster.pid").read_text().split()[0]
+        service = EmbeddedPostgresService(EmbeddedCluster(cluster.pgdata), reactor)
+        await service.startService()
+        self.assertTrue(service.adopted)
+        await maybeDeferred(service.stopService)
+        self.assertTrue(cluster.is_running())
+        self.assertEqual((cluster.pgdata / "postmaster.pid").read_text().split()[0], pid)
+
+    async def test_a_killed_postmaster_is_restarted_and_the_pool_recovers(self):
+        cluster = _cluster(self)
+        service = EmbeddedPostgresService(cluster, reactor)
+        await service.startService()
+        self.addCleanup(service.stopService)
+        # Retries enough to outlast a restart (a few seconds), not a daemon that never restarts.
+        pool = make_pool(cluster.dsn(), size_min=2, size_max=2, retry_attempts=8, retry_backoff=0.1)
+        await pool.start()
+        self.addCleanup(pool.close)
+        self.assertEqual(await pool.query("SELECT 1"), [(1,)])
+        back = _logged(self, "embedded PostgreSQL is back")
+        killed = int((cluster.pgdata / "postmaster.pid").read_text().split()[0])
+        os.kill(killed, signal.SIGKILL)
+        # Until they notice, the dead postmaster's backends may still answer: wait for the new one.
+        await back
+        self.assertEqual(await pool.query("SELECT 2"), [(2,)])
+        self.assertNotEqual(int((cluster.pgdata / "postmaster.pid").read_text().split()[0]), killed)
+        self.assertFalse(service.adopted, "the daemon restarted it, so it stops it")
 
 
 class SocketPathTests(SynchronousTestCase):

