@@ -101,7 +101,7 @@ class EmbeddedPostgresServiceTests(TestCase):
         await service.startService()
         self.addCleanup(service.stopService)
         # Retries enough to outlast a restart (a few seconds), not a daemon that never restarts.
-        pool = make_pool(cluster.dsn(), size_min=2, size_max=2, retry_attempts=8, retry_backoff=0.1)
+        pool = make_pool(cluster.dsn(), size_min=2, size_max=2, retry_budget=15, retry_backoff=0.1)
         await pool.start()
         self.addCleanup(pool.close)
         self.assertEqual(await pool.query("SELECT 1"), [(1,)])
