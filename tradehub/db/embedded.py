@@ -115,6 +115,7 @@ class EmbeddedCluster:
     def _start_unless_running(self):
         if self.is_running():
             return False
+        self._clear_stale_locks()
         server_options = f"-c listen_addresses='' -k {self.socket_dir} -c unix_socket_permissions=0700"
         self._run(
             "pg_ctl",
@@ -122,6 +123,32 @@ class EmbeddedCluster:
         )
         self.log.info("embedded PostgreSQL started in {pgdata}", pgdata=str(self.pgdata))
         return True
+
+    def _clear_stale_locks(self):
+        """
+        A killed server leaves its lock files naming its pid; PostgreSQL takes
+        a zombie for a live process and refuses to start until init reaps it,
+        which a container's init may do late or never. Once no process of
+        the old server lives (its backends hold the shared memory), its locks
+        are stale: remove them.
+        """
+        lock = self.pgdata / "postmaster.pid"
+        if not lock.exists() or self.server_processes():
+            return
+        for path in (lock, self.socket_dir / ".s.PGSQL.5432.lock"):
+            path.unlink(missing_ok=True)
+        self.log.info("removed the lock files of a dead PostgreSQL in {pgdata}", pgdata=str(self.pgdata))
+
+    def server_processes(self) -> list[psutil.Process]:
+        """Live (not zombie) processes working in the data folder: a server's postmaster and backends."""
+        found = []
+        for process in psutil.process_iter(["status"]):
+            try:
+                if process.info["status"] != psutil.STATUS_ZOMBIE and Path(process.cwd()) == self.pgdata:
+                    found.append(process)
+            except (psutil.Error, OSError):
+                continue
+        return found
 
     def _prepare_folders(self):
         for folder in (self.pgdata, self.socket_dir, self.log_file.parent):
