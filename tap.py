@@ -19,6 +19,7 @@ from tradehub.controllers import build_controllers
 from tradehub.db.embedded import EmbeddedCluster
 from tradehub.db.pool import Pool
 from tradehub.logs import json_observer
+from tradehub.ops.metrics import Metrics
 from tradehub.server.hub import HubFactory
 from tradehub.server.routes import build_registry
 from tradehub.service import (
@@ -103,6 +104,7 @@ def makeService(options: Options) -> HubService:
         cluster = EmbeddedCluster(settings.pgdata, log_file=settings.data_dir / "logs" / "postgresql.log")
         steps.append(EmbeddedPostgresService(cluster))
         database_url = cluster.dsn()
+    metrics = Metrics()
     pool = Pool(
         database_url,
         reactor=reactor,
@@ -112,6 +114,7 @@ def makeService(options: Options) -> HubService:
         idle_timeout=settings.db_idle_timeout,
         retry_attempts=settings.db_retry_attempts,
         retry_backoff=settings.db_retry_backoff,
+        metrics=metrics,
     )
     steps += [PoolService(pool), MigrationService(pool, SCHEMA)]
     broker = http_pool = None
@@ -146,7 +149,9 @@ def makeService(options: Options) -> HubService:
             max_frame=settings.max_frame,
             max_request=settings.max_request,
             max_in_flight=settings.max_in_flight,
+            metrics=metrics,
         )
+        metrics.watch(factory.sessions, pool)
         steps.append(SessionsService(factory, settings.shutdown_deadline))
         for role, description in (("frontend", settings.frontend_endpoint), ("ml", settings.ml_endpoint)):
             steps.append(ListenerService(role, reactor, description, factory))

@@ -14,6 +14,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from tradehub.client.calls import request_frames
+from tradehub.ops.metrics import Metrics
 from tradehub.protocol.enums import (
     FLAG_MORE,
     ErrorCode,
@@ -97,6 +98,7 @@ class Harness:
             max_frame=max_frame,
             max_in_flight=max_in_flight,
             max_request=max_request,
+            metrics=Metrics(),
         )
         self.transport = StringTransport()
         self.protocol = self.factory.buildProtocol(None)

@@ -24,6 +24,7 @@ async def retrying(
     retryable: Callable[[Exception], bool],
     wait: Callable[[Exception, float], float] | None = None,
     on_retry: Callable[[Exception, float], None] | None = None,
+    on_failure: Callable[[Exception], None] | None = None,
 ) -> T:
     """
     What C{attempt()} returns, calling it again up to C{retries} times while
@@ -31,13 +32,16 @@ async def retrying(
     last one, is raised. The first retry waits C{delay} seconds and each next
     one twice as long, unless C{wait(error, delay)} says otherwise (a server
     may ask for a longer pause). C{on_retry(error, seconds)} hears of each
-    retry before its wait, to log it.
+    retry before its wait, to log it; C{on_failure(error)} of the error
+    raised in the end, to count it.
     """
     while True:
         try:
             return await attempt()
         except Exception as error:
             if retries <= 0 or not retryable(error):
+                if on_failure is not None:
+                    on_failure(error)
                 raise
             seconds = delay if wait is None else wait(error, delay)
             if on_retry is not None:

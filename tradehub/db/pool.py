@@ -18,7 +18,7 @@ from twisted.logger import Logger
 from txpostgres.txpostgres import Connection
 
 from ..retry import retrying
-from .failures import CommitOutcomeUnknown, PoolClosed, connection_is_gone, is_transient
+from .failures import CommitOutcomeUnknown, FailureObserver, PoolClosed, connection_is_gone, is_transient
 
 
 class _PooledConnection(Connection):
@@ -45,6 +45,7 @@ class Pool:
     that returns a Deferred or a coroutine; it runs inside one transaction.
     The connections run on C{reactor} (which txpostgres also uses as a
     clock); C{clock} times idle connections and the waits between retries.
+    C{metrics}, when given, hears of each retry and of each final failure.
     """
 
     log = Logger()
@@ -60,6 +61,7 @@ class Pool:
         idle_timeout: float,
         retry_attempts: int,
         retry_backoff: float,
+        metrics: FailureObserver | None = None,
     ) -> None:
         self._dsn = dsn
         self._reactor = reactor
@@ -75,6 +77,7 @@ class Pool:
         self._opening = 0
         self._waiters: deque[Deferred[_PooledConnection]] = deque()
         self._closed = False
+        self._metrics = metrics
 
     @property
     def size(self) -> int:
@@ -84,6 +87,16 @@ class Pool:
     @property
     def idle(self) -> int:
         return len(self._idle)
+
+    @property
+    def busy(self) -> int:
+        """Connections running work."""
+        return len(self._busy)
+
+    @property
+    def waiting(self) -> int:
+        """Work waiting for a connection, all C{size_max} being busy."""
+        return len(self._waiters)
 
     async def start(self) -> None:
         """Open the minimum number of connections; fails if the database is unreachable."""
@@ -122,6 +135,7 @@ class Pool:
             delay=self._retry_backoff,
             retryable=lambda error: is_transient(error) and not self._closed,
             on_retry=self._log_retry,
+            on_failure=None if self._metrics is None else self._metrics.database_failed,
         )
 
     async def _on_a_connection(self, run, *args):
@@ -139,6 +153,8 @@ class Pool:
         return result
 
     def _log_retry(self, error, delay):
+        if self._metrics is not None:
+            self._metrics.database_retried(error)
         self.log.warn(
             "transient database failure, retrying in {delay:.3f}s: {error}",
             delay=delay,

@@ -19,16 +19,28 @@ from .session import CLOSE_GRACE, HubProtocol
 class HubFactory(Factory):
     """
     Shared by every listener: the settings sessions negotiate, the route
-    registry, the live sessions, and the drain used when the daemon stops.
+    registry, the live sessions, the metrics they count their traffic in
+    (L{tradehub.ops.metrics.Metrics}), and the drain used when the daemon stops.
     """
 
     noisy = False
     log = Logger()
 
     def __init__(
-        self, registry, tokens, clock, *, handshake_timeout, heartbeat_ms, max_frame, max_in_flight, max_request=None
+        self,
+        registry,
+        tokens,
+        clock,
+        *,
+        handshake_timeout,
+        heartbeat_ms,
+        max_frame,
+        max_in_flight,
+        metrics,
+        max_request=None,
     ):
         self.registry = registry
+        self.metrics = metrics
         self._tokens = {Role[name]: token.encode() for name, token in tokens.items()}
         self.clock = clock
         self.handshake_timeout = handshake_timeout
