@@ -19,7 +19,9 @@ from tradehub.controllers import build_controllers
 from tradehub.db.embedded import EmbeddedCluster
 from tradehub.db.pool import Pool
 from tradehub.logs import json_observer
+from tradehub.ops.http import ops_site
 from tradehub.ops.metrics import Metrics
+from tradehub.ops.readiness import hub_readiness
 from tradehub.server.hub import HubFactory
 from tradehub.server.routes import build_registry
 from tradehub.service import (
@@ -133,12 +135,12 @@ def makeService(options: Options) -> HubService:
     elif not options["migrate-only"]:
         log.info("Alpaca keys are not configured: the Alpaca sync and order submission are off")
     controllers = build_controllers(pool, broker)
+    sync = None
     if broker is not None:
-        steps.append(
-            AlpacaSync(
-                broker, controllers, reactor, settings.alpaca_sync_seconds, settings.alpaca_assets_seconds, http_pool
-            )
+        sync = AlpacaSync(
+            broker, controllers, reactor, settings.alpaca_sync_seconds, settings.alpaca_assets_seconds, http_pool
         )
+        steps.append(sync)
     if not options["migrate-only"]:
         factory = HubFactory(
             build_registry(controllers),
@@ -152,18 +154,26 @@ def makeService(options: Options) -> HubService:
             metrics=metrics,
         )
         metrics.watch(factory.sessions, pool)
-        steps.append(SessionsService(factory, settings.shutdown_deadline))
-        for role, description in (("frontend", settings.frontend_endpoint), ("ml", settings.ml_endpoint)):
-            steps.append(ListenerService(role, reactor, description, factory))
+        listeners = [
+            ListenerService(role, reactor, description, factory)
+            for role, description in (("frontend", settings.frontend_endpoint), ("ml", settings.ml_endpoint))
+        ]
+        steps += [SessionsService(factory, settings.shutdown_deadline), *listeners]
+        if settings.ops_endpoint:
+            # After the client listeners, whose being up it reports; stopped first.
+            readiness = hub_readiness(reactor, pool, SCHEMA, listeners, sync)
+            site = ops_site(reactor, readiness, metrics.registry)
+            steps.append(ListenerService("ops", reactor, settings.ops_endpoint, site))
 
     database = redact_url(settings.database_url) if settings.database_url else f"embedded ({settings.pgdata})"
     alpaca = settings.apca_api_base_url if broker is not None else "off"
+    ops = f"on {settings.ops_endpoint}" if settings.ops_endpoint else "off"
     parent = getattr(options, "parent", None) or {}
     return HubService(
         reactor,
         steps,
         ready_message=(
-            f"frontend on {settings.frontend_endpoint}, ml on {settings.ml_endpoint}, "
+            f"frontend on {settings.frontend_endpoint}, ml on {settings.ml_endpoint}, ops {ops}, "
             f"database {database}, alpaca {alpaca}"
         ),
         migrate_only=options["migrate-only"],

@@ -85,6 +85,11 @@ def _server_endpoint(description: str, reactor: IReactorCore) -> None:
         raise ValueError(f"not a valid server endpoint string ({e})") from None
 
 
+def _optional_server_endpoint(description: str, reactor: IReactorCore) -> None:
+    if description:
+        _server_endpoint(description, reactor)
+
+
 def _http_url(value: str) -> str:
     value = value.strip()
     if urlsplit(value).scheme not in ("http", "https") or not urlsplit(value).netloc:
@@ -148,6 +153,14 @@ SETTINGS = (
         "server endpoint for the Python ML modules",
         "ml-endpoint",
         check=_server_endpoint,
+    ),
+    Setting(
+        "TRADEHUB_OPS_ENDPOINT",
+        "tcp:7003:interface=127.0.0.1",
+        _text,
+        "server endpoint of the HTTP operations endpoint (/healthz, /readyz, /metrics); empty turns it off",
+        "ops-endpoint",
+        check=_optional_server_endpoint,
     ),
     Setting("TRADEHUB_FRONTEND_TOKEN", "", _text, "handshake secret of the FRONTEND role", secret=True),
     Setting("TRADEHUB_ML_TOKEN", "", _text, "handshake secret of the ML role", secret=True),
@@ -241,6 +254,7 @@ class Settings:
     data_dir: Path
     frontend_endpoint: str
     ml_endpoint: str
+    ops_endpoint: str
     frontend_token: str
     ml_token: str
     db_pool_min: int
