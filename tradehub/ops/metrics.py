@@ -85,9 +85,11 @@ class Metrics:
         self._duration(command).observe(seconds)
 
     def database_retried(self, error: Exception) -> None:
+        """The pool retries only transient failures, which are always the database's: each has a kind."""
         self.db_retries.labels(failure_kind(error)).inc()
 
     def database_failed(self, error: Exception) -> None:
+        """The pool's work failed for good; counted when the database failed it, not the work itself."""
         kind = failure_kind(error)
         if kind is not None:
             self.db_failures.labels(kind).inc()
