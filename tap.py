@@ -20,6 +20,9 @@ from tradehub.data_folder import DataFolderLock
 from tradehub.db.embedded import EmbeddedCluster
 from tradehub.db.pool import Pool
 from tradehub.logs import json_observer
+from tradehub.ops.http import ops_site
+from tradehub.ops.metrics import Metrics
+from tradehub.ops.readiness import hub_readiness
 from tradehub.server.hub import HubFactory
 from tradehub.server.routes import build_registry
 from tradehub.service import (
@@ -107,6 +110,7 @@ def makeService(options: Options) -> HubService:
         cluster = EmbeddedCluster(settings.pgdata, log_file=settings.data_dir / "logs" / "postgresql.log")
         steps += [DataFolderService(DataFolderLock(settings.data_dir)), EmbeddedPostgresService(cluster, reactor)]
         database_url = cluster.dsn()
+    metrics = Metrics()
     pool = Pool(
         database_url,
         reactor=reactor,
@@ -119,6 +123,7 @@ def makeService(options: Options) -> HubService:
         retry_backoff=settings.db_retry_backoff,
         connect_timeout=settings.db_connect_timeout,
         statement_timeout=settings.db_statement_timeout,
+        metrics=metrics,
     )
     steps += [PoolService(pool), MigrationService(pool, SCHEMA)]
     broker = http_pool = None
@@ -137,12 +142,12 @@ def makeService(options: Options) -> HubService:
     elif not options["migrate-only"]:
         log.info("Alpaca keys are not configured: the Alpaca sync and order submission are off")
     controllers = build_controllers(pool, broker)
+    sync = None
     if broker is not None:
-        steps.append(
-            AlpacaSync(
-                broker, controllers, reactor, settings.alpaca_sync_seconds, settings.alpaca_assets_seconds, http_pool
-            )
+        sync = AlpacaSync(
+            broker, controllers, reactor, settings.alpaca_sync_seconds, settings.alpaca_assets_seconds, http_pool
         )
+        steps.append(sync)
     if not options["migrate-only"]:
         factory = HubFactory(
             build_registry(controllers),
@@ -154,19 +159,29 @@ def makeService(options: Options) -> HubService:
             max_request=settings.max_request,
             max_in_flight=settings.max_in_flight,
             send_buffer=settings.send_buffer,
+            metrics=metrics,
         )
-        steps.append(SessionsService(factory, settings.shutdown_deadline))
-        for role, description in (("frontend", settings.frontend_endpoint), ("ml", settings.ml_endpoint)):
-            steps.append(ListenerService(role, reactor, with_backlog(description, settings.listen_backlog), factory))
+        metrics.watch(factory.sessions, pool)
+        listeners = [
+            ListenerService(role, reactor, with_backlog(description, settings.listen_backlog), factory)
+            for role, description in (("frontend", settings.frontend_endpoint), ("ml", settings.ml_endpoint))
+        ]
+        steps += [SessionsService(factory, settings.shutdown_deadline), *listeners]
+        if settings.ops_endpoint:
+            # After the client listeners, whose being up it reports; stopped first.
+            readiness = hub_readiness(reactor, pool, SCHEMA, listeners, sync)
+            site = ops_site(reactor, readiness, metrics.registry)
+            steps.append(ListenerService("ops", reactor, settings.ops_endpoint, site))
 
     database = redact_url(settings.database_url) if settings.database_url else f"embedded ({settings.pgdata})"
     alpaca = settings.apca_api_base_url if broker is not None else "off"
+    ops = f"on {settings.ops_endpoint}" if settings.ops_endpoint else "off"
     parent = getattr(options, "parent", None) or {}
     return HubService(
         reactor,
         steps,
         ready_message=(
-            f"frontend on {settings.frontend_endpoint}, ml on {settings.ml_endpoint}, "
+            f"frontend on {settings.frontend_endpoint}, ml on {settings.ml_endpoint}, ops {ops}, "
             f"database {database}, alpaca {alpaca}"
         ),
         migrate_only=options["migrate-only"],

@@ -65,6 +65,7 @@ class Daemon:
     def __init__(self, database, args=(), twistd_args=(), **settings):
         self.frontend_port = free_port()
         self.ml_port = free_port()
+        self.ops_port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("TRADEHUB_", "DATABASE_URL"))}
         env.update(
             DATABASE_URL=database.url,
@@ -72,6 +73,7 @@ class Daemon:
             TRADEHUB_ML_TOKEN=TOKENS["ML"],
             TRADEHUB_FRONTEND_ENDPOINT=f"tcp:{self.frontend_port}:interface=127.0.0.1",
             TRADEHUB_ML_ENDPOINT=f"tcp:{self.ml_port}:interface=127.0.0.1",
+            TRADEHUB_OPS_ENDPOINT=f"tcp:{self.ops_port}:interface=127.0.0.1",
             TRADEHUB_DATA_DIR=str(database.folder / "daemon"),
         )
         env.update({k: str(v) for k, v in settings.items()})

@@ -24,12 +24,14 @@ class Daemon:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.frontend_port = free_port()
         self.ml_port = free_port()
+        self.ops_port = free_port()
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("TRADEHUB_", "DATABASE_URL"))}
         self.env.update(TOKENS)
         self.env.update(
             TRADEHUB_DATA_DIR=str(self.folder / "data"),
             TRADEHUB_FRONTEND_ENDPOINT=f"tcp:{self.frontend_port}:interface=127.0.0.1",
             TRADEHUB_ML_ENDPOINT=f"tcp:{self.ml_port}:interface=127.0.0.1",
+            TRADEHUB_OPS_ENDPOINT=f"tcp:{self.ops_port}:interface=127.0.0.1",
         )
         self.env.update(env or {})
         self.args = list(args)

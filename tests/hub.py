@@ -6,6 +6,7 @@ from twisted.internet.endpoints import serverFromString
 
 from tradehub.controllers import build_controllers
 from tradehub.errors import Invalid
+from tradehub.ops.metrics import Metrics
 from tradehub.protocol.enums import SQLCommand, SQLTable
 from tradehub.protocol.wire import Field, Layout, list_of, string, u32
 from tradehub.server.hub import HubFactory
@@ -40,7 +41,7 @@ async def start_hub(test, build_registry, **settings):
     test.addCleanup(pool.close)
     options = dict(handshake_timeout=5, heartbeat_ms=5000, max_frame=1 << 20, max_in_flight=256)
     options.update(settings)
-    factory = HubFactory(build_registry(pool), wire.TOKENS, reactor, **options)
+    factory = HubFactory(build_registry(pool), wire.TOKENS, reactor, metrics=Metrics(), **options)
     port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(factory)
     test.addCleanup(factory.drain, 2)
     test.addCleanup(port.stopListening)

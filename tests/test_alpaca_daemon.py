@@ -18,6 +18,7 @@ from .daemon import TOKENS, Daemon
 from .fake_alpaca import KEY_ID, SECRET, start_fake_alpaca
 from .support import blocking_query, fresh_database
 from .test_daemon import _url
+from .test_ops import ready_soon
 
 
 def wait_until(check, timeout=30):
@@ -68,6 +69,8 @@ class AlpacaDaemonTests(TestCase):
             return counts[0] == (1, 2, 1, 1)
 
         await deferToThread(wait_until, synced)
+        alpaca = (await ready_soon(f"http://127.0.0.1:{daemon.ops_port}"))["parts"]["alpaca"]
+        self.assertTrue(alpaca["detail"].startswith("the last sync succeeded"), alpaca)
 
         def trade():
             with BlockingClient(

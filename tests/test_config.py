@@ -47,6 +47,7 @@ class LoadSettingsTests(SynchronousTestCase):
         self.assertEqual(settings.database_url, "")
         self.assertEqual(settings.frontend_endpoint, "tcp:7001:interface=127.0.0.1")
         self.assertEqual(settings.ml_endpoint, "tcp:7002:interface=127.0.0.1")
+        self.assertEqual(settings.ops_endpoint, "tcp:7003:interface=127.0.0.1")
         self.assertEqual(settings.data_dir, Path("./var").resolve())
         self.assertEqual(settings.pgdata, Path("./var").resolve() / "pgdata")
         self.assertEqual((settings.db_pool_min, settings.db_pool_max), (2, 10))
@@ -76,6 +77,12 @@ class LoadSettingsTests(SynchronousTestCase):
             "not a valid server endpoint",
             {"TRADEHUB_FRONTEND_ENDPOINT": "carrier-pigeon:1"},
         )
+
+    def test_ops_endpoint_is_checked_like_the_others_and_may_be_empty(self):
+        self.assertRejected(
+            "TRADEHUB_OPS_ENDPOINT", "not a valid server endpoint", {"TRADEHUB_OPS_ENDPOINT": "tcp:notaport"}
+        )
+        self.assertEqual(self.load({"TRADEHUB_OPS_ENDPOINT": ""}).ops_endpoint, "")
 
     def test_endpoints_need_no_global_reactor(self):
         """Loading validates endpoint strings against the reactor it is given, never importing the global one."""

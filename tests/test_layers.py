@@ -63,3 +63,8 @@ class LayerTests(SynchronousTestCase):
     def test_the_daemon_never_loads_the_generators(self):
         loaded = imported_after("tap")
         self.assertEqual(sorted(m for m in loaded if m.startswith("tradehub.codegen")), [])
+
+    def test_the_server_and_the_database_are_handed_their_metrics(self):
+        """They count into the object they are given; only the wiring and the ops package know what it is."""
+        loaded = imported_after("tradehub.server.hub", "tradehub.server.routes", "tradehub.db.pool")
+        self.assertEqual(sorted(m for m in loaded if m.startswith(("tradehub.ops", "prometheus_client"))), [])

@@ -15,6 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tradehub.client.calls import request_frames
 from tradehub.errors import Invalid
+from tradehub.ops.metrics import Metrics
 from tradehub.protocol.enums import (
     FLAG_MORE,
     ErrorCode,
@@ -98,6 +99,7 @@ class Harness:
             max_frame=max_frame,
             max_in_flight=max_in_flight,
             max_request=max_request,
+            metrics=Metrics(),
         )
         self.transport = StringTransport()
         self.protocol = self.factory.buildProtocol(None)

@@ -110,6 +110,7 @@ class MakeServiceTests(SynchronousTestCase):
                 (SessionsService, "sessions"),
                 (ListenerService, "frontend"),
                 (ListenerService, "ml"),
+                (ListenerService, "ops"),
             ],
         )
         pool = hub.getServiceNamed("pool").pool
@@ -130,6 +131,7 @@ class MakeServiceTests(SynchronousTestCase):
                 (SessionsService, "sessions"),
                 (ListenerService, "frontend"),
                 (ListenerService, "ml"),
+                (ListenerService, "ops"),
             ],
         )
         sync = hub.getServiceNamed("alpaca-sync")
@@ -161,27 +163,35 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertFalse(data_dir.exists(), "building the tree must not touch the data directory")
 
     def test_starting_the_listeners_listens_on_the_configured_endpoints(self):
-        hub = self.build()
+        hub = self.build("--ops-endpoint", "tcp:7103:interface=127.0.0.1")
         factory = hub.getServiceNamed("sessions").factory
-        for role in ("frontend", "ml"):
-            self.successResultOf(hub.getServiceNamed(role).startService())
+        for name in ("frontend", "ml", "ops"):
+            self.successResultOf(hub.getServiceNamed(name).startService())
+        ops_site = hub.getServiceNamed("ops").factory
         self.assertEqual(
-            self.reactor.tcpServers, [(7101, factory, 1024, "127.0.0.1"), (7102, factory, 1024, "10.0.0.5")]
+            self.reactor.tcpServers,
+            [(7101, factory, 1024, "127.0.0.1"), (7102, factory, 1024, "10.0.0.5"), (7103, ops_site, 50, "127.0.0.1")],
         )
+        self.assertEqual(sorted(ops_site.resource.children), [b"healthz", b"metrics", b"readyz"])
 
     def test_listen_backlog_applies_unless_the_endpoint_sets_its_own(self):
         self.environ["TRADEHUB_ML_ENDPOINT"] = "tcp:7102:backlog=9:interface=10.0.0.5"
-        hub = self.build("--listen-backlog", "300")
+        hub = self.build("--listen-backlog", "300", "--ops-endpoint", "")
         for role in ("frontend", "ml"):
             self.successResultOf(hub.getServiceNamed(role).startService())
         self.assertEqual([backlog for _, _, backlog, _ in self.reactor.tcpServers], [300, 9])
+
+    def test_an_empty_ops_endpoint_leaves_the_operations_endpoint_out(self):
+        hub = self.build("--ops-endpoint", "")
+        self.assertEqual(self.steps(hub)[-1], (ListenerService, "ml"))
+        self.assertIn("ops off", hub.ready_message)
 
     def test_ready_line_names_the_endpoints_and_hides_the_database_password(self):
         hub = self.build()
         self.assertEqual(
             hub.ready_message,
             "frontend on tcp:7101:interface=127.0.0.1, ml on tcp:7102:interface=10.0.0.5, "
-            "database postgresql://trader:***@db.invalid/hub, alpaca off",
+            "ops on tcp:7003:interface=127.0.0.1, database postgresql://trader:***@db.invalid/hub, alpaca off",
         )
 
     def test_builds_from_the_settings_parsing_loaded(self):

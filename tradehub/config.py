@@ -85,6 +85,11 @@ def _server_endpoint(description: str, reactor: IReactorCore) -> None:
         raise ValueError(f"not a valid server endpoint string ({e})") from None
 
 
+def _optional_server_endpoint(description: str, reactor: IReactorCore) -> None:
+    if description:
+        _server_endpoint(description, reactor)
+
+
 def _http_url(value: str) -> str:
     value = value.strip()
     if urlsplit(value).scheme not in ("http", "https") or not urlsplit(value).netloc:
@@ -162,6 +167,14 @@ SETTINGS = (
         _integer(4096),
         "bytes of answers the kernel holds for one client before the hub stops answering it (Linux doubles it)",
         "send-buffer",
+    ),
+    Setting(
+        "TRADEHUB_OPS_ENDPOINT",
+        "tcp:7003:interface=127.0.0.1",
+        _text,
+        "server endpoint of the HTTP operations endpoint (/healthz, /readyz, /metrics); empty turns it off",
+        "ops-endpoint",
+        check=_optional_server_endpoint,
     ),
     Setting("TRADEHUB_FRONTEND_TOKEN", "", _text, "handshake secret of the FRONTEND role", secret=True),
     Setting("TRADEHUB_ML_TOKEN", "", _text, "handshake secret of the ML role", secret=True),
@@ -288,6 +301,7 @@ class Settings:
     ml_endpoint: str
     listen_backlog: int
     send_buffer: int
+    ops_endpoint: str
     frontend_token: str
     ml_token: str
     db_pool_min: int

@@ -26,6 +26,7 @@ async def retrying(
     max_delay: float | None = None,
     wait: Callable[[Exception, float], float] | None = None,
     on_retry: Callable[[Exception, float], None] | None = None,
+    on_failure: Callable[[Exception], None] | None = None,
 ) -> T:
     """
     What C{attempt()} returns, calling it again while it fails with an error
@@ -34,7 +35,8 @@ async def retrying(
     error, or the last one, is raised. The first retry waits C{delay} seconds
     and each next one twice as long, up to C{max_delay}, unless C{wait(error,
     delay)} says otherwise (a server may ask for a longer pause).
-    C{on_retry(error, seconds)} hears of each retry before its wait, to log it.
+    C{on_retry(error, seconds)} hears of each retry before its wait, to log
+    it; C{on_failure(error)} of the error raised in the end, to count it.
     """
     deadline = None if budget is None else clock.seconds() + budget
     while True:
@@ -46,6 +48,8 @@ async def retrying(
                 deadline is not None and clock.seconds() + seconds > deadline
             )
             if exhausted or not retryable(error):
+                if on_failure is not None:
+                    on_failure(error)
                 raise
             if on_retry is not None:
                 on_retry(error, seconds)

@@ -1,6 +1,7 @@
 """
 Which database failures are worth retrying, which mean the connection
-itself is gone, and which refusal a client sees for each.
+itself is gone, which refusal a client sees for each, and what each is
+called in the daemon's metrics.
 
 Retrying is only safe for failures that leave nothing half-done: the
 transaction was rolled back by the server (serialization failure, deadlock)
@@ -9,6 +10,8 @@ data are final and never retried.
 """
 
 from __future__ import annotations
+
+from typing import Protocol
 
 import psycopg2
 from psycopg2 import errorcodes
@@ -91,6 +94,35 @@ _CONSTRAINT_CODES = {
 # Errors that a row's values cause (constraint violations, bad data): they
 # are final, and worth finding the row for.
 ROW_ERRORS = (psycopg2.IntegrityError, psycopg2.DataError)
+
+
+class FailureObserver(Protocol):
+    """Who hears of the pool's retries and of its work that failed for good: the daemon's metrics."""
+
+    def database_retried(self, error: Exception) -> None: ...
+    def database_failed(self, error: Exception) -> None: ...
+
+
+def failure_kind(error: Exception) -> str | None:
+    """
+    What a database failure is called in metrics: PostgreSQL's name of its
+    condition (serialization_failure, unique_violation, ...), connection_lost,
+    commit_outcome_unknown, or driver_error for one psycopg2 raised itself.
+    None when the error is not the database's (a refusal the work raised, the
+    pool closing), so that it is not counted as one.
+    """
+    if isinstance(error, CommitOutcomeUnknown):
+        return "commit_outcome_unknown"
+    if isinstance(error, psycopg2.Error) and error.pgcode:
+        try:
+            return errorcodes.lookup(error.pgcode).lower()
+        except KeyError:
+            return f"sqlstate_{error.pgcode.lower()}"
+    if connection_is_gone(error):
+        return "connection_lost"
+    if isinstance(error, psycopg2.Error):
+        return "driver_error"
+    return None
 
 
 def refusal(error: Exception) -> Refused | None:

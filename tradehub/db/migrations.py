@@ -112,3 +112,12 @@ async def migrate(pool, folder):
             log.info("applied migration {version:04d}_{name}", version=migration.version, name=migration.name)
             newly.append(migration.version)
     return newly
+
+
+async def applied_versions(pool):
+    """
+    The versions recorded in the database, read without the advisory lock:
+    for checking that the schema is current, never for migrating.
+    """
+    rows = await pool.query("SELECT version FROM schema_migrations ORDER BY version")
+    return [version for (version,) in rows]

@@ -22,6 +22,7 @@ from .failures import (
     CommitOutcomeUnknown,
     ConnectTimeout,
     DatabaseStalled,
+    FailureObserver,
     PoolClosed,
     StatementTimeout,
     connection_is_gone,
@@ -136,7 +137,8 @@ class Pool:
     that returns a Deferred or a coroutine; it runs inside one transaction.
     The connections run on C{reactor} (which txpostgres also uses as a
     clock); C{clock} times idle connections, timeouts and the waits between
-    retries.
+    retries. C{metrics}, when given, hears of each retry and of each final
+    failure.
 
     Nothing waits forever on the database: a connection must open within
     C{connect_timeout}; the server cancels a statement that runs longer than
@@ -164,6 +166,7 @@ class Pool:
         connect_timeout: float,
         statement_timeout: float,
         per_client: int,
+        metrics: FailureObserver | None = None,
     ) -> None:
         self._dsn = dsn
         self._reactor = reactor
@@ -181,6 +184,7 @@ class Pool:
         self._opening = 0
         self._queue = FairQueue(clock, per_client)
         self._closed = False
+        self._metrics = metrics
 
     @property
     def size(self) -> int:
@@ -190,6 +194,16 @@ class Pool:
     @property
     def idle(self) -> int:
         return len(self._idle)
+
+    @property
+    def busy(self) -> int:
+        """Connections running work."""
+        return len(self._busy)
+
+    @property
+    def waiting(self) -> int:
+        """Work waiting for a connection: none is free, or its client holds its share."""
+        return len(self._queue)
 
     async def start(self) -> None:
         """Open the minimum number of connections; fails if the database is unreachable."""
@@ -229,6 +243,7 @@ class Pool:
             max_delay=MAX_RETRY_DELAY,
             retryable=lambda error: is_transient(error) and not self._closed,
             on_retry=self._log_retry,
+            on_failure=None if self._metrics is None else self._metrics.database_failed,
         )
 
     async def _on_a_connection(self, run, *args):
@@ -246,6 +261,8 @@ class Pool:
         return result
 
     def _log_retry(self, error, delay):
+        if self._metrics is not None:
+            self._metrics.database_retried(error)
         self.log.warn(
             "transient database failure, retrying in {delay:.3f}s: {error}",
             delay=delay,

@@ -19,7 +19,8 @@ from .session import CLOSE_GRACE, HubProtocol
 class HubFactory(Factory):
     """
     Shared by every listener: the settings sessions negotiate, the route
-    registry, the live sessions, and the drain used when the daemon stops.
+    registry, the live sessions, the metrics they count their traffic in
+    (L{tradehub.ops.metrics.Metrics}), and the drain used when the daemon stops.
     """
 
     noisy = False
@@ -35,10 +36,12 @@ class HubFactory(Factory):
         heartbeat_ms,
         max_frame,
         max_in_flight,
+        metrics,
         max_request=None,
         send_buffer=None,
     ):
         self.registry = registry
+        self.metrics = metrics
         self._tokens = {Role[name]: token.encode() for name, token in tokens.items()}
         self.clock = clock
         self.handshake_timeout = handshake_timeout

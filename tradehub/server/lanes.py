@@ -22,12 +22,19 @@ MAX_GROUP = 2000
 
 @attrs.define
 class Task:
-    """One received request: its route and decoded value, or the error to answer it with."""
+    """
+    One received request: its route and decoded value, or the error to answer
+    it with; its header's command and table numbers and when it arrived (on
+    the session's clock), for the metrics of its answer.
+    """
 
     request_id: int
     route: Any = None
     value: Any = None
     error: Exception | None = None
+    command: int = 0
+    table: int = 0
+    arrived: float = 0.0
 
     def joins(self, first: Task) -> bool:
         return self.error is None and first.error is None and self.route is first.route
@@ -57,6 +64,11 @@ class Lane:
 
     def __len__(self) -> int:
         return len(self._queue) + (1 if self.busy else 0)
+
+    @property
+    def queued(self) -> int:
+        """Tasks not started yet."""
+        return len(self._queue)
 
     def start(self) -> Deferred[None]:
         self.consumer = ensureDeferred(self._consume())

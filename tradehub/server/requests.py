@@ -13,7 +13,7 @@ from .lanes import Task
 
 def admit(registry, role, header, payload):
     """The task for one whole request: checks in order, the first that fails answers it."""
-    task = Task(header.request_id)
+    task = Task(header.request_id, command=header.command, table=header.table)
     try:
         command = SQLCommand(header.command)
     except ValueError:
@@ -67,7 +67,10 @@ class RequestFrames:
             return tasks
         self._open = None
         chunked.add(payload)
-        tasks.append(Task(header.request_id, error=chunked.error) if chunked.error else admit(header, chunked.joined()))
+        if chunked.error is not None:
+            tasks.append(Task(header.request_id, error=chunked.error, command=header.command, table=header.table))
+        else:
+            tasks.append(admit(header, chunked.joined()))
         return tasks
 
 

@@ -103,6 +103,12 @@ class HubProtocol(Protocol):
         assert self._lane is not None, "no lane before the handshake"
         return self._lane
 
+    @property
+    def queued(self) -> int:
+        """Requests not started yet (none before the handshake): read by the metrics, from a scrape's thread."""
+        lane = self._lane
+        return 0 if lane is None else lane.queued
+
     # Logging
 
     def _log(self, level, text, **fields):
@@ -150,6 +156,7 @@ class HubProtocol(Protocol):
         if self.state is State.CLOSED:
             return
         self._last_received = self.clock.seconds()
+        self.hub.metrics.bytes_received += len(data)
         try:
             frames = self._decoder.feed(data)
         except ProtocolError as error:
@@ -271,6 +278,7 @@ class HubProtocol(Protocol):
     # The lane
 
     def _push(self, task):
+        task.arrived = self._last_received
         self.in_flight += 1
         self.lane.push(task)
         if self.in_flight >= self.hub.max_in_flight and not self._reading_paused and self.state is not State.CLOSED:
@@ -309,6 +317,7 @@ class HubProtocol(Protocol):
             self._send_error(result, task.request_id)
         else:
             self._send_response(result, task.request_id)
+        self.hub.metrics.answered(task, result, self._last_sent - task.arrived)
         if self._reading_paused and self.in_flight <= self.hub.low_water:
             self._reading_paused = False
             self.transport.resumeProducing()
@@ -390,12 +399,15 @@ class HubProtocol(Protocol):
     # Writing and closing
 
     def _send(self, message_type, payload=b"", request_id=0):
-        self._last_sent = self.clock.seconds()
-        self.transport.write(encode_frame(message_type, payload, request_id))
+        self._write(encode_frame(message_type, payload, request_id))
 
     def _send_response(self, payload, request_id):
+        self._write(split_frames(MessageType.RESPONSE, payload, request_id, self.hub.max_frame))
+
+    def _write(self, frames):
         self._last_sent = self.clock.seconds()
-        self.transport.write(split_frames(MessageType.RESPONSE, payload, request_id, self.hub.max_frame))
+        self.hub.metrics.bytes_sent += len(frames)
+        self.transport.write(frames)
 
     def _send_error(self, error, request_id):
         payload = ERROR.encode({"code": error.code, "row_index": error.row_index, "message": error.message[:4000]})

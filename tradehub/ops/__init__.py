@@ -1,0 +1,1 @@
+"""The operations endpoint: liveness, readiness and Prometheus metrics over HTTP."""

@@ -1,0 +1,144 @@
+"""
+Every Prometheus metric of the daemon, declared here on a registry of its
+own (not prometheus_client's global one, so that several hubs in one process,
+as in the tests, keep theirs apart). A later part's metrics (subscription
+lag, the Alpaca stream's state) belong here too.
+
+The hot path pays one counter increment and one histogram observation per
+answer, and two integer additions for its bytes; the rest (sessions, queued
+and unanswered requests, the pool) is read off the objects at scrape time.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from ..db.failures import failure_kind
+from ..protocol.enums import Role, SQLCommand, SQLTable
+from ..protocol.errors import ProtocolError
+
+if TYPE_CHECKING:
+    from ..db.pool import Pool
+    from ..server.lanes import Task
+    from ..server.session import HubProtocol
+
+OK = "OK"
+# The label of a table or command number the hub does not know, so that a
+# client sending junk cannot make new series without end.
+UNKNOWN = "unknown"
+# The role label of a connection that has not completed its HELLO.
+NO_ROLE = "none"
+_TABLES = {table.value: table.name for table in SQLTable}
+_COMMANDS = {command.value: command.name for command in SQLCommand}
+# From a one-row SELECT on a quiet hub (a fraction of a millisecond) to a
+# request that waited behind a long pipeline or a slow database.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Metrics:
+    """
+    What the sessions and the pool count as it happens; once L{watch}ed,
+    also what a scrape reads off the live sessions and the pool.
+    """
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "tradehub_requests",
+            "Requests answered, by table, command and outcome (OK or the error code)",
+            ["table", "command", "outcome"],
+            registry=self.registry,
+        )
+        self.request_duration = Histogram(
+            "tradehub_request_duration_seconds",
+            "Seconds from a request's frame arriving to its answer written, by command",
+            ["command"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.db_retries = Counter(
+            "tradehub_db_retries", "Transient database failures retried, by kind", ["kind"], registry=self.registry
+        )
+        self.db_failures = Counter(
+            "tradehub_db_failures",
+            "Transactions and queries failed for good on a database error, by kind",
+            ["kind"],
+            registry=self.registry,
+        )
+        # Sessions add what they read and write; a scrape reads the sums.
+        self.bytes_received = 0
+        self.bytes_sent = 0
+        # Each series' child looked up once: labels() validates and locks on every call.
+        self._requests = functools.cache(self.requests.labels)
+        self._duration = functools.cache(self.request_duration.labels)
+
+    def answered(self, task: Task, result: bytes | ProtocolError, seconds: float) -> None:
+        """C{task} was answered with C{result} (a payload or an error), written C{seconds} after it arrived."""
+        outcome = result.code.name if isinstance(result, ProtocolError) else OK
+        command = _COMMANDS.get(task.command, UNKNOWN)
+        self._requests(_TABLES.get(task.table, UNKNOWN), command, outcome).inc()
+        self._duration(command).observe(seconds)
+
+    def database_retried(self, error: Exception) -> None:
+        """The pool retries only transient failures, which are always the database's: each has a kind."""
+        self.db_retries.labels(failure_kind(error)).inc()
+
+    def database_failed(self, error: Exception) -> None:
+        """The pool's work failed for good; counted when the database failed it, not the work itself."""
+        kind = failure_kind(error)
+        if kind is not None:
+            self.db_failures.labels(kind).inc()
+
+    def watch(self, sessions: Iterable[HubProtocol], pool: Pool) -> None:
+        """Report these sessions and this pool at every scrape."""
+        self.registry.register(_LiveState(self, sessions, pool))
+
+
+class _LiveState:
+    """
+    The gauges and byte counters, read when scraped. prometheus_client's
+    Twisted resource scrapes in the reactor's thread pool, so this only reads
+    numbers and takes a copy of the sessions: never a structure mid-change.
+    """
+
+    def __init__(self, metrics: Metrics, sessions: Iterable[HubProtocol], pool: Pool) -> None:
+        self._metrics = metrics
+        self._sessions = sessions
+        self._pool = pool
+
+    def collect(self) -> Iterator[Metric]:
+        roles = [role.name for role in Role] + [NO_ROLE]
+        sessions = dict.fromkeys(roles, 0)
+        in_flight = dict.fromkeys(roles, 0)
+        queued = dict.fromkeys(roles, 0)
+        for session in self._sessions:
+            role = session.role
+            name = NO_ROLE if role is None else role.name
+            sessions[name] += 1
+            in_flight[name] += session.in_flight
+            queued[name] += session.queued
+        yield _by_role("tradehub_sessions", "Open client connections, by role (none: before its HELLO)", sessions)
+        yield _by_role("tradehub_requests_in_flight", "Requests received and not answered yet, by role", in_flight)
+        yield _by_role("tradehub_requests_queued", "Requests waiting in their lane, not started yet, by role", queued)
+        pool = self._pool
+        yield GaugeMetricFamily("tradehub_db_pool_connections", "Database connections open or opening", pool.size)
+        yield GaugeMetricFamily("tradehub_db_pool_busy_connections", "Database connections running work", pool.busy)
+        yield GaugeMetricFamily(
+            "tradehub_db_pool_waiting", "Transactions and queries waiting for a database connection", pool.waiting
+        )
+        yield CounterMetricFamily(
+            "tradehub_received_bytes", "Bytes received from clients", self._metrics.bytes_received
+        )
+        yield CounterMetricFamily("tradehub_sent_bytes", "Bytes written to clients", self._metrics.bytes_sent)
+
+
+def _by_role(name: str, documentation: str, counts: dict[str, int]) -> GaugeMetricFamily:
+    gauge = GaugeMetricFamily(name, documentation, labels=["role"])
+    for role, count in counts.items():
+        gauge.add_metric([role], count)
+    return gauge
