@@ -169,35 +169,29 @@ class PoolTests(TestCase):
         await busy
         self.assertEqual(pool.size, 0)
 
-    async def test_retries_stop_once_the_budget_is_spent(self):
+    async def attempt_times_of_always_failing_work(self, **settings):
+        """When each try of a transaction whose connection always dies began, on the pool's clock."""
         clock = Clock()
-        pool = await self.start_pool(retry_budget=0.5, retry_backoff=0.1, clock=clock)
+        pool = await self.start_pool(clock=clock, **settings)
         calls = []
 
         async def always_killed(cursor):
-            calls.append(clock.seconds())
+            calls.append(round(clock.seconds(), 6))
             await cursor.execute("SELECT pg_terminate_backend(pg_backend_pid())")
 
         failing = ensureDeferred(pool.transaction(always_killed))
         await _advance_retry_waits(clock, failing)
         with self.assertRaises(psycopg2.OperationalError):
             await failing
+        return calls
+
+    async def test_retries_stop_once_the_budget_is_spent(self):
+        calls = await self.attempt_times_of_always_failing_work(retry_budget=0.5, retry_backoff=0.1)
         # Waits of 0.1 then 0.2 s; the next (0.4 s) would start past the budget.
-        self.assertEqual([round(call, 6) for call in calls], [0, 0.1, 0.3])
+        self.assertEqual(calls, [0, 0.1, 0.3])
 
     async def test_retry_waits_grow_no_longer_than_half_a_second(self):
-        clock = Clock()
-        pool = await self.start_pool(retry_budget=2, retry_backoff=0.2, clock=clock)
-        calls = []
-
-        async def always_killed(cursor):
-            calls.append(clock.seconds())
-            await cursor.execute("SELECT pg_terminate_backend(pg_backend_pid())")
-
-        failing = ensureDeferred(pool.transaction(always_killed))
-        await _advance_retry_waits(clock, failing)
-        with self.assertRaises(psycopg2.OperationalError):
-            await failing
+        calls = await self.attempt_times_of_always_failing_work(retry_budget=2, retry_backoff=0.2)
         waits = [round(later - earlier, 6) for earlier, later in zip(calls, calls[1:], strict=False)]
         self.assertEqual(waits, [0.2, 0.4, 0.5, 0.5])
 
