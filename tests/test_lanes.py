@@ -87,6 +87,17 @@ class LaneTests(SynchronousTestCase):
         paused.callback(None)
         self.assertEqual(recorder.groups, [[1]])
 
+    def test_tasks_dropped_while_writes_are_paused_never_run_and_the_lane_goes_on(self):
+        recorder, paused = Recorder(), Deferred()
+        state = {"paused": paused}
+        lane = self.started(recorder, lambda: state["paused"])
+        lane.push(Task(1))
+        lane.discard_pending()
+        state["paused"] = None
+        paused.callback(None)
+        lane.push(Task(2))
+        self.assertEqual(recorder.groups, [[2]])
+
     def test_fail_pending_answers_waiting_tasks_with_the_error_in_their_turn(self):
         recorder = Recorder(hold=True)
         lane = self.started(recorder)

@@ -515,6 +515,36 @@ class HeartbeatTests(SessionCase):
         self.assertEqual(len(hub.factory.sessions), 0)
 
 
+class ClosingTests(SessionCase):
+    def setUp(self):
+        super().setUp()
+        self.hub = Harness(max_in_flight=10)
+        self.hub.handshake()
+        self.controller = self.hub.controller
+
+    def bad_frame(self):
+        frame = bytearray(wire.heartbeat())
+        frame[4:6] = b"XX"
+        return bytes(frame)
+
+    def test_requests_not_started_when_a_closing_error_closes_are_not_executed(self):
+        for i in (1, 2):
+            self.hub.send(wire.request(SQLCommand.INSERT, SQLTable.MARKET_TICK, notes(str(i)), i))
+        self.hub.send(self.bad_frame())
+        self.assertError(self.hub.frames(), ErrorCode.BAD_FRAME)
+        self.controller.calls[0][1].callback(notes("1"))
+        self.assertEqual(len(self.controller.calls), 1, "request 2 could never be answered: it must not run")
+        self.assertEqual(self.hub.frames(), [])
+
+    def test_a_session_closed_while_its_client_does_not_read_leaves_the_hub(self):
+        self.hub.protocol.pauseProducing()
+        self.hub.send(wire.request(SQLCommand.INSERT, SQLTable.MARKET_TICK, notes("1"), 1))
+        self.hub.send(self.bad_frame())
+        self.hub.lose()
+        self.assertEqual(self.controller.calls, [])
+        self.assertEqual(len(self.hub.factory.sessions), 0)
+
+
 class ShutdownTests(SessionCase):
     def setUp(self):
         super().setUp()

@@ -359,9 +359,10 @@ flooding client slows only itself.
 
 Each side sends HEARTBEAT (request_id 0, empty payload) when it has sent nothing else for
 `heartbeat_ms`. The server disconnects a peer from which it has received nothing for three
-intervals. Work of a lost connection: the request running at that moment finishes (its
-transaction commits or rolls back whole); requests not yet started are not executed. A request is
-thus executed if and only if it was answered, or was running when the connection was lost.
+intervals. Work of a connection that is lost, or that the server closes after a closing error:
+the request running at that moment finishes (its transaction commits or rolls back whole);
+requests not yet started are not executed. A request is thus executed if and only if it was
+answered, or was running when the connection was lost or closed.
 
 ### Shutdown
 

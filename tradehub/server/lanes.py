@@ -111,11 +111,13 @@ class Lane:
                 self._wakeup = Deferred()
                 await self._wakeup
                 continue
+            paused = self._writable()
+            if paused is not None:
+                # What waits may be dropped meanwhile: look at the queue again after.
+                await paused
+                continue
             self.busy = True
             try:
-                paused = self._writable()
-                if paused is not None:
-                    await paused
                 await self._execute(self._take_group())
             finally:
                 self.busy = False

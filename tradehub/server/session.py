@@ -133,12 +133,7 @@ class HubProtocol(Protocol):
         if self._lane is None:
             self.hub.sessions.discard(self)
             return
-        dropped = self._lane.discard_pending()
-        if dropped:
-            self._log(
-                "warn", "connection lost with {count} requests not started; they were not executed", count=len(dropped)
-            )
-        self.in_flight -= len(dropped)
+        self._drop_pending("connection lost")
         if was is not State.CLOSED:
             self._log("info", "connection closed: {reason}", reason=reason.getErrorMessage())
         self._lane.close().addBoth(lambda _: self.hub.sessions.discard(self))
@@ -411,7 +406,10 @@ class HubProtocol(Protocol):
         if self.state is State.CLOSED:
             return
         self._enter(State.CLOSED)
+        self._drop_pending("closing")
         self.transport.unregisterProducer()
+        # Nothing is written from now on: a lane waiting for the write buffer must not wait for it.
+        self.stopProducing()
         if hasattr(self.transport, "loseWriteConnection"):
             if self._reading_paused:
                 self._reading_paused = False
@@ -420,6 +418,17 @@ class HubProtocol(Protocol):
         else:
             self.transport.loseConnection()
         self._timers.schedule("abort", CLOSE_GRACE, self.transport.abortConnection)
+
+    def _drop_pending(self, why):
+        """Requests not started when the session ends are not executed: no answer could tell their outcome."""
+        if self._lane is None:
+            return
+        dropped = self._lane.discard_pending()
+        if dropped:
+            self._log(
+                "warn", "{why} with {count} requests not started; they were not executed", why=why, count=len(dropped)
+            )
+        self.in_flight -= len(dropped)
 
     def _enter(self, state):
         if state is self.state:
