@@ -28,7 +28,7 @@ from tradehub.protocol.messages import HEADER, LENGTH, encode_frame
 from tradehub.protocol.wire import Field, Layout, list_of, string
 from tradehub.server.hub import HubFactory
 from tradehub.server.routes import Registry, Route
-from tradehub.server.session import State
+from tradehub.server.session import CLOSE_GRACE, State
 
 from . import wire
 
@@ -493,12 +493,23 @@ class HeartbeatTests(SessionCase):
         self.hub.clock.advance(0.4)
         self.assertEqual([h.type for h, _ in self.hub.frames()], [MessageType.HEARTBEAT])
 
-    def test_silent_peer_is_cut_after_three_intervals(self):
+    def test_silent_peer_is_told_why_and_half_closed_after_three_intervals(self):
         for _ in range(2):
             self.hub.clock.advance(1)
             self.hub.send(wire.heartbeat())
         self.hub.clock.advance(2.9)
         self.assertFalse(self.hub.transport.disconnecting)
+        self.hub.frames()
+        self.hub.clock.advance(0.1)
+        error = self.assertError(self.hub.frames(), ErrorCode.BAD_FRAME)
+        self.assertIn("nothing received for 3.0s", error.message)
+        self.assertFalse(self.hub.transport.disconnected, "an abort would send RST and could destroy the ERROR")
+
+    def test_silent_peer_that_never_lets_the_close_finish_is_aborted_after_the_grace(self):
+        self.hub.clock.advance(3)
+        self.assertTrue(self.hub.transport.disconnecting)
+        self.hub.clock.advance(CLOSE_GRACE - 0.1)
+        self.assertFalse(self.hub.transport.disconnected)
         self.hub.clock.advance(0.1)
         self.assertTrue(self.hub.transport.disconnected)
 
@@ -508,10 +519,10 @@ class HeartbeatTests(SessionCase):
         for i in (1, 2, 3):
             hub.send(wire.request(SQLCommand.INSERT, SQLTable.MARKET_TICK, notes(str(i)), i))
         hub.clock.advance(3)
-        self.assertTrue(hub.transport.disconnected)
-        hub.lose()
+        self.assertTrue(hub.transport.disconnecting)
         hub.controller.calls[0][1].callback(b"")
-        self.assertEqual(len(hub.controller.calls), 1, "queued requests must not run after the peer is gone")
+        self.assertEqual(len(hub.controller.calls), 1, "queued requests must not run once the peer is cut")
+        hub.lose()
         self.assertEqual(len(hub.factory.sessions), 0)
 
 

@@ -44,7 +44,9 @@ DIRECTIONS = {
 }
 
 WHEN_SENT = {
-    ErrorCode.BAD_FRAME: "length below 16, bad magic, or a version byte other than 1",
+    ErrorCode.BAD_FRAME: (
+        "length below 16, bad magic, or a version byte other than 1; or nothing received for three heartbeat intervals"
+    ),
     ErrorCode.UNSUPPORTED_VERSION: "the HELLO's version range does not include 1",
     ErrorCode.NOT_HANDSHAKEN: "a first frame other than HELLO, or no complete HELLO within the handshake timeout",
     ErrorCode.AUTH_FAILED: "unknown role, or a token that does not match the role's",
@@ -358,11 +360,13 @@ flooding client slows only itself.
 ### Heartbeats
 
 Each side sends HEARTBEAT (request_id 0, empty payload) when it has sent nothing else for
-`heartbeat_ms`. The server disconnects a peer from which it has received nothing for three
-intervals. Work of a connection that is lost, or that the server closes after a closing error:
-the request running at that moment finishes (its transaction commits or rolls back whole);
-requests not yet started are not executed. A request is thus executed if and only if it was
-answered, or was running when the connection was lost or closed.
+`heartbeat_ms`. A peer from which the server has received nothing for three intervals gets
+ERROR BAD_FRAME (request_id 0) saying so, and the server closes the connection as it always does
+(see Shutdown): FIN after the ERROR, and an abort if the connection is not gone 5 s later. Work
+of a connection that is lost, or that the server closes after a closing error: the request
+running at that moment finishes (its transaction commits or rolls back whole); requests not yet
+started are not executed. A request is thus executed if and only if it was answered, or was
+running when the connection was lost or closed.
 
 ### Shutdown
 

@@ -333,9 +333,15 @@ class HubProtocol(Protocol):
         silent = self.clock.seconds() - self._last_received
         limit = self.hub.heartbeat * SILENT_INTERVALS
         if silent >= limit:
-            self._log("warn", "peer silent for {seconds:.1f}s; disconnecting", seconds=silent)
             self._timers.fired("silence")
-            self.transport.abortConnection()
+            # A peer that is alive but broke the heartbeat rule reads why; one that is gone costs the grace at most.
+            self._fail_and_close(
+                ProtocolError(
+                    ErrorCode.BAD_FRAME,
+                    f"nothing received for {silent:.1f}s ({SILENT_INTERVALS} heartbeat intervals)",
+                ),
+                0,
+            )
             return
         self._timers.schedule("silence", limit - silent, self._silence_check)
 
