@@ -646,6 +646,76 @@ class ShutdownTests(SessionCase):
         hub.clock.advance(5)
         self.assertTrue(hub.transport.disconnected, "a client that never closes is cut after the grace")
 
+    def insert(self, request_id, table=SQLTable.TRADE):
+        return wire.request(SQLCommand.INSERT, table, notes(str(request_id)), request_id)
+
+    def answers(self):
+        return [
+            (h.request_id, h.type, ErrorCode(p.code) if h.type == MessageType.ERROR else None)
+            for h, p in self.hub.frames()
+        ]
+
+    def test_server_drain_answers_a_request_whose_first_bytes_came_before_the_queue_emptied(self):
+        self.hub.send(self.insert(1, SQLTable.MARKET_TICK))
+        self.hub.factory.drain(5)
+        self.hub.frames()
+        third = self.insert(3)
+        self.hub.send(self.insert(2) + third[:10])
+        self.controller.calls[0][1].callback(notes("1"))
+        self.assertEqual(
+            self.answers(), [(1, MessageType.RESPONSE, None), (2, MessageType.ERROR, ErrorCode.SHUTTING_DOWN)]
+        )
+        self.assertFalse(self.hub.transport.disconnecting, "request 3 is arriving: closing now would drop it")
+        self.hub.send(third[10:] + self.insert(4))
+        self.assertEqual(
+            self.answers(),
+            [(3, MessageType.ERROR, ErrorCode.SHUTTING_DOWN), (4, MessageType.ERROR, ErrorCode.SHUTTING_DOWN)],
+        )
+        self.assertTrue(self.hub.transport.disconnecting)
+
+    def test_server_drain_answers_a_chunked_request_begun_before_the_queue_emptied(self):
+        self.hub.send(self.insert(1, SQLTable.MARKET_TICK))
+        self.hub.factory.drain(5)
+        self.hub.frames()
+        chunked = request_frames(notes("x" * 3000), 2, SQLCommand.INSERT, SQLTable.TRADE, 1016)
+        first_frame = 4 + 1016
+        self.hub.send(chunked[:first_frame])
+        self.controller.calls[0][1].callback(notes("1"))
+        self.assertEqual(self.answers(), [(1, MessageType.RESPONSE, None)])
+        self.assertFalse(self.hub.transport.disconnecting, "request 2 has begun: closing now would drop it")
+        self.hub.send(chunked[first_frame:])
+        self.assertEqual(self.answers(), [(2, MessageType.ERROR, ErrorCode.SHUTTING_DOWN)])
+        self.assertTrue(self.hub.transport.disconnecting)
+
+    def test_past_the_deadline_a_request_partly_in_no_longer_holds_the_session(self):
+        self.hub.send(self.insert(1)[:10])
+        self.hub.factory.drain(2)
+        self.hub.clock.advance(1.9)
+        self.assertFalse(self.hub.transport.disconnecting)
+        self.hub.clock.advance(0.1)
+        self.assertTrue(self.hub.transport.disconnecting)
+
+    def test_client_shutdown_on_an_idle_session_refuses_requests_that_follow_in_the_same_read(self):
+        self.hub.send(wire.shutdown() + self.insert(3) + self.insert(4))
+        frames = self.hub.frames()
+        self.assertEqual(
+            [(h.request_id, h.type) for h, _ in frames],
+            [(3, MessageType.ERROR), (4, MessageType.ERROR), (0, MessageType.SHUTDOWN_ACK)],
+        )
+        self.assertEqual({ErrorCode(error.code) for _, error in frames[:2]}, {ErrorCode.SHUTTING_DOWN})
+        self.assertEqual(frames[2][1].completed, 2)
+        self.assertTrue(self.hub.transport.disconnecting)
+
+    def test_client_shutdown_waits_for_a_request_whose_first_bytes_came_with_it(self):
+        request = self.insert(3)
+        self.hub.send(wire.shutdown() + request[:5])
+        self.assertEqual(self.hub.frames(), [])
+        self.hub.send(request[5:])
+        self.assertEqual(
+            [(h.request_id, h.type) for h, _ in self.hub.frames()],
+            [(3, MessageType.ERROR), (0, MessageType.SHUTDOWN_ACK)],
+        )
+
     def test_drain_gives_up_on_work_that_never_finishes(self):
         self.hub.send(wire.request(SQLCommand.INSERT, SQLTable.MARKET_TICK, notes("stuck"), 1))
         done = self.hub.factory.drain(2)

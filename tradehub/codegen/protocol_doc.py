@@ -372,17 +372,22 @@ running when the connection was lost or closed.
 
 Client-initiated: after SHUTDOWN the server answers every request received before it, answers
 any later request with ERROR SHUTTING_DOWN, then sends SHUTDOWN_ACK (`completed` = requests
-answered since the SHUTDOWN) and closes. Server-initiated (the daemon stops): the listeners stop
-accepting, every session gets SHUTDOWN (reason SERVER_STOPPING, the drain deadline in
-`deadline_ms`), requests already received are answered, later ones get SHUTTING_DOWN, and each
-connection closes once its queue is empty. At the deadline, requests not started get
-SHUTTING_DOWN; the one running is allowed to finish and is answered. Five seconds after the
-deadline, a connection whose running request still has not finished (a database that no longer
-answers) is closed without its answer, so the daemon always stops. The server closes a TCP
-connection by half-closing it (FIN after its last answer) and reading and dropping whatever the
-client still sends until the client closes (5 s at most): closing with unread data would make the
-kernel send RST, which can destroy answers the client has not read yet. A client's SHUTDOWN_ACK is
-accepted and needs no answer. The database pool closes only after every session is drained.
+answered since the SHUTDOWN) and closes; what arrives after the SHUTDOWN_ACK can no longer be
+answered (a client sends nothing after its SHUTDOWN). Server-initiated (the daemon stops): the
+listeners stop accepting, every session gets SHUTDOWN (reason SERVER_STOPPING, the drain deadline
+in `deadline_ms`), requests already received are answered, later ones get SHUTTING_DOWN, and each
+connection closes once every request it has received is answered. In both cases a request that
+has only begun to arrive when the last answer is sent (part of a frame, or a chunked request
+without its last frame) counts as received: the server waits for its rest and answers it, so it
+never closes in the middle of a request. At the deadline, requests not started get SHUTTING_DOWN,
+the one running is allowed to finish and is answered, and a request still arriving is no longer
+waited for. Five seconds after the deadline, a connection whose running request still has not
+finished (a database that no longer answers) is closed without its answer, so the daemon always
+stops. The server closes a TCP connection by half-closing it (FIN after its last answer) and
+reading and dropping whatever the client still sends until the client closes (5 s at most):
+closing with unread data would make the kernel send RST, which can destroy answers the client has
+not read yet. A client's SHUTDOWN_ACK is accepted and needs no answer. The database pool closes
+only after every session is drained.
 
 ## Errors
 

@@ -86,6 +86,8 @@ class HubProtocol(Protocol):
         self._requests = RequestFrames(hub.max_request)
         self._lane: Lane | None = None
         self._reading_paused = False
+        self._handling_read = False
+        self._deadline_over = False
         self._writes_paused: Deferred[None] | None = None
         self._timers = Timers(self.clock)
         self._last_sent = self._last_received = 0.0
@@ -147,13 +149,18 @@ class HubProtocol(Protocol):
         except ProtocolError as error:
             self._fail_and_close(error, request_id=0)
             return
-        for frame in frames:
-            if self.state is State.CLOSED:
-                return
-            if self.state is State.AWAITING_HELLO:
-                self._on_first_frame(frame)
-            else:
-                self._on_frame(frame)
+        self._handling_read = True
+        try:
+            for frame in frames:
+                if self.state is State.CLOSED:
+                    return
+                if self.state is State.AWAITING_HELLO:
+                    self._on_first_frame(frame)
+                else:
+                    self._on_frame(frame)
+        finally:
+            self._handling_read = False
+        self._end_drain_if_done()
 
     # Handshake
 
@@ -196,7 +203,7 @@ class HubProtocol(Protocol):
             server_name=SERVER_NAME,
         )
         self._send(MessageType.HELLO_ACK, HELLO_ACK.encode(ack), header.request_id)
-        self._lane = Lane(self._execute, self._writable)
+        self._lane = Lane(self._execute, self._writable, self._end_drain_if_done)
         self._lane.start()
         self._timers.schedule("heartbeat", self.hub.heartbeat, self._heartbeat_due)
         self._timers.schedule("silence", self.hub.heartbeat * SILENT_INTERVALS, self._silence_check)
@@ -237,13 +244,6 @@ class HubProtocol(Protocol):
         self._log("info", "client asked to shut down with {pending} requests pending", pending=self.in_flight)
         self._enter(State.DRAINING)
         self.completed_since_shutdown = 0
-        self.lane.when_idle().addCallback(self._finish_client_shutdown)
-
-    def _finish_client_shutdown(self, _):
-        if self.state is State.CLOSED:
-            return
-        self._send(MessageType.SHUTDOWN_ACK, SHUTDOWN_ACK.encode({"completed": self.completed_since_shutdown}))
-        self._close()
 
     def _on_shutdown_ack(self, frame):
         self._log("info", "client acknowledged the shutdown")
@@ -368,20 +368,41 @@ class HubProtocol(Protocol):
                 }
             )
             self._send(MessageType.SHUTDOWN, payload)
-            self.lane.when_idle().addCallback(lambda _: self._close())
+            self._end_drain_if_done()
         self._timers.schedule("deadline", deadline, self._deadline_passed)
         return closed
 
     def _deadline_passed(self):
         self._timers.fired("deadline")
-        if self.state is State.CLOSED or self._lane is None:
+        if self.state is not State.DRAINING:
             return
-        refused = self._lane.fail_pending(
+        refused = self.lane.fail_pending(
             ProtocolError(ErrorCode.SHUTTING_DOWN, "the shutdown deadline passed before this request ran")
         )
         if refused:
             self._log("warn", "shutdown deadline passed with {count} requests not started", count=refused)
-        self.lane.when_idle().addCallback(lambda _: self._close())
+        self._deadline_over = True
+        self._end_drain_if_done()
+
+    # Both shutdowns
+
+    def _end_drain_if_done(self):
+        """
+        A draining session ends once every request it has received is
+        answered: none queued or running, none among the frames of the read
+        being handled, and none partly in (the rest of a frame, or of a chunked
+        request, may be in the next read). Past the deadline a request partly
+        in is no longer waited for.
+        """
+        if self.state is not State.DRAINING or self._handling_read or len(self.lane):
+            return
+        partly_in = self._decoder.buffered or self._requests.unfinished
+        if partly_in and not self._deadline_over:
+            return
+        if self.completed_since_shutdown is not None:
+            # The client asked to shut down.
+            self._send(MessageType.SHUTDOWN_ACK, SHUTDOWN_ACK.encode({"completed": self.completed_since_shutdown}))
+        self._close()
 
     # Writing and closing
 
