@@ -526,13 +526,17 @@ class HeartbeatTests(SessionCase):
         self.assertEqual(len(hub.factory.sessions), 0)
 
 
-class ClosingTests(SessionCase):
+class HandshakenCase(SessionCase):
+    """A session past its handshake that may have ten requests in flight."""
+
     def setUp(self):
         super().setUp()
         self.hub = Harness(max_in_flight=10)
         self.hub.handshake()
         self.controller = self.hub.controller
 
+
+class ClosingTests(HandshakenCase):
     def bad_frame(self):
         frame = bytearray(wire.heartbeat())
         frame[4:6] = b"XX"
@@ -556,13 +560,7 @@ class ClosingTests(SessionCase):
         self.assertEqual(len(self.hub.factory.sessions), 0)
 
 
-class ShutdownTests(SessionCase):
-    def setUp(self):
-        super().setUp()
-        self.hub = Harness(max_in_flight=10)
-        self.hub.handshake()
-        self.controller = self.hub.controller
-
+class ShutdownTests(HandshakenCase):
     def test_client_shutdown_answers_pending_then_acks_and_closes(self):
         for i in (1, 2):
             self.hub.send(wire.request(SQLCommand.INSERT, SQLTable.MARKET_TICK, notes(str(i)), i))
