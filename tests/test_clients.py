@@ -4,21 +4,26 @@ import time
 from decimal import Decimal
 
 from twisted.internet import reactor
-from twisted.internet.defer import gatherResults
+from twisted.internet.defer import Deferred, DeferredQueue, gatherResults
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import StringTransport
 from twisted.internet.threads import deferToThread
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tradehub.client import BlockingClient
 from tradehub.client.asynchronous import HubClientProtocol, HubClientService, connect
-from tradehub.client.errors import NotFound, ValidationFailed
-from tradehub.protocol.enums import MessageType, Role, SQLTable
-from tradehub.protocol.messages import HELLO_ACK, encode_frame
+from tradehub.client.errors import NotFound, ShuttingDown, ValidationFailed
+from tradehub.ops.metrics import Metrics
+from tradehub.protocol.enums import MessageType, Role, ShutdownReason, SQLCommand, SQLTable
+from tradehub.protocol.messages import HELLO_ACK, SHUTDOWN, encode_frame
+from tradehub.server.hub import HubFactory
+from tradehub.server.routes import Registry, Route
 
 from . import rows, wire
-from .hub import start_hub, table_registry
+from .hub import BATCH, start_hub, table_registry
 from .test_tables import CASES
 
 # Rows other rows of the test refer to (positions, trades, predictions), or that are executions.
@@ -173,6 +178,28 @@ class TwistedClientProtocolTests(SynchronousTestCase):
         self.protocol.connectionLost(Failure(ConnectionLost()))
         self.failureResultOf(pending)
 
+    def hub_stops(self):
+        payload = SHUTDOWN.encode(
+            {"reason": ShutdownReason.SERVER_STOPPING, "deadline_ms": 5000, "message": "tradehub is stopping"}
+        )
+        self.protocol.dataReceived(encode_frame(MessageType.SHUTDOWN, payload))
+
+    def test_after_the_hubs_shutdown_answers_still_come_and_later_calls_fail_shutting_down(self):
+        pending = self.protocol.call(1, 6, b"")
+        self.transport.clear()
+        self.hub_stops()
+        self.protocol.dataReceived(encode_frame(MessageType.RESPONSE, b"answer", 1))
+        self.assertEqual(self.successResultOf(pending), b"answer")
+        later = self.protocol.call(1, 6, b"")
+        self.assertIn("tradehub is stopping", str(self.failureResultOf(later, ShuttingDown).value))
+        self.assertEqual(self.sent_types(), [], "the hub would refuse it, or be gone")
+
+    def test_calls_the_hub_closes_without_answering_after_its_shutdown_fail_shutting_down(self):
+        pending = self.protocol.call(1, 6, b"")
+        self.hub_stops()
+        self.protocol.connectionLost(Failure(ConnectionDone()))
+        self.failureResultOf(pending, ShuttingDown)
+
     def test_chunked_response_is_joined(self):
         waiter = self.protocol.call(2, 6, b"")
         self.protocol.dataReceived(encode_frame(MessageType.RESPONSE, b"abc", 1, flags=1))
@@ -181,8 +208,70 @@ class TwistedClientProtocolTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(waiter), b"abcdef")
 
 
+class HeldRoute:
+    """An INSERT whose answers the test gives: each request that runs puts its answer's Deferred in C{arrivals}."""
+
+    def __init__(self):
+        self.arrivals = DeferredQueue()
+
+    def handle(self, value):
+        answer = Deferred()
+        self.arrivals.put(answer)
+        return answer
+
+    def registry(self):
+        return Registry([Route(SQLCommand.INSERT, SQLTable.MARKET_TICK, BATCH, self.handle)])
+
+
+INSERT = (SQLCommand.INSERT, SQLTable.MARKET_TICK, BATCH.encode({"batch": "b", "notes": []}))
+
+
 class BlockingClientTests(TestCase):
     timeout = 60
+
+    async def held_hub(self, route):
+        """A hub on loopback serving C{route}: the test decides when its answer comes."""
+        factory = HubFactory(
+            route.registry(),
+            wire.TOKENS,
+            reactor,
+            handshake_timeout=5,
+            heartbeat_ms=5000,
+            max_frame=1 << 20,
+            max_in_flight=16,
+            metrics=Metrics(),
+        )
+        port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(factory)
+        self.addCleanup(port.stopListening)
+        client = await deferToThread(
+            BlockingClient, "127.0.0.1", port.getHost().port, Role.FRONTEND, wire.FRONTEND_TOKEN
+        )
+        self.addCleanup(deferToThread, client.close)
+        return factory, client
+
+    async def test_hub_shutdown_while_waiting_still_delivers_the_answers_and_refuses_later_calls(self):
+        route = HeldRoute()
+        factory, client = await self.held_hub(route)
+        first, second = await deferToThread(lambda: [client.send_request(*INSERT) for _ in range(2)])
+        held = await route.arrivals.get()
+        drained = factory.drain(5)
+        held.callback(b"first")
+        self.assertEqual(await deferToThread(client.read_answer, first), [b"first"])
+        (await route.arrivals.get()).callback(b"second")
+        with self.assertRaises(ShuttingDown) as refused:
+            await deferToThread(client.call, *INSERT)
+        self.assertIn("tradehub is stopping", str(refused.exception))
+        self.assertEqual(await deferToThread(client.read_answer, second), [b"second"])
+        self.assertIsNone(await deferToThread(client.close))
+        await drained
+
+    async def test_a_call_the_hub_closes_on_after_its_shutdown_fails_shutting_down(self):
+        factory, client = await self.held_hub(HeldRoute())
+        drained = factory.drain(5)
+        with self.assertRaises(ShuttingDown):
+            await deferToThread(client.call, *INSERT)
+        await deferToThread(client.close)
+        await drained
 
     async def test_idle_blocking_client_keeps_its_session_with_heartbeats(self):
         hub = await start_hub(self, table_registry, heartbeat_ms=200)

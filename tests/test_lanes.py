@@ -87,6 +87,17 @@ class LaneTests(SynchronousTestCase):
         paused.callback(None)
         self.assertEqual(recorder.groups, [[1]])
 
+    def test_tasks_dropped_while_writes_are_paused_never_run_and_the_lane_goes_on(self):
+        recorder, paused = Recorder(), Deferred()
+        state = {"paused": paused}
+        lane = self.started(recorder, lambda: state["paused"])
+        lane.push(Task(1))
+        lane.discard_pending()
+        state["paused"] = None
+        paused.callback(None)
+        lane.push(Task(2))
+        self.assertEqual(recorder.groups, [[2]])
+
     def test_fail_pending_answers_waiting_tasks_with_the_error_in_their_turn(self):
         recorder = Recorder(hold=True)
         lane = self.started(recorder)
@@ -101,16 +112,16 @@ class LaneTests(SynchronousTestCase):
         recorder.running.callback(None)
         self.assertEqual(recorder.groups, [[0], [1], [2]])
 
-    def test_discard_pending_removes_what_has_not_started_and_idle_fires_after_the_running_task(self):
-        recorder = Recorder(hold=True)
-        lane = self.started(recorder)
+    def test_discard_pending_removes_what_has_not_started_and_idle_comes_after_the_running_task(self):
+        recorder, idle = Recorder(hold=True), []
+        lane = Lane(recorder.execute, idle=lambda: idle.append(len(lane)))
+        lane.start()
         lane.push(Task(0))
         lane.push(Task(1))
-        idle = lane.when_idle()
         self.assertEqual([t.request_id for t in lane.discard_pending()], [1])
-        self.assertNoResult(idle)
+        self.assertEqual(idle, [0], "idle once, at the start")
         recorder.running.callback(None)
-        self.successResultOf(idle)
+        self.assertEqual(idle, [0, 0])
         self.assertEqual(recorder.groups, [[0]])
 
     def test_close_ends_the_consumer_once_the_queue_is_empty_and_refuses_new_tasks(self):

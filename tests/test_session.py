@@ -30,7 +30,7 @@ from tradehub.protocol.messages import HEADER, LENGTH, encode_frame
 from tradehub.protocol.wire import Field, Layout, list_of, string
 from tradehub.server.hub import HubFactory
 from tradehub.server.routes import Registry, Route
-from tradehub.server.session import State
+from tradehub.server.session import CLOSE_GRACE, State
 
 from . import wire
 
@@ -496,12 +496,23 @@ class HeartbeatTests(SessionCase):
         self.hub.clock.advance(0.4)
         self.assertEqual([h.type for h, _ in self.hub.frames()], [MessageType.HEARTBEAT])
 
-    def test_silent_peer_is_cut_after_three_intervals(self):
+    def test_silent_peer_is_told_why_and_half_closed_after_three_intervals(self):
         for _ in range(2):
             self.hub.clock.advance(1)
             self.hub.send(wire.heartbeat())
         self.hub.clock.advance(2.9)
         self.assertFalse(self.hub.transport.disconnecting)
+        self.hub.frames()
+        self.hub.clock.advance(0.1)
+        error = self.assertError(self.hub.frames(), ErrorCode.BAD_FRAME)
+        self.assertIn("nothing received for 3.0s", error.message)
+        self.assertFalse(self.hub.transport.disconnected, "an abort would send RST and could destroy the ERROR")
+
+    def test_silent_peer_that_never_lets_the_close_finish_is_aborted_after_the_grace(self):
+        self.hub.clock.advance(3)
+        self.assertTrue(self.hub.transport.disconnecting)
+        self.hub.clock.advance(CLOSE_GRACE - 0.1)
+        self.assertFalse(self.hub.transport.disconnected)
         self.hub.clock.advance(0.1)
         self.assertTrue(self.hub.transport.disconnected)
 
@@ -511,20 +522,48 @@ class HeartbeatTests(SessionCase):
         for i in (1, 2, 3):
             hub.send(wire.request(SQLCommand.INSERT, SQLTable.MARKET_TICK, notes(str(i)), i))
         hub.clock.advance(3)
-        self.assertTrue(hub.transport.disconnected)
-        hub.lose()
+        self.assertTrue(hub.transport.disconnecting)
         hub.controller.calls[0][1].callback(b"")
-        self.assertEqual(len(hub.controller.calls), 1, "queued requests must not run after the peer is gone")
+        self.assertEqual(len(hub.controller.calls), 1, "queued requests must not run once the peer is cut")
+        hub.lose()
         self.assertEqual(len(hub.factory.sessions), 0)
 
 
-class ShutdownTests(SessionCase):
+class HandshakenCase(SessionCase):
+    """A session past its handshake that may have ten requests in flight."""
+
     def setUp(self):
         super().setUp()
         self.hub = Harness(max_in_flight=10)
         self.hub.handshake()
         self.controller = self.hub.controller
 
+
+class ClosingTests(HandshakenCase):
+    def bad_frame(self):
+        frame = bytearray(wire.heartbeat())
+        frame[4:6] = b"XX"
+        return bytes(frame)
+
+    def test_requests_not_started_when_a_closing_error_closes_are_not_executed(self):
+        for i in (1, 2):
+            self.hub.send(wire.request(SQLCommand.INSERT, SQLTable.MARKET_TICK, notes(str(i)), i))
+        self.hub.send(self.bad_frame())
+        self.assertError(self.hub.frames(), ErrorCode.BAD_FRAME)
+        self.controller.calls[0][1].callback(notes("1"))
+        self.assertEqual(len(self.controller.calls), 1, "request 2 could never be answered: it must not run")
+        self.assertEqual(self.hub.frames(), [])
+
+    def test_a_session_closed_while_its_client_does_not_read_leaves_the_hub(self):
+        self.hub.protocol.pauseProducing()
+        self.hub.send(wire.request(SQLCommand.INSERT, SQLTable.MARKET_TICK, notes("1"), 1))
+        self.hub.send(self.bad_frame())
+        self.hub.lose()
+        self.assertEqual(self.controller.calls, [])
+        self.assertEqual(len(self.hub.factory.sessions), 0)
+
+
+class ShutdownTests(HandshakenCase):
     def test_client_shutdown_answers_pending_then_acks_and_closes(self):
         for i in (1, 2):
             self.hub.send(wire.request(SQLCommand.INSERT, SQLTable.MARKET_TICK, notes(str(i)), i))
@@ -607,6 +646,76 @@ class ShutdownTests(SessionCase):
         self.assertEqual(len(hub.controller.calls), 2)
         hub.clock.advance(5)
         self.assertTrue(hub.transport.disconnected, "a client that never closes is cut after the grace")
+
+    def insert(self, request_id, table=SQLTable.TRADE):
+        return wire.request(SQLCommand.INSERT, table, notes(str(request_id)), request_id)
+
+    def answers(self):
+        return [
+            (h.request_id, h.type, ErrorCode(p.code) if h.type == MessageType.ERROR else None)
+            for h, p in self.hub.frames()
+        ]
+
+    def test_server_drain_answers_a_request_whose_first_bytes_came_before_the_queue_emptied(self):
+        self.hub.send(self.insert(1, SQLTable.MARKET_TICK))
+        self.hub.factory.drain(5)
+        self.hub.frames()
+        third = self.insert(3)
+        self.hub.send(self.insert(2) + third[:10])
+        self.controller.calls[0][1].callback(notes("1"))
+        self.assertEqual(
+            self.answers(), [(1, MessageType.RESPONSE, None), (2, MessageType.ERROR, ErrorCode.SHUTTING_DOWN)]
+        )
+        self.assertFalse(self.hub.transport.disconnecting, "request 3 is arriving: closing now would drop it")
+        self.hub.send(third[10:] + self.insert(4))
+        self.assertEqual(
+            self.answers(),
+            [(3, MessageType.ERROR, ErrorCode.SHUTTING_DOWN), (4, MessageType.ERROR, ErrorCode.SHUTTING_DOWN)],
+        )
+        self.assertTrue(self.hub.transport.disconnecting)
+
+    def test_server_drain_answers_a_chunked_request_begun_before_the_queue_emptied(self):
+        self.hub.send(self.insert(1, SQLTable.MARKET_TICK))
+        self.hub.factory.drain(5)
+        self.hub.frames()
+        chunked = request_frames(notes("x" * 3000), 2, SQLCommand.INSERT, SQLTable.TRADE, 1016)
+        first_frame = 4 + 1016
+        self.hub.send(chunked[:first_frame])
+        self.controller.calls[0][1].callback(notes("1"))
+        self.assertEqual(self.answers(), [(1, MessageType.RESPONSE, None)])
+        self.assertFalse(self.hub.transport.disconnecting, "request 2 has begun: closing now would drop it")
+        self.hub.send(chunked[first_frame:])
+        self.assertEqual(self.answers(), [(2, MessageType.ERROR, ErrorCode.SHUTTING_DOWN)])
+        self.assertTrue(self.hub.transport.disconnecting)
+
+    def test_past_the_deadline_a_request_partly_in_no_longer_holds_the_session(self):
+        self.hub.send(self.insert(1)[:10])
+        self.hub.factory.drain(2)
+        self.hub.clock.advance(1.9)
+        self.assertFalse(self.hub.transport.disconnecting)
+        self.hub.clock.advance(0.1)
+        self.assertTrue(self.hub.transport.disconnecting)
+
+    def test_client_shutdown_on_an_idle_session_refuses_requests_that_follow_in_the_same_read(self):
+        self.hub.send(wire.shutdown() + self.insert(3) + self.insert(4))
+        frames = self.hub.frames()
+        self.assertEqual(
+            [(h.request_id, h.type) for h, _ in frames],
+            [(3, MessageType.ERROR), (4, MessageType.ERROR), (0, MessageType.SHUTDOWN_ACK)],
+        )
+        self.assertEqual({ErrorCode(error.code) for _, error in frames[:2]}, {ErrorCode.SHUTTING_DOWN})
+        self.assertEqual(frames[2][1].completed, 2)
+        self.assertTrue(self.hub.transport.disconnecting)
+
+    def test_client_shutdown_waits_for_a_request_whose_first_bytes_came_with_it(self):
+        request = self.insert(3)
+        self.hub.send(wire.shutdown() + request[:5])
+        self.assertEqual(self.hub.frames(), [])
+        self.hub.send(request[5:])
+        self.assertEqual(
+            [(h.request_id, h.type) for h, _ in self.hub.frames()],
+            [(3, MessageType.ERROR), (0, MessageType.SHUTDOWN_ACK)],
+        )
 
     def test_drain_gives_up_on_work_that_never_finishes(self):
         self.hub.send(wire.request(SQLCommand.INSERT, SQLTable.MARKET_TICK, notes("stuck"), 1))

@@ -79,9 +79,9 @@ class StopUnderLoadTests(TestCase):
         answered = [(header.request_id, header.type, payload) for header, payload in frames if header.request_id]
         ids = [request_id for request_id, _, _ in answered]
         self.assertEqual(ids, list(range(1, len(ids) + 1)), "answers must be a gap-free prefix, in order")
-        self.assertLess(len(ids), TICKS, "the SIGTERM should have come while requests were still arriving")
         acknowledged = {request_id for request_id, kind, _ in answered if kind == MessageType.RESPONSE}
         refused = [payload for _, kind, payload in answered if kind == MessageType.ERROR]
+        self.assertTrue(refused, "the SIGTERM should have come while requests were still arriving")
         self.assertTrue(all(ErrorCode(error.code) == ErrorCode.SHUTTING_DOWN for error in refused))
         stored = await deferToThread(blocking_query, dsn, "SELECT seq FROM market_tick")
         self.assertEqual({row[0] for row in stored}, acknowledged)

@@ -10,7 +10,7 @@ import itertools
 from typing import Any, cast
 
 from twisted.application.internet import ClientService, backoffPolicy
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.endpoints import clientFromString
 from twisted.internet.error import ConnectionClosed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITCPTransport
@@ -21,9 +21,9 @@ from twisted.python.failure import Failure
 from ..protocol.enums import FLAG_MORE, MessageType, Role, ShutdownReason, SQLCommand, SQLTable
 from ..protocol.errors import ProtocolError
 from ..protocol.framing import FrameDecoder
-from ..protocol.messages import ERROR, HELLO, HELLO_ACK, SHUTDOWN, SHUTDOWN_ACK, HelloAck, encode_frame
+from ..protocol.messages import ERROR, HELLO, HELLO_ACK, SHUTDOWN, SHUTDOWN_ACK, HelloAck, Shutdown, encode_frame
 from .calls import Result, TableCalls, decode_result, request_frames
-from .errors import HubError, raise_for_error
+from .errors import HubError, raise_for_error, shutting_down
 
 SILENT_INTERVALS = 3
 
@@ -39,7 +39,9 @@ class HubClientProtocol(Protocol, TableCalls):
     """
     One connection. C{ready} fires with the HELLO_ACK; every call returns a
     Deferred that fires with its answer, or fails with a typed L{HubError}.
-    Calls may be pipelined: answers come back in order.
+    Calls may be pipelined: answers come back in order. C{hub_shutdown} is
+    the hub's own SHUTDOWN once one has come: calls after it fail with
+    L{ShuttingDown}, and so do those the hub closes without answering.
     """
 
     log = Logger()
@@ -52,6 +54,7 @@ class HubClientProtocol(Protocol, TableCalls):
         self.clock = clock
         self.ready: Deferred[HelloAck] = Deferred()
         self.session: HelloAck | None = None
+        self.hub_shutdown: Shutdown | None = None
         self.closed: Deferred[None] = Deferred()
         self._decoder = FrameDecoder(1 << 31)
         self._pending: dict[int, tuple[Deferred[bytes], list[bytes]]] = {}
@@ -106,14 +109,20 @@ class HubClientProtocol(Protocol, TableCalls):
             else:
                 self.log.error("hub error for no request: {error}", error=str(error))
         elif kind == MessageType.SHUTDOWN:
-            self.log.info("the hub is stopping: {message}", message=SHUTDOWN.decode(payload).message)
+            self.hub_shutdown = SHUTDOWN.decode(payload)
+            self.log.info("the hub is stopping: {message}", message=self.hub_shutdown.message)
         elif kind == MessageType.SHUTDOWN_ACK and self._shutdown is not None:
             self._shutdown.callback(SHUTDOWN_ACK.decode(payload).completed)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self._heartbeat is not None and self._heartbeat.active():
             self._heartbeat.cancel()
-        error = reason.value if isinstance(reason.value, ConnectionClosed) else ConnectionError(str(reason.value))
+        if self.hub_shutdown is not None:
+            error: Exception = shutting_down(self.hub_shutdown)
+        elif isinstance(reason.value, ConnectionClosed):
+            error = reason.value
+        else:
+            error = ConnectionError(str(reason.value))
         if not self.ready.called:
             self.ready.errback(error)
         self._fail_all(error)
@@ -150,6 +159,8 @@ class HubClientProtocol(Protocol, TableCalls):
     def call(self, command: SQLCommand, table: SQLTable, payload: bytes) -> Deferred[bytes]:
         """Send one REQUEST; the Deferred fires with its RESPONSE payload (joined when chunked)."""
         max_frame = self._handshaken().max_frame
+        if self.hub_shutdown is not None:
+            return fail(shutting_down(self.hub_shutdown))
         request_id = next(self._ids)
         waiter: Deferred[bytes] = Deferred()
         self._pending[request_id] = (waiter, [])

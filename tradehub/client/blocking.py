@@ -13,15 +13,26 @@ from typing import Any
 
 from ..protocol.enums import FLAG_MORE, MessageType, Role, ShutdownReason, SQLCommand, SQLTable
 from ..protocol.framing import Frame, FrameDecoder
-from ..protocol.messages import ERROR, HELLO, HELLO_ACK, SHUTDOWN, SHUTDOWN_ACK, Header, ShutdownAck, encode_frame
+from ..protocol.messages import (
+    ERROR,
+    HELLO,
+    HELLO_ACK,
+    SHUTDOWN,
+    SHUTDOWN_ACK,
+    Header,
+    Shutdown,
+    ShutdownAck,
+    encode_frame,
+)
 from .calls import Result, TableCalls, decode_result, request_frames
-from .errors import HubError, raise_for_error
+from .errors import HubError, ShuttingDown, raise_for_error, shutting_down
 
 
 class BlockingClient(TableCalls):
     """
     One connection to the hub. Use as a context manager: leaving it sends
-    SHUTDOWN, waits for SHUTDOWN_ACK and closes.
+    SHUTDOWN, waits for SHUTDOWN_ACK and closes. C{hub_shutdown} is the
+    hub's own SHUTDOWN once one has come: calls after it raise L{ShuttingDown}.
     """
 
     def __init__(
@@ -35,6 +46,7 @@ class BlockingClient(TableCalls):
         self._next_id = 1
         self._send_lock = threading.Lock()
         self._last_sent = time.monotonic()
+        self.hub_shutdown: Shutdown | None = None
         self.session = self._handshake(client_name, token)
         self._closing = threading.Event()
         threading.Thread(target=self._keep_alive, name="tradehub-heartbeat", daemon=True).start()
@@ -78,20 +90,30 @@ class BlockingClient(TableCalls):
 
     def send_request(self, command: SQLCommand, table: SQLTable, payload: bytes, request_id: int | None = None) -> int:
         """Send one REQUEST without waiting; returns its request_id."""
+        if self.hub_shutdown is not None:
+            raise shutting_down(self.hub_shutdown)
         request_id = request_id or self.next_request_id()
         self._send(request_frames(payload, request_id, command, table, self.session.max_frame))
         return request_id
 
     def read_frame(self) -> tuple[Header, bytes]:
-        """The next frame other than HEARTBEAT, as (header, payload)."""
+        """
+        The next frame other than HEARTBEAT and SHUTDOWN, as (header, payload).
+        The hub's SHUTDOWN is noted, not returned: answers to what was sent
+        before it still follow.
+        """
         while True:
             while not self._frames:
                 data = self._socket.recv(65536)
                 if not data:
+                    if self.hub_shutdown is not None:
+                        raise shutting_down(self.hub_shutdown)
                     raise ConnectionError("the hub closed the connection")
                 self._frames.extend(self._decoder.feed(data))
             frame = self._frames.pop(0)
-            if frame.header.type != MessageType.HEARTBEAT:
+            if frame.header.type == MessageType.SHUTDOWN:
+                self.hub_shutdown = SHUTDOWN.decode(frame.payload)
+            elif frame.header.type != MessageType.HEARTBEAT:
                 return frame.header, frame.payload
 
     def read_answer(self, request_id: int) -> list[bytes]:
@@ -129,7 +151,11 @@ class BlockingClient(TableCalls):
             after = page.next_cursor
 
     def close(self) -> ShutdownAck | None:
-        """Clean shutdown: SHUTDOWN, wait for SHUTDOWN_ACK, close. Returns the ack."""
+        """
+        Clean shutdown: SHUTDOWN, wait for SHUTDOWN_ACK, close. Returns the
+        ack, or None when the hub closed first (a hub shutting down itself
+        answers no SHUTDOWN: it closes once it has answered what it received).
+        """
         self._closing.set()
         try:
             payload = SHUTDOWN.encode({"reason": ShutdownReason.CLIENT_DONE, "deadline_ms": 10000, "message": "done"})
@@ -138,7 +164,7 @@ class BlockingClient(TableCalls):
                 header, payload = self.read_frame()
                 if header.type == MessageType.SHUTDOWN_ACK:
                     return SHUTDOWN_ACK.decode(payload)
-        except (ConnectionError, OSError):
+        except (OSError, ShuttingDown):
             return None
         finally:
             self._socket.close()

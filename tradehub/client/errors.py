@@ -55,6 +55,14 @@ def _name(code):
         return f"error {code}"
 
 
+def shutting_down(shutdown):
+    """
+    The error of a call the hub will not answer because it sent SHUTDOWN:
+    one made after it, or one still unanswered when the hub closed.
+    """
+    return ShuttingDown(ErrorCode.SHUTTING_DOWN, f"the hub is shutting down: {shutdown.message}")
+
+
 def raise_for_error(error):
     """Raise the exception class for a decoded ERROR payload."""
     raise _BY_CODE.get(error.code, HubError)(error.code, error.message, error.row_index)

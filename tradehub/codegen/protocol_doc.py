@@ -44,7 +44,9 @@ DIRECTIONS = {
 }
 
 WHEN_SENT = {
-    ErrorCode.BAD_FRAME: "length below 16, bad magic, or a version byte other than 1",
+    ErrorCode.BAD_FRAME: (
+        "length below 16, bad magic, or a version byte other than 1; or nothing received for three heartbeat intervals"
+    ),
     ErrorCode.UNSUPPORTED_VERSION: "the HELLO's version range does not include 1",
     ErrorCode.NOT_HANDSHAKEN: "a first frame other than HELLO, or no complete HELLO within the handshake timeout",
     ErrorCode.AUTH_FAILED: "unknown role, or a token that does not match the role's",
@@ -358,26 +360,34 @@ flooding client slows only itself.
 ### Heartbeats
 
 Each side sends HEARTBEAT (request_id 0, empty payload) when it has sent nothing else for
-`heartbeat_ms`. The server disconnects a peer from which it has received nothing for three
-intervals. Work of a lost connection: the request running at that moment finishes (its
-transaction commits or rolls back whole); requests not yet started are not executed. A request is
-thus executed if and only if it was answered, or was running when the connection was lost.
+`heartbeat_ms`. A peer from which the server has received nothing for three intervals gets
+ERROR BAD_FRAME (request_id 0) saying so, and the server closes the connection as it always does
+(see Shutdown): FIN after the ERROR, and an abort if the connection is not gone 5 s later. Work
+of a connection that is lost, or that the server closes after a closing error: the request
+running at that moment finishes (its transaction commits or rolls back whole); requests not yet
+started are not executed. A request is thus executed if and only if it was answered, or was
+running when the connection was lost or closed.
 
 ### Shutdown
 
 Client-initiated: after SHUTDOWN the server answers every request received before it, answers
 any later request with ERROR SHUTTING_DOWN, then sends SHUTDOWN_ACK (`completed` = requests
-answered since the SHUTDOWN) and closes. Server-initiated (the daemon stops): the listeners stop
-accepting, every session gets SHUTDOWN (reason SERVER_STOPPING, the drain deadline in
-`deadline_ms`), requests already received are answered, later ones get SHUTTING_DOWN, and each
-connection closes once its queue is empty. At the deadline, requests not started get
-SHUTTING_DOWN; the one running is allowed to finish and is answered. Five seconds after the
-deadline, a connection whose running request still has not finished (a database that no longer
-answers) is closed without its answer, so the daemon always stops. The server closes a TCP
-connection by half-closing it (FIN after its last answer) and reading and dropping whatever the
-client still sends until the client closes (5 s at most): closing with unread data would make the
-kernel send RST, which can destroy answers the client has not read yet. A client's SHUTDOWN_ACK is
-accepted and needs no answer. The database pool closes only after every session is drained.
+answered since the SHUTDOWN) and closes; what arrives after the SHUTDOWN_ACK can no longer be
+answered (a client sends nothing after its SHUTDOWN). Server-initiated (the daemon stops): the
+listeners stop accepting, every session gets SHUTDOWN (reason SERVER_STOPPING, the drain deadline
+in `deadline_ms`), requests already received are answered, later ones get SHUTTING_DOWN, and each
+connection closes once every request it has received is answered. In both cases a request that
+has only begun to arrive when the last answer is sent (part of a frame, or a chunked request
+without its last frame) counts as received: the server waits for its rest and answers it, so it
+never closes in the middle of a request. At the deadline, requests not started get SHUTTING_DOWN,
+the one running is allowed to finish and is answered, and a request still arriving is no longer
+waited for. Five seconds after the deadline, a connection whose running request still has not
+finished (a database that no longer answers) is closed without its answer, so the daemon always
+stops. The server closes a TCP connection by half-closing it (FIN after its last answer) and
+reading and dropping whatever the client still sends until the client closes (5 s at most):
+closing with unread data would make the kernel send RST, which can destroy answers the client has
+not read yet. A client's SHUTDOWN_ACK is accepted and needs no answer. The database pool closes
+only after every session is drained.
 
 ## Errors
 

@@ -45,20 +45,22 @@ class Lane:
     C{execute(tasks)} runs and answers a group of tasks. C{writable()} returns
     None, or while the transport's buffer is full a Deferred that fires when
     answers may be written again, so a client that does not read stalls only
-    its own lane.
+    its own lane. C{idle()} is called each time nothing is left queued or
+    running.
     """
 
     def __init__(
         self,
         execute: Callable[[list[Task]], Awaitable[None]],
         writable: Callable[[], Deferred[None] | None] = lambda: None,
+        idle: Callable[[], None] = lambda: None,
     ) -> None:
         self._execute = execute
         self._writable = writable
+        self._idle = idle
         self._queue: deque[Task] = deque()
         self._wakeup: Deferred[None] | None = None
         self._closing = False
-        self._idle_waiters: list[Deferred[None]] = []
         self.busy = False
         self.consumer: Deferred[None] | None = None
 
@@ -101,14 +103,6 @@ class Lane:
         self._wake()
         return self.consumer if self.consumer is not None else succeed(None)
 
-    def when_idle(self) -> Deferred[None]:
-        """A Deferred that fires once nothing is queued or running."""
-        if not len(self):
-            return succeed(None)
-        waiter: Deferred[None] = Deferred()
-        self._idle_waiters.append(waiter)
-        return waiter
-
     def _wake(self) -> None:
         if self._wakeup is not None:
             wakeup, self._wakeup = self._wakeup, None
@@ -117,17 +111,19 @@ class Lane:
     async def _consume(self) -> None:
         while True:
             if not self._queue:
-                self._notify_idle()
+                self._idle()
                 if self._closing:
                     return
                 self._wakeup = Deferred()
                 await self._wakeup
                 continue
+            paused = self._writable()
+            if paused is not None:
+                # What waits may be dropped meanwhile: look at the queue again after.
+                await paused
+                continue
             self.busy = True
             try:
-                paused = self._writable()
-                if paused is not None:
-                    await paused
                 await self._execute(self._take_group())
             finally:
                 self.busy = False
@@ -141,8 +137,3 @@ class Lane:
         while queue and len(group) < MAX_GROUP and queue[0].joins(first):
             group.append(queue.popleft())
         return group
-
-    def _notify_idle(self) -> None:
-        waiters, self._idle_waiters = self._idle_waiters, []
-        for waiter in waiters:
-            waiter.callback(None)

@@ -50,6 +50,11 @@ class RequestFrames:
         self.max_request = max_request
         self._open = None
 
+    @property
+    def unfinished(self):
+        """A chunked request has begun and its last frame has not come yet."""
+        return self._open is not None
+
     def add(self, header, payload, admit):
         """The tasks this frame completes, in order; C{admit(header, payload)} makes a whole request's task."""
         tasks = []

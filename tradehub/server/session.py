@@ -87,6 +87,8 @@ class HubProtocol(Protocol):
         self._requests = RequestFrames(hub.max_request)
         self._lane: Lane | None = None
         self._reading_paused = False
+        self._handling_read = False
+        self._deadline_over = False
         self._writes_paused: Deferred[None] | None = None
         self._timers = Timers(self.clock)
         self._last_sent = self._last_received = 0.0
@@ -142,12 +144,7 @@ class HubProtocol(Protocol):
         if self._lane is None:
             self.hub.sessions.discard(self)
             return
-        dropped = self._lane.discard_pending()
-        if dropped:
-            self._log(
-                "warn", "connection lost with {count} requests not started; they were not executed", count=len(dropped)
-            )
-        self.in_flight -= len(dropped)
+        self._drop_pending("connection lost")
         if was is not State.CLOSED:
             self._log("info", "connection closed: {reason}", reason=reason.getErrorMessage())
         self._lane.close().addBoth(lambda _: self.hub.sessions.discard(self))
@@ -162,13 +159,18 @@ class HubProtocol(Protocol):
         except ProtocolError as error:
             self._fail_and_close(error, request_id=0)
             return
-        for frame in frames:
-            if self.state is State.CLOSED:
-                return
-            if self.state is State.AWAITING_HELLO:
-                self._on_first_frame(frame)
-            else:
-                self._on_frame(frame)
+        self._handling_read = True
+        try:
+            for frame in frames:
+                if self.state is State.CLOSED:
+                    return
+                if self.state is State.AWAITING_HELLO:
+                    self._on_first_frame(frame)
+                else:
+                    self._on_frame(frame)
+        finally:
+            self._handling_read = False
+        self._end_drain_if_done()
 
     # Handshake
 
@@ -211,7 +213,7 @@ class HubProtocol(Protocol):
             server_name=SERVER_NAME,
         )
         self._send(MessageType.HELLO_ACK, HELLO_ACK.encode(ack), header.request_id)
-        self._lane = Lane(self._execute, self._writable)
+        self._lane = Lane(self._execute, self._writable, self._end_drain_if_done)
         self._lane.start()
         self._timers.schedule("heartbeat", self.hub.heartbeat, self._heartbeat_due)
         self._timers.schedule("silence", self.hub.heartbeat * SILENT_INTERVALS, self._silence_check)
@@ -252,13 +254,6 @@ class HubProtocol(Protocol):
         self._log("info", "client asked to shut down with {pending} requests pending", pending=self.in_flight)
         self._enter(State.DRAINING)
         self.completed_since_shutdown = 0
-        self.lane.when_idle().addCallback(self._finish_client_shutdown)
-
-    def _finish_client_shutdown(self, _):
-        if self.state is State.CLOSED:
-            return
-        self._send(MessageType.SHUTDOWN_ACK, SHUTDOWN_ACK.encode({"completed": self.completed_since_shutdown}))
-        self._close()
 
     def _on_shutdown_ack(self, frame):
         self._log("info", "client acknowledged the shutdown")
@@ -352,9 +347,15 @@ class HubProtocol(Protocol):
         silent = self.clock.seconds() - self._last_received
         limit = self.hub.heartbeat * SILENT_INTERVALS
         if silent >= limit:
-            self._log("warn", "peer silent for {seconds:.1f}s; disconnecting", seconds=silent)
             self._timers.fired("silence")
-            self.transport.abortConnection()
+            # A peer that is alive but broke the heartbeat rule reads why; one that is gone costs the grace at most.
+            self._fail_and_close(
+                ProtocolError(
+                    ErrorCode.BAD_FRAME,
+                    f"nothing received for {silent:.1f}s ({SILENT_INTERVALS} heartbeat intervals)",
+                ),
+                0,
+            )
             return
         self._timers.schedule("silence", limit - silent, self._silence_check)
 
@@ -381,20 +382,41 @@ class HubProtocol(Protocol):
                 }
             )
             self._send(MessageType.SHUTDOWN, payload)
-            self.lane.when_idle().addCallback(lambda _: self._close())
+            self._end_drain_if_done()
         self._timers.schedule("deadline", deadline, self._deadline_passed)
         return closed
 
     def _deadline_passed(self):
         self._timers.fired("deadline")
-        if self.state is State.CLOSED or self._lane is None:
+        if self.state is not State.DRAINING:
             return
-        refused = self._lane.fail_pending(
+        refused = self.lane.fail_pending(
             ProtocolError(ErrorCode.SHUTTING_DOWN, "the shutdown deadline passed before this request ran")
         )
         if refused:
             self._log("warn", "shutdown deadline passed with {count} requests not started", count=refused)
-        self.lane.when_idle().addCallback(lambda _: self._close())
+        self._deadline_over = True
+        self._end_drain_if_done()
+
+    # Both shutdowns
+
+    def _end_drain_if_done(self):
+        """
+        A draining session ends once every request it has received is
+        answered: none queued or running, none among the frames of the read
+        being handled, and none partly in (the rest of a frame, or of a chunked
+        request, may be in the next read). Past the deadline a request partly
+        in is no longer waited for.
+        """
+        if self.state is not State.DRAINING or self._handling_read or len(self.lane):
+            return
+        partly_in = self._decoder.buffered or self._requests.unfinished
+        if partly_in and not self._deadline_over:
+            return
+        if self.completed_since_shutdown is not None:
+            # The client asked to shut down.
+            self._send(MessageType.SHUTDOWN_ACK, SHUTDOWN_ACK.encode({"completed": self.completed_since_shutdown}))
+        self._close()
 
     # Writing and closing
 
@@ -428,7 +450,10 @@ class HubProtocol(Protocol):
         if self.state is State.CLOSED:
             return
         self._enter(State.CLOSED)
+        self._drop_pending("closing")
         self.transport.unregisterProducer()
+        # Nothing is written from now on: a lane waiting for the write buffer must not wait for it.
+        self.stopProducing()
         if hasattr(self.transport, "loseWriteConnection"):
             if self._reading_paused:
                 self._reading_paused = False
@@ -437,6 +462,17 @@ class HubProtocol(Protocol):
         else:
             self.transport.loseConnection()
         self._timers.schedule("abort", CLOSE_GRACE, self.transport.abortConnection)
+
+    def _drop_pending(self, why):
+        """Requests not started when the session ends are not executed: no answer could tell their outcome."""
+        if self._lane is None:
+            return
+        dropped = self._lane.discard_pending()
+        if dropped:
+            self._log(
+                "warn", "{why} with {count} requests not started; they were not executed", why=why, count=len(dropped)
+            )
+        self.in_flight -= len(dropped)
 
     def _enter(self, state):
         if state is self.state:
