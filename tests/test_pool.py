@@ -22,8 +22,9 @@ from tradehub.errors import Busy
 from .support import blocking_query, fresh_database, make_pool
 
 
-class PoolTests(TestCase):
+class PoolCase(TestCase):
     async def start_pool(self, **settings):
+        """A started pool on a fresh database holding an empty table t (id, note)."""
         self.dsn = await fresh_database(self)
         await deferToThread(blocking_query, self.dsn, "CREATE TABLE t (id int PRIMARY KEY, note text)")
         pool = make_pool(self.dsn, **settings)
@@ -31,6 +32,8 @@ class PoolTests(TestCase):
         self.addCleanup(pool.close)
         return pool
 
+
+class PoolTests(PoolCase):
     async def backends(self):
         rows = await deferToThread(
             blocking_query,
@@ -210,16 +213,8 @@ class PoolTests(TestCase):
         self.assertEqual((len(calls), clock.getDelayedCalls(), pool.size), (1, [], 0))
 
 
-class TimeoutTests(TestCase):
+class TimeoutTests(PoolCase):
     """Nothing waits forever on the database."""
-
-    async def start_pool(self, **settings):
-        self.dsn = await fresh_database(self)
-        await deferToThread(blocking_query, self.dsn, "CREATE TABLE t (id int PRIMARY KEY)")
-        pool = make_pool(self.dsn, **settings)
-        await pool.start()
-        self.addCleanup(pool.close)
-        return pool
 
     async def test_statement_running_past_the_timeout_is_cancelled_and_refused_busy(self):
         pool = await self.start_pool(statement_timeout=0.2)
@@ -281,15 +276,8 @@ async def _advance_retry_waits(clock, work):
             clock.advance(min(short))
 
 
-class DeadConnectionTests(TestCase):
+class DeadConnectionTests(PoolCase):
     """A pooled connection leaves the reactor when it dies, whatever closed it."""
-
-    async def start_pool(self, **settings):
-        self.dsn = await fresh_database(self)
-        pool = make_pool(self.dsn, **settings)
-        await pool.start()
-        self.addCleanup(pool.close)
-        return pool
 
     async def test_socket_closed_by_libpq_does_not_hide_the_next_socket_with_its_number(self):
         pool = await self.start_pool(size_min=1, size_max=1)
