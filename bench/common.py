@@ -97,7 +97,7 @@ class Daemon:
         deadline = time.monotonic() + 60
         while b"ready: " not in self.log_path.read_bytes():
             if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"daemon did not start: see {self.log_path}")
+                raise RuntimeError(f"daemon did not start: {self.log_path.read_text()[-3000:]}")
             time.sleep(0.05)
         return self
 

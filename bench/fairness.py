@@ -128,13 +128,13 @@ def run(flooders, lookup_count, window):
     }
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--flooders", type=int, default=50)
     parser.add_argument("--lookups", type=int, default=400)
     parser.add_argument("--window", type=int, default=8)
     parser.add_argument("--json", type=Path)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     result = run(args.flooders, args.lookups, args.window)
     print(
         table(
@@ -156,6 +156,7 @@ def main():
     )
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
+    return result
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import codec
+import fairness
 import ingest
 import memory
 import orders
@@ -63,6 +64,7 @@ def render(figures, host):
     o = figures["orders"]
     s = figures["select"]
     m = figures["memory"]
+    f = figures["fairness"]
     python_ratio = o["hub_python_clients_tps"] / o["pgbench_tps"]
     return f"""# Benchmarks
 
@@ -119,6 +121,22 @@ kernel's socket buffers fill and the client's sends block: {m["requests_sent"]:,
 |---|---|---|
 | {m["rss_at_rest_mib"]:.1f} MiB | {m["rss_peak_mib"]:.1f} MiB | {m["growth_mib"]:.1f} MiB |
 
+## A lookup next to flooding clients (`bench/fairness.py`)
+
+One client's SELECT of a tick by key, one at a time, alone and then while {f["flooders"]} other
+clients each keep {f["window"]} requests for 1000-row pages pipelined (and read the answers).
+Latency in microseconds (target: p50 within 5x of the same client's p50 alone). The pool lends
+the next free connection to the client that held connections least lately, and long pages are
+converted a slice at a time so that a reactor turn never belongs to one page.
+
+| lookup | p50 | p99 | vs p50 alone |
+|---|---|---|---|
+| alone | {f["quiet_p50_us"]:,.0f} | {f["quiet_p99_us"]:,.0f} | 1.00x |
+| next to {f["flooders"]} flooders | {f["flooded_p50_us"]:,.0f} | {f["flooded_p99_us"]:,.0f} | \
+{f["p50_vs_quiet"]:.2f}x (p99: {f["p99_vs_quiet_p50"]:.1f}x) |
+
+The flood meanwhile: {f["pages_per_s"]:,.0f} pages/s, {f["hub_cpu_ms_per_page"]:.2f} ms of hub CPU per page.
+
 ## Codecs (`bench/codec.py`)
 
 Compiled construct codecs against hand-written `struct` codecs of the same layout, in one
@@ -169,6 +187,8 @@ def main():
     figures["select"] = select_by_key.main(["--requests", "2000"])
     print("\n== memory")
     figures["memory"] = memory.main([])
+    print("\n== fairness")
+    figures["fairness"] = fairness.main(["--flooders", "50", "--lookups", "400"])
     host = machine()
     (RESULTS / "latest.json").write_text(json.dumps({"machine": host, **figures}, indent=2, default=str))
     DOCUMENT.write_text(render(figures, host))

@@ -158,9 +158,9 @@ class FakeController:
         self.calls.append(("update", rows_))
         return self.stored
 
-    async def select(self, query):
+    async def select(self, query, shape):
         self.calls.append(("select", query))
-        return self.page
+        return Page([shape(row) for row in self.page.rows], self.page.more, self.page.last)
 
 
 class TableRoutesTests(SynchronousTestCase):
@@ -181,11 +181,11 @@ class TableRoutesTests(SynchronousTestCase):
     def test_a_page_with_more_rows_carries_the_cursor_of_its_last_row_and_the_cursor_comes_back_as_a_position(self):
         layouts = LAYOUTS[SQLTable.MARKET_TICK]
         first, last = rows.tick(1), rows.tick(2, price=Decimal("2.5"))
-        controller = FakeController(page=Page([first, last], more=True))
+        controller = FakeController(page=Page([first, last], more=True, last=last))
         routes = TableRoutes(controller, layouts)
         query = {"keys": [], "symbol": None, "since": None, "until": None, "limit": 2, "after": None}
         answer = layouts.response.decode(self.successResultOf(_run(routes.select(query))))
-        self.assertEqual(answer["affected"], 2)
+        self.assertEqual((answer["affected"], answer["rows"]), (2, [first, last]))
         cursor = answer["next_cursor"]
         self.assertEqual(layouts.cursor.decode(cursor), {name: last[name] for name in layouts.table.sort})
         self.successResultOf(_run(routes.select(dict(query, after=cursor))))

@@ -9,6 +9,7 @@ already started and the daemon exits non-zero.
 """
 
 import atexit
+import gc
 import os
 import signal
 import sys
@@ -298,6 +299,9 @@ class HubService(SequentialService):
             self.log.info("migrations applied; exiting (--migrate-only)")
             self.reactor.stop()
             return
+        # What startup made (modules, compiled codecs) lives as long as the
+        # process: out of every later collection, a full one pauses less.
+        gc.freeze()
         self.log.info("ready: {message}", message=self.ready_message)
 
     def fail(self, reason):

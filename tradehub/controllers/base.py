@@ -11,6 +11,7 @@ a batch, the refusal names that row's index.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import attrs
@@ -22,6 +23,7 @@ from ..repositories.table import Repository, Row
 from ..schema.kinds import text
 from ..schema.model import MAX_LIMIT, Table
 from ..schema.timestamp import Timestamp
+from ..slices import in_slices
 
 # A write whose COMMIT answer is lost this many times in a row is left unknown.
 MAX_LOST_COMMITS = 3
@@ -29,10 +31,11 @@ MAX_LOST_COMMITS = 3
 
 @attrs.frozen
 class Page:
-    """One page of a SELECT: its rows, and whether more follow."""
+    """One page of a SELECT: its rows (shaped), whether more follow, and its last row (for the next page's cursor)."""
 
-    rows: list[Row]
+    rows: list[Any]
     more: bool
+    last: Row | None
 
 
 class TableController:
@@ -196,11 +199,13 @@ class TableController:
         except ROW_ERRORS as error:
             raise row_refusal(error, 0 if len(keys) == 1 else -1) from None
 
-    async def select(self, query: dict[str, Any]) -> Page:
+    async def select(self, query: dict[str, Any], shape: Callable[[Row], Any] | None = None) -> Page:
         """
         One page of rows: C{query} holds keys, symbol, since and until (time
         series), limit, and position (the sort columns of the previous page's
-        last row, or None).
+        last row, or None). C{shape}, when given, is what each row becomes
+        (the wire encodes it): applied a slice at a time as rows are made, so
+        that a page's rows never all exist as dicts at once.
         """
         if query["limit"] > MAX_LIMIT:
             raise Invalid(f"limit must be at most {MAX_LIMIT}")
@@ -218,7 +223,11 @@ class TableController:
             query = dict(query, symbol=symbol)
         statement, params, limit = self.repository.select_statement(query)
         records = await self.pool.query(statement, params)
-        return Page([self.repository.row(r) for r in records[:limit]], len(records) > limit)
+        more = len(records) > limit
+        del records[limit:]
+        row = self.repository.row
+        shaped = await in_slices(row if shape is None else lambda record: shape(row(record)), records)
+        return Page(shaped, more, row(records[-1]) if records else None)
 
     async def _write(self, cursor, rows: list[Row], write, one_by_one: bool) -> list[Row]:
         """

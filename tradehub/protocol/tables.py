@@ -6,7 +6,7 @@ row, key and cursor, the five commands' request layouts and the response.
 from ..schema.model import DEFAULT_LIMIT, MAX_LIMIT, Column, SQLTable, Table
 from ..schema.tables import TABLES
 from .enums import SQLCommand
-from .wire import FIELD_TYPES, Field, Layout, WireType, blob, list_of, opt, string, timestamp, u32
+from .wire import FIELD_TYPES, LIST_COUNT, Field, Layout, WireType, blob, list_of, opt, string, timestamp, u32
 
 
 def field_of(column: Column) -> Field:
@@ -63,6 +63,19 @@ class TableLayouts:
                 Field("next_cursor", opt(blob), "SELECT: pass as `after` for the next page; absent on the last page"),
             ],
         )
+        # Where the rows' count starts: after the fixed fields that precede it.
+        before = next(i for i, f in enumerate(self.response.fields) if f.name == "rows")
+        self._rows_at = sum(f.type.size for f in self.response.fields[:before])
+
+    def answer(self, affected: int, rows: list[bytes], next_cursor: bytes | None = None) -> bytes:
+        """
+        The response, with its rows already encoded one by one (L{row}), so
+        that a long page can be encoded in slices: the bytes of
+        C{response.encode} with the same rows.
+        """
+        rest = self.response.encode({"affected": affected, "rows": [], "next_cursor": next_cursor})
+        at = self._rows_at
+        return b"".join((rest[:at], LIST_COUNT.build(len(rows)), *rows, rest[at + LIST_COUNT.sizeof() :]))
 
     def request(self, command: SQLCommand) -> Layout:
         return {

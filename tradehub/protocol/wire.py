@@ -291,8 +291,14 @@ def opt(item):
     return WireType(f"opt<{item.name}>", _Optional(item.construct), None, f"{item.python} or None", item)
 
 
+# The count before a list's items.
+LIST_COUNT = Int32ul
+
+
 def list_of(item):
-    return WireType(f"list<{item.name}>", PrefixedArray(Int32ul, item.construct), None, f"list of {item.python}", item)
+    return WireType(
+        f"list<{item.name}>", PrefixedArray(LIST_COUNT, item.construct), None, f"list of {item.python}", item
+    )
 
 
 # Every field type a column kind may name, by its contract name.

@@ -20,6 +20,7 @@ from ..protocol.enums import ErrorCode, SQLCommand, SQLTable
 from ..protocol.errors import ProtocolError
 from ..protocol.tables import LAYOUTS, TableLayouts
 from ..protocol.wire import Layout
+from ..slices import in_slices
 
 _CODES = {
     Invalid: ErrorCode.VALIDATION_FAILED,
@@ -129,40 +130,41 @@ class TableRoutes:
             Route(SQLCommand.SELECT, table, request(SQLCommand.SELECT), self.select),
         ]
 
-    def _answer(self, affected: int, rows: list, next_cursor: bytes | None = None) -> bytes:
-        return self.layouts.response.encode({"affected": affected, "rows": rows, "next_cursor": next_cursor})
+    async def _answer(self, affected: int, rows: list, next_cursor: bytes | None = None) -> bytes:
+        encoded = await in_slices(self.layouts.row.encode, rows)
+        return self.layouts.answer(affected, encoded, next_cursor)
 
-    def _written(self, affected: int, stored: list) -> bytes:
-        return self._answer(affected, stored if self.layouts.table.echo_writes else [])
+    async def _written(self, affected: int, stored: list) -> bytes:
+        return await self._answer(affected, stored if self.layouts.table.echo_writes else [])
 
     async def insert(self, request: dict) -> bytes:
         rows = request["rows"]
-        return self._written(len(rows), await self.controller.insert(rows))
+        return await self._written(len(rows), await self.controller.insert(rows))
 
     async def insert_group(self, requests: list[dict]) -> list[bytes]:
         batches = [request["rows"] for request in requests]
         stored = await self.controller.insert_batches(batches)
-        return [self._written(len(batch), rows) for batch, rows in zip(batches, stored, strict=True)]
+        return [await self._written(len(batch), rows) for batch, rows in zip(batches, stored, strict=True)]
 
     async def upsert(self, request: dict) -> bytes:
         rows = request["rows"]
-        return self._written(len(rows), await self.controller.upsert(rows))
+        return await self._written(len(rows), await self.controller.upsert(rows))
 
     async def update(self, request: dict) -> bytes:
         rows = request["rows"]
-        return self._written(len(rows), await self.controller.update(rows))
+        return await self._written(len(rows), await self.controller.update(rows))
 
     async def delete(self, request: dict) -> bytes:
-        return self._answer(await self.controller.delete(request["keys"]), [])
+        return await self._answer(await self.controller.delete(request["keys"]), [])
 
     async def select(self, request: dict) -> bytes:
         query = dict(request, position=self._position(request["after"]))
-        page = await self.controller.select(query)
+        page = await self.controller.select(query, self.layouts.row.encode)
         next_cursor = None
         if page.more:
-            last = page.rows[-1]
-            next_cursor = self.layouts.cursor.encode({name: last[name] for name in self.layouts.table.sort})
-        return self._answer(len(page.rows), page.rows, next_cursor)
+            assert page.last is not None
+            next_cursor = self.layouts.cursor.encode({name: page.last[name] for name in self.layouts.table.sort})
+        return self.layouts.answer(len(page.rows), page.rows, next_cursor)
 
     def _position(self, after: bytes | None) -> dict | None:
         if after is None:
