@@ -67,7 +67,8 @@ class Table:
     A table: C{series} names the time column of a time-series table (SELECT
     by symbol and time window, in time order); C{sort} is its page order.
     C{echo_writes}: whether write answers carry the stored rows (the tick
-    hot path answers with the count only).
+    hot path answers with the count only). C{follow}: the columns a push
+    subscription may filter on besides the symbol.
     """
 
     def __init__(
@@ -79,6 +80,7 @@ class Table:
         doc: str,
         series: str | None = None,
         echo_writes: bool = True,
+        follow: tuple[str, ...] = (),
     ) -> None:
         self.id = id
         self.sql_name = sql_name
@@ -88,6 +90,9 @@ class Table:
         self.doc = doc
         self.series = series
         self.echo_writes = echo_writes
+        self.follow = tuple(follow)
+        # Every column a subscription filters on: the symbol first, when the table has one.
+        self.filters = (("symbol",) if "symbol" in self.by_name else ()) + self.follow
         self.sort = ((series,) if series else ()) + self.key
 
     def __repr__(self) -> str:

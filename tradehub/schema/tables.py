@@ -177,6 +177,7 @@ ORDER = Table(
         _c("replaced_at", TIMESTAMP, "when it was replaced", optional=True),
     ],
     key=("client_order_id",),
+    follow=("account_id",),
     doc=(
         "Orders (GET /v2/orders). DELETE of a live order is refused: cancel it with an UPDATE to status canceled. "
         "An INSERT whose rows say `submit` (one order, with the legs of a bracket, oco or oto order) is stored as "
@@ -212,6 +213,7 @@ POSITION = Table(
         _c("updated_at", TIMESTAMP, "when this row was last synced"),
     ],
     key=("account_id", "symbol"),
+    follow=("account_id",),
     doc="Positions per account and symbol (GET /v2/positions).",
 )
 
@@ -292,6 +294,7 @@ ML_PREDICTION = Table(
         _c("created_at", TIMESTAMP, "when it was made", optional=True, hub_default=True),
     ],
     key=("id",),
+    follow=("model_id",),
     doc="Model predictions; unique per (model_id, symbol, ts, horizon).",
     series="ts",
 )
@@ -351,6 +354,7 @@ TECHNICAL_INDICATOR = Table(
         _c("created_at", TIMESTAMP, "when it was computed", optional=True, hub_default=True),
     ],
     key=("id",),
+    follow=("name",),
     doc="Technical indicators; unique per (symbol, ts, name, parameters).",
     series="ts",
 )

@@ -1,0 +1,78 @@
+"""
+The change log's SQL (the tables, triggers and functions are in
+schema/0013_change_log.sql): numbering committed changes, trimming old
+ones, and reading one table's changes after a position, each row rebuilt
+as its table's repository reads it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from ..schema.model import SQLTable
+from .table import Repository, Row, quote
+
+# The channel change_log_relay() notifies with the last position.
+CHANNEL = "tradehub_change"
+
+
+@attrs.frozen
+class Change:
+    """One committed change: its position, its kind (1 INSERT, 3 UPDATE, 4 DELETE) and the row."""
+
+    position: int
+    op: int
+    row: Row
+
+
+@attrs.frozen
+class Head:
+    """The last position given, and the positions retention removed (at or below C{trimmed_through})."""
+
+    last_position: int
+    trimmed_through: int
+
+
+class ChangeLogRepository:
+    RELAY = "SELECT change_log_relay(%s)"
+    TRIM = "SELECT change_log_trim(now() - %s * interval '1 second', %s)"
+    HEAD = "SELECT last_position, trimmed_through FROM change_log_head"
+
+    def __init__(self, repositories: Mapping[SQLTable, Repository]) -> None:
+        self._tables = {table: self._reader(repository) for table, repository in repositories.items()}
+        self._repositories = dict(repositories)
+
+    @staticmethod
+    def _reader(repository: Repository) -> str:
+        return (
+            f"SELECT c.position, c.op, {repository.select_list} FROM change_log c"
+            f" CROSS JOIN LATERAL jsonb_populate_record(NULL::{repository.name}, c.row_data) AS t"
+            " WHERE c.table_name = %s AND c.position > %s AND c.position <= %s"
+        )
+
+    def changes_statement(
+        self, table: SQLTable, after: int, through: int, filters: Mapping[str, Sequence[Any]], limit: int
+    ) -> tuple[str, list]:
+        """
+        The changes of C{table} positioned in (after, through], in position
+        order, at most C{limit}; C{filters} maps a column to the values it
+        may have (an empty list filters nothing).
+        """
+        repository = self._repositories[table]
+        statement = self._tables[table]
+        params: list[Any] = [repository.table.sql_name, after, through]
+        for column, values in filters.items():
+            if not values:
+                continue
+            kind = repository.table.by_name[column].kind
+            [part] = kind.parts
+            statement += f" AND t.{quote(column)} = ANY(%s::{part.sql}[])"
+            params.append([kind.params(value)[0] for value in values])
+        return statement + f" ORDER BY c.position LIMIT {int(limit)}", params
+
+    def changes(self, table: SQLTable, records: list[tuple]) -> list[Change]:
+        row = self._repositories[table].row
+        return [Change(record[0], record[1], row(record[2:])) for record in records]
