@@ -46,6 +46,10 @@ class Closing(Refused):
     """The hub is shutting down."""
 
 
+class Expired(Refused):
+    """A subscription resumes from, or fell behind to, a position the change log no longer keeps."""
+
+
 class Internal(Refused):
     """A failure the hub did not expect (a bug), blamed on the row that caused it."""
 

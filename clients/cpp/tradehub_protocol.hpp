@@ -94,7 +94,8 @@ enum class ErrorCode : std::uint16_t {
     DB_UNAVAILABLE = 14,
     SHUTTING_DOWN = 15,
     FRAME_TOO_LARGE = 16,
-    INTERNAL = 17
+    INTERNAL = 17,
+    POSITION_EXPIRED = 18
 };
 
 // True for the errors after which the server closes the connection.
@@ -345,7 +346,7 @@ struct Header {
     std::uint8_t type{};  // u8: MessageType
     std::uint8_t command{};  // u8: SQLCommand; 0 when the type carries none
     std::uint8_t table{};  // u8: SQLTable; 0 when the type carries none
-    std::uint16_t flags{};  // u16: bit 0 MORE: more frames follow for this request_id
+    std::uint16_t flags{};  // u16: bit 0 MORE: more frames follow for this request_id; bit 1 CANCEL (SUBSCRIBE only)
     std::uint64_t request_id{};  // u64: chosen by the client, echoed on every answer; 0 on frames the server starts
     bool operator==(const Header& o) const {
         return magic == o.magic &&

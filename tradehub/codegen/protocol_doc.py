@@ -68,6 +68,7 @@ WHEN_SENT = {
     ErrorCode.SHUTTING_DOWN: "a request that arrived after SHUTDOWN, or was still queued at the drain deadline",
     ErrorCode.FRAME_TOO_LARGE: "a length above the negotiated max_frame",
     ErrorCode.INTERNAL: "a bug, or a table whose command is not implemented yet",
+    ErrorCode.POSITION_EXPIRED: "a SUBSCRIBE, or a subscription that fell behind, at a position retention removed",
 }
 
 FIELD_TYPES = [u8, u16, u32, u64, i32, i64, f64, boolean, string, text, blob, timestamp, decimal_]

@@ -13,6 +13,8 @@ SUPPORTED_VERSIONS = (1,)
 HEADER_SIZE = 16
 DEFAULT_MAX_FRAME = 1048576
 FLAG_MORE = 0x0001
+# SUBSCRIBE only: end the subscription named by the request_id.
+FLAG_CANCEL = 0x0002
 
 
 class MessageType(IntEnum):
@@ -70,6 +72,7 @@ class ErrorCode(IntEnum):
     SHUTTING_DOWN = 15
     FRAME_TOO_LARGE = 16
     INTERNAL = 17
+    POSITION_EXPIRED = 18
 
     @property
     def closes(self):

@@ -21,7 +21,7 @@ class Header:
     type: int = wire(u8, "MessageType")
     command: int = wire(u8, "SQLCommand; 0 when the type carries none")
     table: int = wire(u8, "SQLTable; 0 when the type carries none")
-    flags: int = wire(u16, "bit 0 MORE: more frames follow for this request_id")
+    flags: int = wire(u16, "bit 0 MORE: more frames follow for this request_id; bit 1 CANCEL (SUBSCRIBE only)")
     request_id: int = wire(u64, "chosen by the client, echoed on every answer; 0 on frames the server starts")
 
 
@@ -59,6 +59,13 @@ class Shutdown:
 
 
 @attrs.frozen
+class Subscribed:
+    position: int = wire(
+        u64, "the change-log position the subscription is current to: resume from it if no EVENT follows"
+    )
+
+
+@attrs.frozen
 class ShutdownAck:
     completed: int = wire(u32, "requests finished since the SHUTDOWN")
 
@@ -69,6 +76,7 @@ HELLO_ACK = Layout.of("HELLO_ACK", HelloAck)
 ERROR = Layout.of("ERROR", Error)
 SHUTDOWN = Layout.of("SHUTDOWN", Shutdown)
 SHUTDOWN_ACK = Layout.of("SHUTDOWN_ACK", ShutdownAck)
+SUBSCRIBED = Layout.of("SUBSCRIBE answer", Subscribed)
 
 
 def encode_frame(message_type, payload=b"", request_id=0, command=0, table=0, flags=0):

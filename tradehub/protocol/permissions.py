@@ -28,6 +28,35 @@ WRITABLE = {
 }
 
 
+# The tables each role may follow with a push subscription: what it needs from the other side.
+FOLLOWABLE = {
+    Role.FRONTEND: frozenset(
+        {
+            SQLTable.ML_PREDICTION,
+            SQLTable.TECHNICAL_INDICATOR,
+            SQLTable.ORDER,
+            SQLTable.TRADE,
+            SQLTable.POSITION,
+            SQLTable.ACCOUNT,
+        }
+    ),
+    Role.ML: frozenset(
+        {
+            SQLTable.MARKET_TICK,
+            SQLTable.TRADE,
+            SQLTable.ORDER,
+            SQLTable.POSITION,
+            SQLTable.FEATURE_SET,
+            SQLTable.LABELED_DATA,
+        }
+    ),
+}
+
+
+def may_follow(role, table):
+    return table in FOLLOWABLE[role]
+
+
 def allowed(role, command, table):
     return not command.writes or table in WRITABLE[role]
 

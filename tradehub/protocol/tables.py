@@ -6,7 +6,7 @@ row, key and cursor, the five commands' request layouts and the response.
 from ..schema.model import DEFAULT_LIMIT, MAX_LIMIT, Column, SQLTable, Table
 from ..schema.tables import TABLES
 from .enums import SQLCommand
-from .wire import FIELD_TYPES, LIST_COUNT, Field, Layout, WireType, blob, list_of, opt, string, timestamp, u32
+from .wire import FIELD_TYPES, LIST_COUNT, Field, Layout, WireType, blob, list_of, opt, string, timestamp, u32, u64
 
 
 def field_of(column: Column) -> Field:
@@ -63,6 +63,31 @@ class TableLayouts:
                 Field("next_cursor", opt(blob), "SELECT: pass as `after` for the next page; absent on the last page"),
             ],
         )
+        subscribe_fields = [
+            Field(
+                "from_position",
+                opt(u64),
+                "absent: changes after the confirmation; present: every matching change after it, then live",
+            ),
+            Field(
+                "symbols",
+                list_of(string),
+                "only rows of these symbols; empty: every row"
+                + ("" if "symbol" in table.by_name else " (this table has no symbol: must be empty)"),
+            ),
+        ]
+        subscribe_fields += [
+            Field(
+                f"{name}s",
+                list_of(FIELD_TYPES[table.by_name[name].kind.wire]),
+                f"only rows whose {name} is one of these; empty: every row",
+            )
+            for name in table.follow
+        ]
+        self.subscribe = Layout(f"{title} subscribe", subscribe_fields)
+        position = Field("position", u64, "the change's position in the change log")
+        self.event = Layout(f"{title} event (INSERT, UPDATE)", [position, *fields.values()])
+        self.deleted_event = Layout(f"{title} event (DELETE)", [position, *(fields[k] for k in table.key)])
         # Where the rows' count starts: after the fixed fields that precede it.
         before = next(i for i, f in enumerate(self.response.fields) if f.name == "rows")
         self._rows_at = sum(f.type.size for f in self.response.fields[:before])

@@ -39,8 +39,11 @@ class HubFactory(Factory):
         metrics,
         max_request=None,
         send_buffer=None,
+        subscriptions=None,
     ):
         self.registry = registry
+        # The SUBSCRIBE handler (L{Subscriptions}), or None: push is off.
+        self.subscriptions = subscriptions
         self.metrics = metrics
         self._tokens = {Role[name]: token.encode() for name, token in tokens.items()}
         self.clock = clock

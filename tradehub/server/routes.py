@@ -15,7 +15,7 @@ from twisted.python.failure import Failure
 
 from ..controllers import TableController
 from ..db.failures import refusal
-from ..errors import Busy, Closing, Conflict, Internal, Invalid, Missing, Refused, ServeAlone, Unavailable
+from ..errors import Busy, Closing, Conflict, Expired, Internal, Invalid, Missing, Refused, ServeAlone, Unavailable
 from ..protocol.enums import ErrorCode, SQLCommand, SQLTable
 from ..protocol.errors import ProtocolError
 from ..protocol.tables import LAYOUTS, TableLayouts
@@ -29,6 +29,7 @@ _CODES = {
     Busy: ErrorCode.BUSY,
     Unavailable: ErrorCode.DB_UNAVAILABLE,
     Closing: ErrorCode.SHUTTING_DOWN,
+    Expired: ErrorCode.POSITION_EXPIRED,
     Internal: ErrorCode.INTERNAL,
     # A refusal of no known kind is a bug of the hub's, not the client's.
     Refused: ErrorCode.INTERNAL,

@@ -34,7 +34,7 @@ from ..protocol.messages import ERROR, HELLO, HELLO_ACK, SHUTDOWN, SHUTDOWN_ACK,
 from .connection import Connection, Timers, bound_send_buffer, describe
 from .lanes import Lane, Task
 from .requests import RequestFrames, admit
-from .routes import serve_group
+from .routes import as_protocol_error, serve_group
 
 SERVER_NAME = "tradehub"
 SILENT_INTERVALS = 3
@@ -92,8 +92,11 @@ class HubProtocol(Protocol):
         self._writes_paused: Deferred[None] | None = None
         self._timers = Timers(self.clock)
         self._last_sent = self._last_received = 0.0
+        # Live push subscriptions, by the request_id that names them.
+        self.subscriptions: dict[int, Any] = {}
         self._frame_handlers = {
             MessageType.REQUEST: self._on_request,
+            MessageType.SUBSCRIBE: self._on_subscribe,
             MessageType.HEARTBEAT: self._on_heartbeat,
             MessageType.SHUTDOWN: self._on_shutdown,
             MessageType.SHUTDOWN_ACK: self._on_shutdown_ack,
@@ -140,6 +143,7 @@ class HubProtocol(Protocol):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         was = self.state
         self._enter(State.CLOSED)
+        self._end_subscriptions()
         self._timers.cancel_all()
         if self._lane is None:
             self.hub.sessions.discard(self)
@@ -240,6 +244,44 @@ class HubProtocol(Protocol):
             return Task(header.request_id, error=ProtocolError(ErrorCode.SHUTTING_DOWN, "the session is shutting down"))
         return admit(self.hub.registry, self.role, header, payload)
 
+    def _on_subscribe(self, frame):
+        header = frame.header
+        if self.state is State.DRAINING:
+            task = Task(header.request_id, error=ProtocolError(ErrorCode.SHUTTING_DOWN, "the session is shutting down"))
+        elif self.hub.subscriptions is None:
+            task = Task(header.request_id, error=ProtocolError(ErrorCode.UNKNOWN_TYPE, "push is off on this hub"))
+        else:
+            task = self.hub.subscriptions.task(self, header, frame.payload)
+        self._push(task)
+
+    # What a subscription needs of its session (changes.subscription.Outlet)
+
+    @property
+    def max_frame(self) -> int:
+        return self.hub.max_frame
+
+    @property
+    def closed(self) -> bool:
+        return self.state is not State.READY
+
+    def send_event(self, frames: bytes) -> None:
+        if self.state is not State.CLOSED:
+            self._write(frames)
+
+    def writable(self) -> Deferred[None] | None:
+        return self._writes_paused
+
+    def subscription_failed(self, request_id: int, error: Exception) -> None:
+        self.subscriptions.pop(request_id, None)
+        if self.state is not State.CLOSED:
+            self._send_error(as_protocol_error(error), request_id)
+
+    def _end_subscriptions(self) -> None:
+        """SHUTDOWN from either side, or the connection's end, ends every subscription: clients resume by position."""
+        subscriptions, self.subscriptions = self.subscriptions, {}
+        for subscription in subscriptions.values():
+            subscription.end()
+
     def _on_heartbeat(self, frame):
         """Receiving it already proved liveness; nothing answers it."""
 
@@ -253,6 +295,7 @@ class HubProtocol(Protocol):
             return
         self._log("info", "client asked to shut down with {pending} requests pending", pending=self.in_flight)
         self._enter(State.DRAINING)
+        self._end_subscriptions()
         self.completed_since_shutdown = 0
 
     def _on_shutdown_ack(self, frame):
@@ -266,8 +309,6 @@ class HubProtocol(Protocol):
             message = f"unknown message type {header.type}"
         else:
             message = f"{name} is not accepted from a client"
-            if header.type == MessageType.SUBSCRIBE:
-                message = "SUBSCRIBE is reserved and not supported by protocol v1"
         self._push(Task(header.request_id, error=ProtocolError(ErrorCode.UNKNOWN_TYPE, message)))
 
     # The lane
@@ -374,6 +415,7 @@ class HubProtocol(Protocol):
             return closed
         if self.state is State.READY:
             self._enter(State.DRAINING)
+            self._end_subscriptions()
             payload = SHUTDOWN.encode(
                 {
                     "reason": ShutdownReason.SERVER_STOPPING,
@@ -450,6 +492,7 @@ class HubProtocol(Protocol):
         if self.state is State.CLOSED:
             return
         self._enter(State.CLOSED)
+        self._end_subscriptions()
         self._drop_pending("closing")
         self.transport.unregisterProducer()
         # Nothing is written from now on: a lane waiting for the write buffer must not wait for it.

@@ -1,0 +1,155 @@
+"""
+This hub's view of the change log.
+
+The feed numbers committed changes (it runs the relay after this hub's
+commits, and on a sweep for writers it does not see), learns of positions
+other hubs numbered (their relays NOTIFY), reads the new changes of the
+tables someone follows once per window of positions, and hands them to the
+live subscriptions. A subscription that is behind (it resumes from an old
+position, or its client reads slowly) reads the log by itself until it
+reaches the feed's head, then goes live: the head only moves once the
+changes up to it were handed out, so nothing falls between the two.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.defer import ensureDeferred, gatherResults
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from ..db.pool import Pool
+from ..repositories.changes import ChangeLogRepository, Head
+from ..schema.model import SQLTable
+
+if TYPE_CHECKING:
+    from .subscription import Subscription
+
+# Changes numbered per relay statement, and positions read per live step.
+RELAY_BATCH = 10_000
+WINDOW = 1_000
+
+
+class Feed:
+    log = Logger()
+
+    def __init__(
+        self,
+        pool: Pool,
+        repository: ChangeLogRepository,
+        clock: IReactorTime,
+        *,
+        sweep: float = 1.0,
+        retention: float = 7 * 86400.0,
+        trim_every: float = 60.0,
+    ) -> None:
+        self.pool = pool
+        self.repository = repository
+        self.head = 0
+        self._known = 0
+        self._followers: dict[SQLTable, set[Subscription]] = defaultdict(set)
+        self._relaying = False
+        self._relay_again = False
+        self._advancing = False
+        self._retention = retention
+        self._loops = [(LoopingCall(self.relay), sweep), (LoopingCall(self._trim), trim_every)]
+        for loop, _ in self._loops:
+            loop.clock = clock
+
+    async def start(self) -> None:
+        head = await self.read_head()
+        self.head = self._known = head.last_position
+        for loop, interval in self._loops:
+            loop.start(interval, now=True).addErrback(lambda f: self.log.failure("change-log loop stopped", f))
+
+    def stop(self) -> None:
+        for loop, _ in self._loops:
+            if loop.running:
+                loop.stop()
+        for followers in self._followers.values():
+            for subscription in list(followers):
+                subscription.end()
+
+    async def read_head(self) -> Head:
+        [(last, trimmed)] = await self.pool.query(ChangeLogRepository.HEAD)
+        return Head(last, trimmed)
+
+    # Subscriptions
+
+    def follow(self, subscription: Subscription) -> None:
+        self._followers[subscription.table].add(subscription)
+
+    def unfollow(self, subscription: Subscription) -> None:
+        self._followers[subscription.table].discard(subscription)
+
+    # Numbering
+
+    def relay(self) -> None:
+        """Number what is committed; called after this hub's commits and by the sweep. Runs coalesced."""
+        if self._relaying:
+            self._relay_again = True
+            return
+        self._relaying = True
+        ensureDeferred(self._relay()).addErrback(lambda f: self.log.failure("change-log relay failed", f))
+
+    async def _relay(self) -> None:
+        try:
+            while True:
+                self._relay_again = False
+                [(last,)] = await self.pool.query(ChangeLogRepository.RELAY, (RELAY_BATCH,))
+                numbered = last - self._known
+                self.learned(last)
+                if not self._relay_again and numbered < RELAY_BATCH:
+                    return
+        finally:
+            self._relaying = False
+
+    def learned(self, last: int) -> None:
+        """Positions up to C{last} exist (this hub's relay, or another hub's NOTIFY)."""
+        if last <= self._known:
+            return
+        self._known = last
+        if not self._advancing:
+            self._advancing = True
+            ensureDeferred(self._advance()).addErrback(lambda f: self.log.failure("change-log read failed", f))
+
+    def notified(self, notify: Any) -> None:
+        """A NOTIFY on the change channel: its payload is the last position."""
+        try:
+            last = int(notify.payload)
+        except (TypeError, ValueError):
+            return
+        self.learned(last)
+
+    # Handing changes out
+
+    async def _advance(self) -> None:
+        try:
+            while self.head < self._known:
+                start, through = self.head, min(self._known, self.head + WINDOW)
+                tables = [t for t, followers in self._followers.items() if any(s.live for s in followers)]
+                read = await gatherResults([ensureDeferred(self._read(t, start, through)) for t in tables])
+                self.head = through
+                for table, changes in zip(tables, read, strict=True):
+                    for subscription in list(self._followers[table]):
+                        subscription.deliver(start, through, changes)
+                for table, followers in self._followers.items():
+                    if table not in tables:
+                        for subscription in list(followers):
+                            subscription.deliver(start, through, None)
+        finally:
+            self._advancing = False
+
+    async def _read(self, table: SQLTable, after: int, through: int) -> list:
+        statement, params = self.repository.changes_statement(table, after, through, {}, WINDOW)
+        return self.repository.changes(table, await self.pool.query(statement, params))
+
+    async def _trim(self) -> None:
+        removed = 1
+        while removed:
+            [(removed,)] = await self.pool.query(ChangeLogRepository.TRIM, (self._retention, RELAY_BATCH))
+            if removed:
+                self.log.info("change log: {count} changes past retention removed", count=removed)

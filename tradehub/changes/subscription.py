@@ -1,0 +1,158 @@
+"""
+One push subscription: a table, its filters, and the position it is current
+to. Live, it takes the feed's changes as they come; behind (it resumes from
+an old position, or its client stopped reading), it reads the change log a
+page at a time, only while its client reads, until it reaches the feed's
+head. So a slow subscriber costs the hub a page and its socket buffers, and
+slows nobody else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.logger import Logger
+
+from ..errors import Expired
+from ..protocol.enums import MessageType, SQLCommand, SQLTable
+from ..protocol.messages import split_frames
+from ..protocol.tables import LAYOUTS
+from ..repositories.changes import Change
+
+if TYPE_CHECKING:
+    from .feed import Feed
+
+# Changes read per page while catching up.
+PAGE = 500
+
+
+class Outlet(Protocol):
+    """What a subscription needs of its session."""
+
+    max_frame: int
+
+    def send_event(self, frames: bytes) -> None: ...
+
+    def writable(self) -> Deferred[None] | None: ...
+
+    def subscription_failed(self, request_id: int, error: Exception) -> None: ...
+
+
+class Subscription:
+    log = Logger()
+
+    def __init__(
+        self,
+        feed: Feed,
+        table: SQLTable,
+        request_id: int,
+        filters: Mapping[str, Sequence[Any]],
+        position: int,
+        outlet: Outlet,
+    ) -> None:
+        self.feed = feed
+        self.table = table
+        self.request_id = request_id
+        self.filters = {column: list(values) for column, values in filters.items() if values}
+        self._wanted = [(column, frozenset(values)) for column, values in self.filters.items()]
+        self.position = position
+        self.outlet = outlet
+        self.live = False
+        self.ended = False
+        self._catching_up = False
+        self._layouts = LAYOUTS[table]
+
+    def start(self) -> None:
+        """Begin with the changes after the position: read from the log, then live."""
+        self.feed.follow(self)
+        self._behind()
+
+    def end(self) -> None:
+        self.ended = True
+        self.live = False
+        self.feed.unfollow(self)
+
+    # Live
+
+    def deliver(self, start: int, through: int, changes: list[Change] | None) -> None:
+        """
+        The feed's changes of this table in (start, through]; None when it did
+        not read them (nobody of this table was live when it began).
+        """
+        if not self.live:
+            return
+        if changes is None or self.position < start:
+            self._behind()
+            return
+        for change in changes:
+            if change.position > self.position and self._matches(change.row):
+                self._send(change)
+        self.position = max(self.position, through)
+        if self.outlet.writable() is not None:
+            self._behind()
+
+    # Behind
+
+    def _behind(self) -> None:
+        self.live = False
+        if not self._catching_up and not self.ended:
+            self._catching_up = True
+            ensureDeferred(self._catch_up())
+
+    async def _catch_up(self) -> None:
+        try:
+            while not self.ended:
+                waiting = self.outlet.writable()
+                if waiting is not None:
+                    await waiting
+                    continue
+                through = self.feed.head
+                if self.position >= through:
+                    self.live = True
+                    return
+                changes = await self._read(through)
+                if self.ended:
+                    return
+                for change in changes:
+                    self._send(change)
+                self.position = changes[-1].position if len(changes) == PAGE else through
+        except Exception as error:
+            if not self.ended:
+                self.end()
+                self.outlet.subscription_failed(self.request_id, error)
+        finally:
+            self._catching_up = False
+
+    async def _read(self, through: int) -> list[Change]:
+        repository, pool = self.feed.repository, self.feed.pool
+        statement, params = repository.changes_statement(self.table, self.position, through, self.filters, PAGE)
+        changes = repository.changes(self.table, await pool.query(statement, params))
+        # Read after the page: a trim that raced it shows here.
+        head = await self.feed.read_head()
+        if head.trimmed_through > self.position:
+            raise Expired(
+                f"position {self.position} is older than the change log keeps (it keeps positions after "
+                f"{head.trimmed_through})"
+            )
+        return changes
+
+    # Events
+
+    def _matches(self, row: Mapping[str, Any]) -> bool:
+        return all(row[column] in values for column, values in self._wanted)
+
+    def _send(self, change: Change) -> None:
+        layouts = self._layouts
+        values = dict(change.row, position=change.position)
+        layout = layouts.deleted_event if change.op == SQLCommand.DELETE else layouts.event
+        frames = split_frames(
+            MessageType.EVENT,
+            layout.encode(values),
+            self.request_id,
+            self.outlet.max_frame,
+            command=change.op,
+            table=self.table,
+        )
+        self.outlet.send_event(frames)
