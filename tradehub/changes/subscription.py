@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
 
-from ..errors import Expired
 from ..protocol.enums import MessageType, SQLCommand, SQLTable
 from ..protocol.messages import split_frames
 from ..protocol.tables import LAYOUTS
@@ -32,6 +31,9 @@ class Outlet(Protocol):
     """What a subscription needs of its session."""
 
     max_frame: int
+    # Its live subscriptions by request_id, and whether it still takes new ones.
+    subscriptions: dict[int, Subscription]
+    closed: bool
 
     def send_event(self, frames: bytes) -> None: ...
 
@@ -130,12 +132,7 @@ class Subscription:
         statement, params = repository.changes_statement(self.table, self.position, through, self.filters, PAGE)
         changes = repository.changes(self.table, await pool.query(statement, params))
         # Read after the page: a trim that raced it shows here.
-        head = await self.feed.read_head()
-        if head.trimmed_through > self.position:
-            raise Expired(
-                f"position {self.position} is older than the change log keeps (it keeps positions after "
-                f"{head.trimmed_through})"
-            )
+        (await self.feed.read_head()).keeps(self.position)
         return changes
 
     # Events

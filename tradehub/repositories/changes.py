@@ -12,6 +12,7 @@ from typing import Any
 
 import attrs
 
+from ..errors import Expired
 from ..schema.model import SQLTable
 from .table import Repository, Row, quote
 
@@ -34,6 +35,14 @@ class Head:
 
     last_position: int
     trimmed_through: int
+
+    def keeps(self, position: int) -> None:
+        """Raise L{Expired} unless the log still holds every change after C{position}."""
+        if position < self.trimmed_through:
+            raise Expired(
+                f"position {position} is older than the change log keeps (it keeps positions after "
+                f"{self.trimmed_through})"
+            )
 
 
 class ChangeLogRepository:

@@ -14,7 +14,7 @@ import attrs
 
 from ..changes.feed import Feed
 from ..changes.subscription import Outlet, Subscription
-from ..errors import Closing, Conflict, Expired, Invalid, Missing
+from ..errors import Closing, Conflict, Invalid, Missing
 from ..protocol.enums import FLAG_CANCEL, ErrorCode, SQLTable
 from ..protocol.errors import ProtocolError
 from ..protocol.messages import SUBSCRIBED
@@ -59,7 +59,7 @@ class Subscriptions:
         )
 
     async def _subscribe(self, session: Outlet, table: SQLTable, request_id: int, request: dict) -> bytes:
-        live: dict[int, Subscription] = session.subscriptions  # type: ignore[attr-defined]
+        live = session.subscriptions
         if request_id in live:
             raise Conflict(f"request_id {request_id} already names a live subscription on this connection")
         filters = _filters(table, request)
@@ -67,21 +67,17 @@ class Subscriptions:
         position = request["from_position"]
         if position is None:
             position = head.last_position
-        elif position < head.trimmed_through:
-            raise Expired(
-                f"position {position} is older than the change log keeps (it keeps positions after "
-                f"{head.trimmed_through})"
-            )
         elif position > head.last_position:
             raise Invalid(f"position {position} is ahead of the change log (its last is {head.last_position})")
-        if session.closed:  # type: ignore[attr-defined]
+        head.keeps(position)
+        if session.closed:
             raise Closing("the session is closing")
         subscription = Subscription(self.feed, table, request_id, filters, position, session)
         live[request_id] = subscription
         subscription.start()
         return SUBSCRIBED.encode({"position": position})
 
-    async def _cancel(self, session: Any, request_id: int) -> bytes:
+    async def _cancel(self, session: Outlet, request_id: int) -> bytes:
         subscription = session.subscriptions.pop(request_id, None)
         if subscription is None:
             raise Missing(f"no live subscription {request_id} on this connection")
