@@ -14,6 +14,7 @@ from twisted.web.client import Agent, HTTPConnectionPool
 
 from tradehub.alpaca.client import AlpacaClient
 from tradehub.alpaca.sync import AlpacaSync
+from tradehub.changes.feed import build_feed
 from tradehub.config import SETTINGS, ConfigError, Settings, load_settings, redact_url
 from tradehub.controllers import build_controllers
 from tradehub.data_folder import DataFolderLock
@@ -25,7 +26,9 @@ from tradehub.ops.metrics import Metrics
 from tradehub.ops.readiness import hub_readiness
 from tradehub.server.hub import HubFactory
 from tradehub.server.routes import build_registry
+from tradehub.server.subscribing import Subscriptions
 from tradehub.service import (
+    ChangeFeedService,
     DataFolderService,
     EmbeddedPostgresService,
     HubService,
@@ -149,6 +152,16 @@ def makeService(options: Options) -> HubService:
         )
         steps.append(sync)
     if not options["migrate-only"]:
+        feed, listener = build_feed(
+            pool,
+            controllers,
+            database_url,
+            reactor,
+            sweep=settings.change_sweep_seconds,
+            retention=settings.change_retention,
+            connect_timeout=settings.db_connect_timeout,
+        )
+        steps.append(ChangeFeedService(feed, listener, pool))
         factory = HubFactory(
             build_registry(controllers),
             settings.tokens,
@@ -160,6 +173,7 @@ def makeService(options: Options) -> HubService:
             max_in_flight=settings.max_in_flight,
             send_buffer=settings.send_buffer,
             metrics=metrics,
+            subscriptions=Subscriptions(feed),
         )
         metrics.watch(factory.sessions, pool)
         listeners = [

@@ -4,6 +4,7 @@ import attrs
 from twisted.internet import reactor
 from twisted.internet.endpoints import serverFromString
 
+from tradehub.changes.feed import build_feed
 from tradehub.controllers import build_controllers
 from tradehub.errors import Invalid
 from tradehub.ops.metrics import Metrics
@@ -11,6 +12,8 @@ from tradehub.protocol.enums import SQLCommand, SQLTable
 from tradehub.protocol.wire import Field, Layout, list_of, string, u32
 from tradehub.server.hub import HubFactory
 from tradehub.server.routes import Registry, Route, build_registry
+from tradehub.server.subscribing import Subscriptions
+from tradehub.service import ChangeFeedService
 
 from . import wire
 from .support import fresh_database, make_pool
@@ -23,6 +26,8 @@ class LiveHub:
     pool: object
     dsn: str
     listener: object
+    feed: object = None
+    changes: object = None
 
 
 def table_registry(pool, broker=None):
@@ -30,22 +35,35 @@ def table_registry(pool, broker=None):
     return build_registry(build_controllers(pool, broker))
 
 
-async def start_hub(test, build_registry, **settings):
+async def start_hub(test, build_registry, dsn=None, push=False, sweep=1.0, retention=86400.0, **settings):
     """
-    Listen on 127.0.0.1:0 with C{build_registry(pool)}'s routes. Clean-up
-    stops listening, drains the sessions, then closes the pool.
+    Listen on 127.0.0.1:0 with C{build_registry(pool)}'s routes, on a fresh
+    database or C{dsn}'s; with C{push}, subscriptions too, over the change
+    feed of every table. Clean-up stops listening, drains the sessions,
+    stops the feed, then closes the pool.
     """
-    dsn = await fresh_database(test)
+    dsn = dsn or await fresh_database(test)
     pool = make_pool(dsn, size_min=2, size_max=8)
     await pool.start()
     test.addCleanup(pool.close)
+    feed = changes = subscriptions = None
+    if push:
+        feed, listener = build_feed(
+            pool, build_controllers(pool), dsn, reactor, sweep=sweep, retention=retention, connect_timeout=5
+        )
+        changes = ChangeFeedService(feed, listener, pool)
+        await changes.startService()
+        test.addCleanup(lambda: changes.running and changes.stopService())
+        subscriptions = Subscriptions(feed)
     options = dict(handshake_timeout=5, heartbeat_ms=5000, max_frame=1 << 20, max_in_flight=256)
     options.update(settings)
-    factory = HubFactory(build_registry(pool), wire.TOKENS, reactor, metrics=Metrics(), **options)
+    factory = HubFactory(
+        build_registry(pool), wire.TOKENS, reactor, metrics=Metrics(), subscriptions=subscriptions, **options
+    )
     port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(factory)
     test.addCleanup(factory.drain, 2)
     test.addCleanup(port.stopListening)
-    return LiveHub(port.getHost().port, factory, pool, dsn, port)
+    return LiveHub(port.getHost().port, factory, pool, dsn, port, feed, changes)
 
 
 # A stand-in table for protocol tests: an atomic multi-row insert whose rows

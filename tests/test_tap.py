@@ -11,6 +11,7 @@ from tradehub.alpaca.sync import AlpacaSync
 from tradehub.config import SETTINGS
 from tradehub.protocol.enums import SQLCommand, SQLTable
 from tradehub.service import (
+    ChangeFeedService,
     DataFolderService,
     EmbeddedPostgresService,
     ListenerService,
@@ -107,6 +108,7 @@ class MakeServiceTests(SynchronousTestCase):
             [
                 (PoolService, "pool"),
                 (MigrationService, "migrations"),
+                (ChangeFeedService, "change-feed"),
                 (SessionsService, "sessions"),
                 (ListenerService, "frontend"),
                 (ListenerService, "ml"),
@@ -116,6 +118,9 @@ class MakeServiceTests(SynchronousTestCase):
         pool = hub.getServiceNamed("pool").pool
         self.assertEqual((pool.size_min, pool.size_max), (2, 12))
         self.assertIs(hub.getServiceNamed("migrations").pool, pool)
+        feed = hub.getServiceNamed("change-feed").feed
+        self.assertIs(feed.pool, pool)
+        self.assertIs(hub.getServiceNamed("sessions").factory.subscriptions.feed, feed)
         self.assertFalse(any(step.running for step in hub))
         self.assertEqual(self.reactor.tcpServers, [])
 
@@ -128,6 +133,7 @@ class MakeServiceTests(SynchronousTestCase):
                 (PoolService, "pool"),
                 (MigrationService, "migrations"),
                 (AlpacaSync, "alpaca-sync"),
+                (ChangeFeedService, "change-feed"),
                 (SessionsService, "sessions"),
                 (ListenerService, "frontend"),
                 (ListenerService, "ml"),

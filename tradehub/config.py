@@ -64,6 +64,22 @@ def _seconds(value: str) -> float:
     return number
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(value: str) -> float:
+    """Seconds, or a number with a unit: 90s, 15m, 12h, 7d."""
+    text = value.strip().lower()
+    unit = _UNITS.get(text[-1:], None)
+    try:
+        number = float(text[:-1] if unit else text) * (unit or 1)
+    except ValueError:
+        raise ValueError(f"expected a duration such as 7d, 12h, 15m or 90 (seconds), got {value!r}") from None
+    if not number > 0:
+        raise ValueError(f"must be a positive duration, got {value}")
+    return number
+
+
 def _database_url(value: str) -> str:
     value = value.strip()
     if not value:
@@ -244,6 +260,20 @@ SETTINGS = (
     Setting(
         "TRADEHUB_SHUTDOWN_DEADLINE", "10", _seconds, "seconds to drain clients when stopping", "shutdown-deadline"
     ),
+    Setting(
+        "TRADEHUB_CHANGE_RETENTION",
+        "7d",
+        _duration,
+        "how long the change log keeps a change for subscribers resuming from a position (7d, 12h, 90 seconds)",
+        "change-retention",
+    ),
+    Setting(
+        "TRADEHUB_CHANGE_SWEEP_SECONDS",
+        "1",
+        _seconds,
+        "seconds between looks for changes written outside this hub (another hub's NOTIFY is immediate)",
+        "change-sweep-seconds",
+    ),
     Setting("TRADEHUB_LOG_FORMAT", "text", _log_format, "log line format: text or json", "log-format"),
     Setting(
         "APCA_API_KEY_ID", "", _text, "Alpaca key id; empty turns the Alpaca sync and order submission off", secret=True
@@ -318,6 +348,8 @@ class Settings:
     max_request: int
     max_in_flight: int
     shutdown_deadline: float
+    change_retention: float
+    change_sweep_seconds: float
     log_format: str
     apca_api_key_id: str
     apca_api_secret_key: str

@@ -188,6 +188,36 @@ class MigrationService(Service):
         return ensureDeferred(migrate(self.pool, self.folder)).addErrback(_wrap_startup_error)
 
 
+class ChangeFeedService(Service):
+    """
+    The change log's side of the hub: the feed numbers what this hub's
+    transactions commit (the pool tells it of each), hears other hubs'
+    numbering on the LISTEN connection, and hands changes to subscriptions.
+    Stands before the sessions in the tree, so it stops once they drained.
+    """
+
+    name = "change-feed"
+
+    def __init__(self, feed, listener, pool):
+        self.feed = feed
+        self.listener = listener
+        self.pool = pool
+
+    def startService(self):
+        super().startService()
+        return ensureDeferred(self._start()).addErrback(_wrap_startup_error, "cannot read the change log")
+
+    async def _start(self):
+        await self.feed.start()
+        self.pool.on_commit(self.feed.relay)
+        await self.listener.start()
+
+    def stopService(self):
+        super().stopService()
+        self.listener.stop()
+        self.feed.stop()
+
+
 class SessionsService(Service):
     """
     Stands before the listeners in the tree, so it stops after they stopped

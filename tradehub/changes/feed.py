@@ -21,11 +21,13 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from ..db.listener import Listener
 from ..db.pool import Pool
-from ..repositories.changes import ChangeLogRepository, Head
+from ..repositories.changes import CHANNEL, ChangeLogRepository, Head
 from ..schema.model import SQLTable
 
 if TYPE_CHECKING:
+    from ..controllers import TableController
     from .subscription import Subscription
 
 # Changes numbered per relay statement, and positions read per live step.
@@ -153,3 +155,28 @@ class Feed:
             [(removed,)] = await self.pool.query(ChangeLogRepository.TRIM, (self._retention, RELAY_BATCH))
             if removed:
                 self.log.info("change log: {count} changes past retention removed", count=removed)
+
+
+def build_feed(
+    pool: Pool,
+    controllers: dict[SQLTable, TableController],
+    dsn: str,
+    reactor: Any,
+    *,
+    sweep: float,
+    retention: float,
+    connect_timeout: float,
+) -> tuple[Feed, Listener]:
+    """A hub's feed over the tables its controllers read, and the LISTEN connection that wakes it."""
+    repository = ChangeLogRepository({table: controller.repository for table, controller in controllers.items()})
+    feed = Feed(pool, repository, reactor, sweep=sweep, retention=retention)
+    listener = Listener(
+        dsn,
+        CHANNEL,
+        reactor=reactor,
+        clock=reactor,
+        notified=feed.notified,
+        connected=feed.relay,
+        connect_timeout=connect_timeout,
+    )
+    return feed, listener

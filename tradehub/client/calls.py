@@ -47,6 +47,45 @@ def keys_payload(table, keys):
     return LAYOUTS[SQLTable(table)].keys_request.encode({"keys": list(keys)})
 
 
+@attrs.frozen
+class Event:
+    """
+    One committed change pushed to a subscription: its change-log position,
+    its kind (INSERT, UPDATE or DELETE) and the row as stored (for DELETE,
+    only the row's key).
+    """
+
+    position: int
+    kind: SQLCommand
+    table: SQLTable
+    row: dict
+
+
+def subscribe_payload(table, from_position=None, symbols=(), **filters):
+    """
+    A table's SUBSCRIBE payload. C{filters} are the table's own (model_ids,
+    account_ids, names): each keeps only rows whose column is one of the
+    values; empty keeps every row.
+    """
+    layout = LAYOUTS[SQLTable(table)].subscribe
+    value = {"from_position": from_position, "symbols": list(symbols)}
+    for field in layout.fields[2:]:
+        value[field.name] = list(filters.pop(field.name, ()))
+    if filters:
+        known = ", ".join(f.name for f in layout.fields[1:])
+        raise TypeError(f"{SQLTable(table).name} has no filter {', '.join(filters)}; its filters are {known}")
+    return layout.encode(value)
+
+
+def decode_event(command, table, payload):
+    """An EVENT's payload (joined when it came in several frames) as an L{Event}."""
+    kind, table = SQLCommand(command), SQLTable(table)
+    layouts = LAYOUTS[table]
+    value = dict((layouts.deleted_event if kind == SQLCommand.DELETE else layouts.event).decode(payload))
+    position = value.pop("position")
+    return Event(position, kind, table, value)
+
+
 def decode_result(table, payload):
     """A table's RESPONSE payload (joined when it came in several frames) as a L{Result}."""
     answer = LAYOUTS[SQLTable(table)].response.decode(payload)

@@ -33,6 +33,10 @@ class ShuttingDown(HubError):
     pass
 
 
+class PositionExpired(HubError):
+    """The change log no longer keeps the position a subscription resumes from: start again from a fresh state."""
+
+
 class Unavailable(HubError):
     """BUSY or DB_UNAVAILABLE: worth retrying later."""
 
@@ -43,6 +47,7 @@ _BY_CODE = {
     ErrorCode.NOT_FOUND: NotFound,
     ErrorCode.PERMISSION_DENIED: PermissionDenied,
     ErrorCode.SHUTTING_DOWN: ShuttingDown,
+    ErrorCode.POSITION_EXPIRED: PositionExpired,
     ErrorCode.BUSY: Unavailable,
     ErrorCode.DB_UNAVAILABLE: Unavailable,
 }

@@ -44,14 +44,14 @@ class _StillRunning(Exception):
     """The server process that received a lost COMMIT has not ended yet."""
 
 
-class _PooledCursor(Cursor):
+class WatchedCursor(Cursor):
     """A txpostgres cursor that the reactor watches through its connection's own descriptor."""
 
     def fileno(self) -> int:
         return self._connection.fileno()
 
 
-class _PooledConnection(Connection):
+class WatchedConnection(Connection):
     """
     A txpostgres connection that always leaves the reactor when it dies.
 
@@ -64,7 +64,7 @@ class _PooledConnection(Connection):
     connection while it sits idle, instead of raising into the reactor.
     """
 
-    cursorFactory = _PooledCursor
+    cursorFactory = WatchedCursor
 
     def __init__(self, reactor, on_lost):
         super().__init__(reactor=reactor)
@@ -178,13 +178,14 @@ class Pool:
         self._retry_backoff = retry_backoff
         self._connect_timeout = connect_timeout
         self.statement_timeout = statement_timeout
-        self._idle: list[_PooledConnection] = []
-        self._idle_timers: dict[_PooledConnection, IDelayedCall] = {}
-        self._busy: set[_PooledConnection] = set()
+        self._idle: list[WatchedConnection] = []
+        self._idle_timers: dict[WatchedConnection, IDelayedCall] = {}
+        self._busy: set[WatchedConnection] = set()
         self._opening = 0
         self._queue = FairQueue(clock, per_client)
         self._closed = False
         self._metrics = metrics
+        self._commit_observers: list[Callable[[], None]] = []
 
     @property
     def size(self) -> int:
@@ -220,6 +221,10 @@ class Pool:
             self._cancel_idle_timer(connection)
             connection.close()
         self._idle.clear()
+
+    def on_commit(self, observer: Callable[[], None]) -> None:
+        """Call C{observer()} after each transaction this pool commits (the change log's relay follows writes)."""
+        self._commit_observers.append(observer)
 
     async def transaction(self, work: Callable[..., Any], *args: Any) -> Any:
         """
@@ -290,6 +295,8 @@ class Pool:
             if connection_is_gone(error):
                 raise CommitOutcomeUnknown(str(error).strip(), connection.backend) from error
             raise
+        for observer in self._commit_observers:
+            observer()
         return result
 
     async def settled(self, outcome: CommitOutcomeUnknown) -> None:
@@ -401,7 +408,7 @@ class Pool:
 
     async def _opening_one(self):
         """A new connection with the statement timeout set, or the reason it could not open in time."""
-        connection = _PooledConnection(self._reactor, self._lost_while_idle)
+        connection = WatchedConnection(self._reactor, self._lost_while_idle)
         timer = self._clock.callLater(self._connect_timeout, connection.stall)
         try:
             await maybeDeferred(connection.connect, self._dsn)

@@ -1,0 +1,104 @@
+"""
+One connection that LISTENs on a channel for as long as the daemon runs.
+
+NOTIFYs sent while it is away are lost, so after each (re)connection it
+calls C{connected()}: its user catches up by reading what it missed. A lost
+connection is opened again, the waits doubling from C{retry} to L{MAX_WAIT}
+seconds, until L{Listener.stop}.
+"""
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.interfaces import IDelayedCall, IReactorFDSet, IReactorTime
+from twisted.logger import Logger
+
+from .pool import WatchedConnection
+
+MAX_WAIT = 5.0
+
+
+class Listener:
+    log = Logger()
+
+    def __init__(
+        self,
+        dsn: str,
+        channel: str,
+        *,
+        reactor: IReactorFDSet,
+        clock: IReactorTime,
+        notified: Callable[[Any], None],
+        connected: Callable[[], None],
+        connect_timeout: float,
+        retry: float = 0.1,
+    ) -> None:
+        self._dsn = dsn
+        self._channel = channel
+        self._reactor = reactor
+        self._clock = clock
+        self._notified = notified
+        self._connected = connected
+        self._connect_timeout = connect_timeout
+        self._retry = retry
+        self._wait = retry
+        self._connection: WatchedConnection | None = None
+        self._next: IDelayedCall | None = None
+        self._stopped = False
+
+    @property
+    def listening(self) -> bool:
+        return self._connection is not None
+
+    def start(self) -> Deferred[None]:
+        """Fires once the first LISTEN is in place (or failed: it is tried again in the background)."""
+        return ensureDeferred(self._listen())
+
+    def stop(self) -> None:
+        self._stopped = True
+        if self._next is not None and self._next.active():
+            self._next.cancel()
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    async def _listen(self) -> None:
+        self._next = None
+        connection = WatchedConnection(self._reactor, self._lost)
+        timer = self._clock.callLater(self._connect_timeout, connection.stall)
+        try:
+            await connection.connect(self._dsn)
+            connection.addNotifyObserver(self._notified)
+            # The channel is a constant of the code, never input.
+            await connection.runOperation(f"LISTEN {self._channel}")
+        except Exception as error:
+            connection.close()
+            self.log.warn(
+                "cannot LISTEN for changes ({error}); retrying in {wait:.1f}s",
+                error=str(error).strip(),
+                wait=self._wait,
+            )
+            self._again()
+            return
+        finally:
+            if timer.active():
+                timer.cancel()
+        if self._stopped:
+            connection.close()
+            return
+        self._connection = connection
+        self._wait = self._retry
+        self._connected()
+
+    def _lost(self, connection: WatchedConnection) -> None:
+        if connection is self._connection:
+            self._connection = None
+            self.log.warn("the LISTEN connection was lost; reconnecting")
+            self._again()
+
+    def _again(self) -> None:
+        if self._stopped:
+            return
+        self._next = self._clock.callLater(self._wait, lambda: ensureDeferred(self._listen()))
+        self._wait = min(self._wait * 2, MAX_WAIT)
