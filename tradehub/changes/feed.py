@@ -14,6 +14,7 @@ changes up to it were handed out, so nothing falls between the two.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import ensureDeferred, gatherResults
@@ -23,7 +24,7 @@ from twisted.logger import Logger
 
 from ..db.listener import Listener
 from ..db.pool import Pool
-from ..repositories.changes import CHANNEL, ChangeLogRepository, Head
+from ..repositories.changes import CHANNEL, Change, ChangeLogRepository, Head
 from ..schema.model import SQLTable
 
 if TYPE_CHECKING:
@@ -133,7 +134,7 @@ class Feed:
             while self.head < self._known:
                 start, through = self.head, min(self._known, self.head + WINDOW)
                 tables = [t for t, followers in self._followers.items() if any(s.live for s in followers)]
-                read = await gatherResults([ensureDeferred(self._read(t, start, through)) for t in tables])
+                read = await gatherResults([ensureDeferred(self.read(t, start, through, {}, WINDOW)) for t in tables])
                 self.head = through
                 for table, changes in zip(tables, read, strict=True):
                     for subscription in list(self._followers[table]):
@@ -145,8 +146,11 @@ class Feed:
         finally:
             self._advancing = False
 
-    async def _read(self, table: SQLTable, after: int, through: int) -> list:
-        statement, params = self.repository.changes_statement(table, after, through, {}, WINDOW)
+    async def read(
+        self, table: SQLTable, after: int, through: int, filters: Mapping[str, Sequence[Any]], limit: int
+    ) -> list[Change]:
+        """At most C{limit} changes of C{table} positioned in (after, through] that match C{filters}, in order."""
+        statement, params = self.repository.changes_statement(table, after, through, filters, limit)
         return self.repository.changes(table, await self.pool.query(statement, params))
 
     async def _trim(self) -> None:

@@ -68,6 +68,8 @@ class Subscription:
 
     def start(self) -> None:
         """Begin with the changes after the position: read from the log, then live."""
+        if self.ended:
+            return
         self.feed.follow(self)
         self._behind()
 
@@ -128,9 +130,7 @@ class Subscription:
             self._catching_up = False
 
     async def _read(self, through: int) -> list[Change]:
-        repository, pool = self.feed.repository, self.feed.pool
-        statement, params = repository.changes_statement(self.table, self.position, through, self.filters, PAGE)
-        changes = repository.changes(self.table, await pool.query(statement, params))
+        changes = await self.feed.read(self.table, self.position, through, self.filters, PAGE)
         # Read after the page: a trim that raced it shows here.
         (await self.feed.read_head()).keeps(self.position)
         return changes

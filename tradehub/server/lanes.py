@@ -20,6 +20,17 @@ from twisted.internet.defer import Deferred, ensureDeferred, succeed
 MAX_GROUP = 2000
 
 
+@attrs.frozen
+class Answer:
+    """
+    A RESPONSE payload and what must happen once it is written: a
+    subscription starts only after its confirmation, so no EVENT precedes it.
+    """
+
+    payload: bytes
+    then: Callable[[], None]
+
+
 @attrs.define
 class Task:
     """

@@ -32,7 +32,7 @@ from ..protocol.errors import ProtocolError
 from ..protocol.framing import FrameDecoder
 from ..protocol.messages import ERROR, HELLO, HELLO_ACK, SHUTDOWN, SHUTDOWN_ACK, HelloAck, encode_frame, split_frames
 from .connection import Connection, Timers, bound_send_buffer, describe
-from .lanes import Lane, Task
+from .lanes import Answer, Lane, Task
 from .requests import RequestFrames, admit
 from .routes import as_protocol_error, serve_group
 
@@ -351,6 +351,9 @@ class HubProtocol(Protocol):
             return
         if isinstance(result, ProtocolError):
             self._send_error(result, task.request_id)
+        elif isinstance(result, Answer):
+            self._send_response(result.payload, task.request_id)
+            result.then()
         else:
             self._send_response(result, task.request_id)
         self.hub.metrics.answered(task, result, self._last_sent - task.arrived)

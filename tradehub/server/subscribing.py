@@ -20,14 +20,14 @@ from ..protocol.errors import ProtocolError
 from ..protocol.messages import SUBSCRIBED
 from ..protocol.permissions import may_follow
 from ..protocol.tables import LAYOUTS
-from .lanes import Task
+from .lanes import Answer, Task
 
 
 @attrs.frozen(eq=False)
 class _Handler:
     """A lane route of its own: one SUBSCRIBE or cancel, never coalesced with another."""
 
-    handle: Callable[[Any], Awaitable[bytes]]
+    handle: Callable[[Any], Awaitable[bytes | Answer]]
     handle_group: None = None
 
 
@@ -58,12 +58,14 @@ class Subscriptions:
             table=table,
         )
 
-    async def _subscribe(self, session: Outlet, table: SQLTable, request_id: int, request: dict) -> bytes:
+    async def _subscribe(self, session: Outlet, table: SQLTable, request_id: int, request: dict) -> Answer:
         live = session.subscriptions
         if request_id in live:
             raise Conflict(f"request_id {request_id} already names a live subscription on this connection")
         filters = _filters(table, request)
         head = await self.feed.read_head()
+        # The feed may not have heard of the latest positions yet: now it has.
+        self.feed.learned(head.last_position)
         position = request["from_position"]
         if position is None:
             position = head.last_position
@@ -74,8 +76,7 @@ class Subscriptions:
             raise Closing("the session is closing")
         subscription = Subscription(self.feed, table, request_id, filters, position, session)
         live[request_id] = subscription
-        subscription.start()
-        return SUBSCRIBED.encode({"position": position})
+        return Answer(SUBSCRIBED.encode({"position": position}), subscription.start)
 
     async def _cancel(self, session: Outlet, request_id: int) -> bytes:
         subscription = session.subscriptions.pop(request_id, None)
