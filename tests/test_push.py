@@ -4,6 +4,10 @@ Python blocking client on both sides (each in its own thread, as a script
 would use it).
 """
 
+import os
+import socket
+
+from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
@@ -16,9 +20,9 @@ from .hub import start_hub, table_registry
 from .support import blocking_query
 
 
-def connect(hub, role):
+def connect(hub, role, name="push-test"):
     token = wire.FRONTEND_TOKEN if role == Role.FRONTEND else wire.ML_TOKEN
-    return BlockingClient("127.0.0.1", hub.port, role, token, timeout=20)
+    return BlockingClient("127.0.0.1", hub.port, role, token, client_name=name, timeout=60)
 
 
 def take(subscription, count):
@@ -143,3 +147,136 @@ class PushTests(TestCase):
         # The connection stays open.
         subscription = await deferToThread(self.frontend.subscribe, SQLTable.ML_PREDICTION)
         self.assertGreater(subscription.position, 0)
+
+
+async def stop_hub(live):
+    """Stop one hub as its daemon would: stop accepting, drain, stop the feed, close the pool."""
+    await live.listener.stopListening()
+    await live.factory.drain(2)
+    live.changes.stopService()
+    live.pool.close()
+
+
+def copy_prediction(dsn, prediction_id, horizon):
+    """Write outside any hub (psql, a script): a copy of a stored prediction with another horizon."""
+    [(new_id,)] = blocking_query(
+        dsn,
+        "INSERT INTO ml_prediction (id, model_id, symbol, ts, ts_ns, horizon, value, confidence, predicted_side,"
+        " created_at, created_at_ns) SELECT gen_random_uuid(), model_id, symbol, ts, ts_ns, %s, value, confidence,"
+        " predicted_side, created_at, created_at_ns FROM ml_prediction WHERE id = %s RETURNING id::text",
+        horizon,
+        prediction_id,
+    )
+    return new_id
+
+
+class HubsTests(TestCase):
+    """Several hubs on one database, hubs that stop and start, writers that are no hub at all."""
+
+    timeout = 120
+
+    async def connected(self, hub, role):
+        client = await deferToThread(connect, hub, role)
+        self.addCleanup(deferToThread, client.close)
+        return client
+
+    async def test_a_write_through_one_hub_reaches_a_subscriber_of_another_and_survives_its_stop(self):
+        a = await start_hub(self, table_registry, push=True)
+        b = await start_hub(self, table_registry, dsn=a.dsn, push=True, sweep=0.2)
+        writer = await self.connected(a, Role.ML)
+        reader = await self.connected(b, Role.FRONTEND)
+        model = rows.model()
+        await deferToThread(writer.insert, SQLTable.ML_MODEL, [model])
+        subscription = await deferToThread(reader.subscribe, SQLTable.ML_PREDICTION)
+        first = rows.prediction(model["id"], horizon=1)
+        await deferToThread(writer.insert, SQLTable.ML_PREDICTION, [first])
+        [event] = await deferToThread(take, subscription, 1)
+        self.assertEqual(event.row["id"], first["id"])
+        await deferToThread(writer.close)
+        await stop_hub(a)
+        # Hub A is gone: what B writes, and what a script writes, still arrives.
+        own = await self.connected(b, Role.ML)
+        second = rows.prediction(model["id"], horizon=2)
+        await deferToThread(own.insert, SQLTable.ML_PREDICTION, [second])
+        external = await deferToThread(copy_prediction, a.dsn, first["id"], 3)
+        events = await deferToThread(take, subscription, 2)
+        self.assertEqual([e.row["id"] for e in events], [second["id"], external])
+        self.assertLess(event.position, events[0].position)
+
+    async def test_resuming_on_a_restarted_hub_misses_nothing_and_repeats_nothing(self):
+        first_hub = await start_hub(self, table_registry, push=True)
+        ml = await deferToThread(connect, first_hub, Role.ML)
+        frontend = await deferToThread(connect, first_hub, Role.FRONTEND)
+        model = rows.model()
+        await deferToThread(ml.insert, SQLTable.ML_MODEL, [model])
+        subscription = await deferToThread(frontend.subscribe, SQLTable.ML_PREDICTION)
+        written = [rows.prediction(model["id"], horizon=h) for h in range(1, 7)]
+        await deferToThread(ml.insert, SQLTable.ML_PREDICTION, written)
+        processed = await deferToThread(take, subscription, 3)
+        for client in (ml, frontend):
+            await deferToThread(client.close)
+        await stop_hub(first_hub)
+        # While no hub runs, a script writes.
+        external = [await deferToThread(copy_prediction, first_hub.dsn, written[0]["id"], h) for h in (7, 8)]
+        second_hub = await start_hub(self, table_registry, dsn=first_hub.dsn, push=True)
+        frontend = await self.connected(second_hub, Role.FRONTEND)
+        resumed = await deferToThread(frontend.subscribe, SQLTable.ML_PREDICTION, from_position=processed[-1].position)
+        events = await deferToThread(take, resumed, 5)
+        self.assertEqual([e.row["id"] for e in events], [p["id"] for p in written[3:]] + external)
+        self.assertEqual(resumed.position, events[-1].position)
+
+
+class SlowSubscriberTests(TestCase):
+    """
+    A subscriber that stops reading while CHANGES ticks are written: the hub
+    holds a bounded amount for it, serves the others meanwhile, and it then
+    catches up completely.
+    """
+
+    timeout = 300
+    CHANGES = int(os.environ.get("TRADEHUB_TEST_SLOW_CHANGES", "100000"))
+    BATCH = 1000
+
+    async def test_a_subscriber_that_does_not_read_costs_a_bounded_amount_and_catches_up(self):
+        hub = await start_hub(self, table_registry, push=True, send_buffer=65536)
+        writer = await deferToThread(connect, hub, Role.FRONTEND)
+        self.addCleanup(deferToThread, writer.close)
+        slow = await deferToThread(connect, hub, Role.ML, "slow")
+        other = await deferToThread(connect, hub, Role.ML, "other")
+        asker = await deferToThread(connect, hub, Role.FRONTEND)
+        for client in (slow, other, asker):
+            self.addCleanup(deferToThread, client.close)
+        slow._socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        stalled = await deferToThread(slow.subscribe, SQLTable.MARKET_TICK)
+        following = await deferToThread(other.subscribe, SQLTable.MARKET_TICK)
+        [session] = [s for s in hub.factory.sessions if s.client_name == "slow"]
+        held = []
+        sampler = LoopingCall(lambda: held.append(buffered(session.transport)))
+        sampler.start(0.005)
+        self.addCleanup(lambda: sampler.running and sampler.stop())
+
+        def write_all():
+            for start in range(0, self.CHANGES, self.BATCH):
+                batch = [rows.tick(seq) for seq in range(start + 1, start + self.BATCH + 1)]
+                writer.insert(SQLTable.MARKET_TICK, batch)
+
+        reading = deferToThread(take, following, self.CHANGES)
+        await deferToThread(write_all)
+        others = await reading
+        # The one that reads has everything, and requests are answered, while the slow one has read nothing.
+        answer = await deferToThread(asker.select, SQLTable.ACCOUNT)
+        self.assertEqual(answer.rows, [])
+        sampler.stop()
+        self.assertEqual(len(others), self.CHANGES)
+        self.assertFalse(session.subscriptions[stalled.request_id].live)
+        event_bytes = sum(len(repr(e.row)) for e in others[:100]) // 100 * self.CHANGES
+        self.assertLess(max(held), 2 << 20, f"the hub held {max(held)} bytes for a subscriber of {event_bytes}")
+        caught_up = await deferToThread(take, stalled, self.CHANGES)
+        self.assertEqual([e.position for e in caught_up], [e.position for e in others])
+        self.assertEqual([e.row["seq"] for e in caught_up], list(range(1, self.CHANGES + 1)))
+        self.assertTrue(session.subscriptions[stalled.request_id].live)
+
+
+def buffered(transport):
+    """Bytes a Twisted TCP transport holds that the kernel has not taken yet."""
+    return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
