@@ -7,6 +7,7 @@ would use it).
 import os
 import socket
 
+import psycopg2
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
@@ -157,16 +158,16 @@ async def stop_hub(live):
     live.pool.close()
 
 
+# Write outside any hub (psql, a script): a copy of a stored prediction with another horizon.
+COPY = (
+    "INSERT INTO ml_prediction (id, model_id, symbol, ts, ts_ns, horizon, value, confidence, predicted_side,"
+    " created_at, created_at_ns) SELECT gen_random_uuid(), model_id, symbol, ts, ts_ns, %s, value, confidence,"
+    " predicted_side, created_at, created_at_ns FROM ml_prediction WHERE id = %s RETURNING id::text"
+)
+
+
 def copy_prediction(dsn, prediction_id, horizon):
-    """Write outside any hub (psql, a script): a copy of a stored prediction with another horizon."""
-    [(new_id,)] = blocking_query(
-        dsn,
-        "INSERT INTO ml_prediction (id, model_id, symbol, ts, ts_ns, horizon, value, confidence, predicted_side,"
-        " created_at, created_at_ns) SELECT gen_random_uuid(), model_id, symbol, ts, ts_ns, %s, value, confidence,"
-        " predicted_side, created_at, created_at_ns FROM ml_prediction WHERE id = %s RETURNING id::text",
-        horizon,
-        prediction_id,
-    )
+    [(new_id,)] = blocking_query(dsn, COPY, horizon, prediction_id)
     return new_id
 
 
@@ -224,6 +225,60 @@ class HubsTests(TestCase):
         events = await deferToThread(take, resumed, 5)
         self.assertEqual([e.row["id"] for e in events], [p["id"] for p in written[3:]] + external)
         self.assertEqual(resumed.position, events[-1].position)
+
+
+class CommitOrderTests(TestCase):
+    timeout = 120
+
+    async def test_a_long_transaction_and_crossed_commits_resume_exactly_from_every_position(self):
+        """
+        A script's transaction stays open while the hub commits many short
+        ones, and two others commit in the opposite order from how they
+        began: live and from every position, each change comes once, in
+        commit order.
+        """
+        hub = await start_hub(self, table_registry, push=True, sweep=0.2)
+        ml = await deferToThread(connect, hub, Role.ML)
+        frontend = await deferToThread(connect, hub, Role.FRONTEND)
+        for client in (ml, frontend):
+            self.addCleanup(deferToThread, client.close)
+        model = rows.model()
+        await deferToThread(ml.insert, SQLTable.ML_MODEL, [model])
+        seed = rows.prediction(model["id"], horizon=1)
+        await deferToThread(ml.insert, SQLTable.ML_PREDICTION, [seed])
+        live = await deferToThread(frontend.subscribe, SQLTable.ML_PREDICTION)
+        start = live.position
+
+        def open_writer(horizon):
+            connection = psycopg2.connect(hub.dsn)
+            self.addCleanup(connection.close)
+            with connection.cursor() as cursor:
+                cursor.execute(COPY, (horizon, seed["id"]))
+                [(new_id,)] = cursor.fetchall()
+            return connection, new_id
+
+        long_one, long_id = await deferToThread(open_writer, 100)
+        began_first, first_id = await deferToThread(open_writer, 101)
+        began_second, second_id = await deferToThread(open_writer, 102)
+        await deferToThread(began_second.commit)
+        shorts = [rows.prediction(model["id"], horizon=h) for h in range(2, 12)]
+        for prediction in shorts:
+            await deferToThread(ml.insert, SQLTable.ML_PREDICTION, [prediction])
+        await deferToThread(began_first.commit)
+        expected = [second_id] + [p["id"] for p in shorts] + [first_id]
+        events = await deferToThread(take, live, len(expected))
+        # Only now does the long one commit: it comes after all of them, though it began first.
+        await deferToThread(long_one.commit)
+        events += await deferToThread(take, live, 1)
+        expected.append(long_id)
+        self.assertEqual([e.row["horizon"] for e in events], [102, *range(2, 12), 101, 100])
+        self.assertEqual([e.row["id"] for e in events], expected)
+        positions = [start] + [e.position for e in events]
+        for index, position in enumerate(positions):
+            resumed = await deferToThread(frontend.subscribe, SQLTable.ML_PREDICTION, from_position=position)
+            rest = await deferToThread(take, resumed, len(expected) - index)
+            self.assertEqual([e.row["id"] for e in rest], expected[index:])
+            await deferToThread(resumed.cancel)
 
 
 class SlowSubscriberTests(TestCase):
