@@ -1,7 +1,11 @@
+import subprocess
+from pathlib import Path
+
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tradehub.codegen import protocol_doc, schema_doc
+from tradehub.protocol.enums import ErrorCode, MessageType
 from tradehub.schema import TABLES
 
 from .support import fresh_database
@@ -24,6 +28,27 @@ class ProtocolDocumentTests(SynchronousTestCase):
             self.assertIn(f"| {name} |", text)
         self.assertIn("## Permissions", text)
         self.assertIn("HELLO from an ML module", text)
+        for member in (*MessageType, *ErrorCode):
+            self.assertIn(f"| {member.value} | {member.name} |", text)
+
+    def test_push_subscriptions_are_documented_with_their_guarantees_and_an_example(self):
+        text = protocol_doc.render()
+        for heading in ("## Push subscriptions", "### SUBSCRIBE", "### EVENT", "### Cancel", "### Guarantees"):
+            self.assertIn(f"\n{heading}\n", text)
+        self.assertIn("SUBSCRIBE to ML_PREDICTION for AAPL", text)
+        self.assertIn("bit 1 CANCEL", text)
+
+
+class StandAloneTests(SynchronousTestCase):
+    def test_no_document_of_the_project_points_outside_it(self):
+        """A user who clones the project has only the project: nothing may send them to ../shared."""
+        root = Path(__file__).resolve().parent.parent
+        listed = subprocess.run(["git", "ls-files"], cwd=root, capture_output=True, text=True, check=True).stdout
+        for name in listed.split():
+            if name.endswith((".md", ".py", ".hpp", ".cpp")) and name != "tests/test_docs.py":
+                text = (root / name).read_text(errors="replace")
+                self.assertNotIn("shared/specs", text, name)
+                self.assertNotIn("../shared", text, name)
 
 
 class SchemaDocumentTests(TestCase):

@@ -56,9 +56,22 @@ class LayerTests(SynchronousTestCase):
         self.assertEqual(sorted(m for m in loaded if m.startswith(("tradehub.protocol", "tradehub.server"))), [])
 
     def test_the_database_layer_knows_nothing_above_it(self):
-        loaded = imported_after("tradehub.db.pool", "tradehub.db.failures", "tradehub.db.migrations")
-        above = ("tradehub.protocol", "tradehub.server", "tradehub.controllers", "tradehub.repositories")
+        loaded = imported_after(
+            "tradehub.db.pool", "tradehub.db.failures", "tradehub.db.migrations", "tradehub.db.listener"
+        )
+        above = (
+            "tradehub.protocol",
+            "tradehub.server",
+            "tradehub.controllers",
+            "tradehub.repositories",
+            "tradehub.changes",
+        )
         self.assertEqual(sorted(m for m in loaded if m.startswith(above)), [])
+
+    def test_the_change_feed_knows_no_session(self):
+        """Subscriptions reach their session only through the Outlet protocol they declare."""
+        loaded = imported_after("tradehub.changes.feed", "tradehub.changes.subscription")
+        self.assertEqual(sorted(m for m in loaded if m.startswith("tradehub.server")), [])
 
     def test_the_daemon_never_loads_the_generators(self):
         loaded = imported_after("tap")

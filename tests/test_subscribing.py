@@ -83,9 +83,14 @@ class FakeLog:
         return waiting
 
     def release(self):
+        """Answer the queries waiting now (answers may send new queries: they wait in turn)."""
         held, self.held = self.held, []
         for waiting, result in held:
             waiting.callback(result)
+
+    def release_all(self):
+        while self.held:
+            self.release()
 
     def _answer(self, statement, params):
         if statement == ChangeLogRepository.HEAD:
@@ -199,6 +204,14 @@ class SubscribeTests(SubscriptionCase):
         self.assertEqual((request_id, event.position, event.kind), (1, 4, SQLCommand.INSERT))
         self.assertEqual(event.row, row)
 
+    def test_a_write_committed_before_the_subscribe_is_not_sent_though_not_numbered_yet(self):
+        """ "After the confirmation" excludes a write whose answer the client already had."""
+        self.log.write(rows.prediction(MODEL))
+        self.hub.subscribe()
+        self.assertEqual(self.subscribed(self.hub.frames()), 1)
+        self.hub.feed.relay()
+        self.assertEqual(self.hub.frames(), [])
+
     def test_from_position_replays_then_goes_live_without_gap_or_repeat(self):
         self.log.numbered_writes(5)
         self.hub.subscribe(from_position=2)
@@ -213,15 +226,17 @@ class SubscribeTests(SubscriptionCase):
         self.log.numbered_writes(3)
         self.log.hold = True
         self.hub.subscribe(from_position=0)
-        self.log.release()  # the head
-        # The catch-up read of (0, 3] is in flight; meanwhile 4 and 5 are numbered and handed out.
+        self.log.release()  # the relay
+        self.log.release()  # the head: confirmed, the catch-up read of (0, 3] is sent
+        self.assertEqual(self.subscribed(self.hub.frames()), 0)
+        self.assertEqual(len(self.log.held), 1)
+        # While that read is in flight, 4 and 5 are numbered and handed out to the live ones.
         self.log.hold = False
         self.log.numbered_writes(2)
         self.hub.feed.learned(self.log.last)
+        self.assertEqual(self.hub.feed.head, 5)
         self.log.release()
-        frames = self.hub.frames()
-        self.assertEqual(self.subscribed(frames), 0)
-        self.assertEqual(self.positions(frames[1:]), [1, 2, 3, 4, 5])
+        self.assertEqual(self.positions(self.hub.frames()), [1, 2, 3, 4, 5])
 
     def test_the_confirmation_comes_before_any_event(self):
         self.log.numbered_writes(2)
@@ -326,7 +341,7 @@ class RefusalTests(SubscriptionCase):
         self.hub.subscribe(1)
         self.hub.send(wire.shutdown())
         self.hub.subscribe(2)
-        self.log.release()
+        self.log.release_all()
         frames = [(h.request_id, ErrorCode(p.code)) for h, p in self.hub.frames() if h.type == MessageType.ERROR]
         self.assertEqual(frames, [(1, ErrorCode.SHUTTING_DOWN), (2, ErrorCode.SHUTTING_DOWN)])
         self.assertEqual(self.hub.session.subscriptions, {})
@@ -348,9 +363,11 @@ class CancelTests(SubscriptionCase):
         self.log.numbered_writes(3)
         self.log.hold = True
         self.hub.subscribe(from_position=0)
+        self.log.release()  # the relay
         self.log.release()  # the head: confirmed, the first page is being read
+        self.assertEqual(len(self.log.held), 1)
         self.hub.cancel()
-        self.log.release()
+        self.log.release_all()
         frames = self.hub.frames()
         self.assertEqual([h.type for h, _ in frames], [MessageType.RESPONSE, MessageType.RESPONSE])
 

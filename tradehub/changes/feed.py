@@ -102,13 +102,20 @@ class Feed:
         try:
             while True:
                 self._relay_again = False
-                [(last,)] = await self.pool.query(ChangeLogRepository.RELAY, (RELAY_BATCH,))
-                numbered = last - self._known
-                self.learned(last)
-                if not self._relay_again and numbered < RELAY_BATCH:
+                await self.number()
+                if not self._relay_again:
                     return
         finally:
             self._relaying = False
+
+    async def number(self) -> int:
+        """Number every change committed so far (by any writer); returns the last position."""
+        while True:
+            [(last,)] = await self.pool.query(ChangeLogRepository.RELAY, (RELAY_BATCH,))
+            numbered = last - self._known
+            self.learned(last)
+            if numbered < RELAY_BATCH:
+                return last
 
     def learned(self, last: int) -> None:
         """Positions up to C{last} exist (this hub's relay, or another hub's NOTIFY)."""

@@ -7,10 +7,13 @@ import decimal
 import sys
 from pathlib import Path
 
+from ..changes.feed import WINDOW
+from ..changes.subscription import PAGE
 from ..protocol import permissions
 from ..protocol.enums import (
     DEFAULT_MAX_FRAME,
     ENVELOPE_VERSION,
+    FLAG_CANCEL,
     FLAG_MORE,
     HEADER_SIZE,
     MAGIC,
@@ -21,7 +24,7 @@ from ..protocol.enums import (
     SQLCommand,
     SQLTable,
 )
-from ..protocol.messages import ERROR, HEADER, HELLO, HELLO_ACK, SHUTDOWN, SHUTDOWN_ACK, encode_frame
+from ..protocol.messages import ERROR, HEADER, HELLO, HELLO_ACK, SHUTDOWN, SHUTDOWN_ACK, SUBSCRIBED, encode_frame
 from ..protocol.tables import LAYOUTS
 from ..protocol.wire import Layout, blob, boolean, decimal_, f64, i32, i64, string, text, timestamp, u8, u16, u32, u64
 from ..schema import DEFAULT_LIMIT, MAX_LIMIT, Timestamp
@@ -39,8 +42,8 @@ DIRECTIONS = {
     MessageType.HEARTBEAT: ("both", "empty"),
     MessageType.SHUTDOWN: ("both", "SHUTDOWN"),
     MessageType.SHUTDOWN_ACK: ("both", "SHUTDOWN_ACK"),
-    MessageType.SUBSCRIBE: ("client → server", "reserved: answered with ERROR UNKNOWN_TYPE in v1"),
-    MessageType.EVENT: ("server → client", "reserved: never sent in v1"),
+    MessageType.SUBSCRIBE: ("client → server", "the table's subscribe layout; empty with the CANCEL flag"),
+    MessageType.EVENT: ("server → client", "the table's event layout (see Push subscriptions)"),
 }
 
 WHEN_SENT = {
@@ -50,16 +53,22 @@ WHEN_SENT = {
     ErrorCode.UNSUPPORTED_VERSION: "the HELLO's version range does not include 1",
     ErrorCode.NOT_HANDSHAKEN: "a first frame other than HELLO, or no complete HELLO within the handshake timeout",
     ErrorCode.AUTH_FAILED: "unknown role, or a token that does not match the role's",
-    ErrorCode.PERMISSION_DENIED: "a write to a table outside the role's side (see the matrix)",
-    ErrorCode.UNKNOWN_TYPE: "a message type that is unknown, reserved (SUBSCRIBE) or only sent by servers",
+    ErrorCode.PERMISSION_DENIED: (
+        "a write to a table outside the role's side, or a SUBSCRIBE to a table the role may not follow "
+        "(see Permissions)"
+    ),
+    ErrorCode.UNKNOWN_TYPE: "a message type that is unknown or only sent by servers",
     ErrorCode.UNKNOWN_TABLE: "a table byte outside 1..11",
     ErrorCode.UNKNOWN_COMMAND: "a command byte outside 1..5",
     ErrorCode.MALFORMED_PAYLOAD: (
         "the payload does not decode: short, trailing bytes, bad UTF-8, bool or presence byte not 0/1"
     ),
     ErrorCode.VALIDATION_FAILED: "a value breaks a rule; the message names the field and rule, row_index the row",
-    ErrorCode.NOT_FOUND: "a referenced or updated row does not exist",
-    ErrorCode.CONFLICT: "a uniqueness rule (for example client_order_id) is already taken",
+    ErrorCode.NOT_FOUND: "a referenced or updated row does not exist; a cancel of no live subscription",
+    ErrorCode.CONFLICT: (
+        "a uniqueness rule (for example client_order_id) is already taken; a SUBSCRIBE whose request_id names "
+        "a live subscription"
+    ),
     ErrorCode.BUSY: (
         "Alpaca did not answer an order submission or cancel in time: the order stays pending_new; "
         "send the same request again"
@@ -195,6 +204,10 @@ Row:
 Select:
 
 {layout_table(layouts.select_request)}
+
+Subscribe:
+
+{layout_table(layouts.subscribe)}
 """
 
 
@@ -249,18 +262,180 @@ def _request_example():
     )
 
 
+# The two leading fields of every table's subscribe layout, as the contract states them.
+CONTRACT_SUBSCRIBE = Layout("subscribe", LAYOUTS[SQLTable.ML_PREDICTION].subscribe.fields[:2])
+
+
+def _push() -> str:
+    return f"""## Push subscriptions
+
+A client can be told of changes instead of polling: the ML side follows ticks, trades and
+orders; the frontend follows predictions, indicators and the orders, trades and positions that
+Alpaca updates. Every committed write to a table is a change, whatever made it: a request
+through any hub attached to the same database, the hub's own Alpaca sync, or a script writing
+to PostgreSQL directly. A subscription receives the changes of one table that match its
+filters, as EVENT frames, until it is cancelled or the connection ends.
+
+### SUBSCRIBE
+
+Type 9, `table` = the SQLTable, `command` = 0, `request_id` chosen by the client: it names the
+subscription for as long as it lives. The payload is the table's subscribe layout (each table's
+section under Tables). It begins with these two fields, for every table:
+
+{layout_table(CONTRACT_SUBSCRIBE)}
+
+Table-specific filters follow: ML_PREDICTION `model_ids`, ORDER and POSITION `account_ids`,
+TECHNICAL_INDICATOR `names`. Each filter keeps the rows whose column is one of its values (an
+empty list keeps every row); filters combine with AND. Values are normalised as the column
+normalises what is written (symbols upper-case, UUIDs lower-case), and a value the column would
+refuse is VALIDATION_FAILED. The hub applies the filters; a client receives only what matches.
+
+The answer is a RESPONSE with the same request_id and this payload:
+
+{layout_table(SUBSCRIBED)}
+
+A SUBSCRIBE received after SHUTDOWN from either side is SHUTTING_DOWN. Otherwise the checks
+run in this order, each answered with one ERROR (the connection stays open): UNKNOWN_TABLE;
+PERMISSION_DENIED (the role may not follow the table, see Permissions); MALFORMED_PAYLOAD;
+CONFLICT (the request_id already names a live subscription on this connection);
+VALIDATION_FAILED (a filter value, symbols on a table without symbols, or a `from_position`
+ahead of the log's last position); POSITION_EXPIRED (a `from_position` older than retention
+keeps). A SUBSCRIBE takes its
+place among the connection's requests: its RESPONSE keeps the request order, and its first EVENT
+comes after its RESPONSE.
+
+### EVENT
+
+Type 10, `request_id` = the subscription's, `table` = the table, `command` = the change's kind:
+1 INSERT, 3 UPDATE, 4 DELETE (an UPSERT is reported as the INSERT or UPDATE it turned out to
+be). MORE is set on every frame of an event but the last when it spans frames: join the payloads
+as for a RESPONSE. Payload: `position: u64`, then for INSERT and UPDATE the row as stored (the
+table's row layout, as a SELECT returns it), for DELETE the row's key (the table's key layout).
+
+### Cancel
+
+A SUBSCRIBE frame with the CANCEL flag, the subscription's request_id, its table and an empty
+payload. It is answered by a RESPONSE with that request_id and the same `position: u64` payload:
+the position the subscription was current to. No EVENT of that subscription follows that
+RESPONSE, and the request_id may name a new subscription after it. A cancel of a request_id that
+names no live subscription is NOT_FOUND.
+
+### Guarantees
+
+1. **Positions** are u64, strictly increasing within a subscription and comparable across the
+   tables of one database (one change log numbers every table's changes). They survive hub
+   restarts.
+2. **Exactly once on resume**: a client that subscribes again with `from_position` = the last
+   position it processed receives every matching change committed after it, exactly once,
+   whether it reconnects to the same hub, to a restarted hub or to another hub on the same
+   database. With no EVENT since the confirmation, resume from the RESPONSE's `position`.
+3. **Only committed changes**: a write that rolls back never produces an EVENT.
+4. **Order**: changes to the same row arrive in commit order; the changes of one transaction
+   arrive in statement order; if transaction B began after transaction A committed, all of A's
+   changes arrive before any of B's. (Two transactions that overlap may come in either order.)
+5. **Flow**: EVENTs may arrive between RESPONSEs; RESPONSEs keep their request order. The hub
+   keeps a bounded amount in memory per subscription: at most one window of {WINDOW} positions
+   is handed to a live subscription at once, and a subscriber whose socket buffer is full falls
+   behind and catches up from the change log {PAGE} changes at a time, read only as fast as it
+   reads. It slows only itself; nothing is dropped silently.
+6. **Retention**: the change log keeps changes for TRADEHUB_CHANGE_RETENTION (7 days by
+   default). A subscription that asks for, or falls behind to, a position older than that gets
+   ERROR POSITION_EXPIRED with its request_id and ends; the connection stays open. Start again
+   from a fresh state (SELECT) and subscribe without `from_position`.
+7. **Shutdown**: SHUTDOWN from either side ends the connection's subscriptions, and so does the
+   connection's end; their clients resume from their last position on reconnect. A subscription
+   ended this way gets no frame of its own.
+
+Changes reach subscribers within milliseconds when they are written through a hub (every hub
+on the database hears of them through PostgreSQL LISTEN/NOTIFY); writes made outside any hub are
+found by a sweep every TRADEHUB_CHANGE_SWEEP_SECONDS (1 s by default).
+"""
+
+
+def _push_example():
+    spec = LAYOUTS[SQLTable.ML_PREDICTION]
+    model = "9f1c2e4a-1b2c-4d3e-8f90-a1b2c3d4e5f6"
+    subscribe = encode_frame(
+        MessageType.SUBSCRIBE,
+        spec.subscribe.encode({"from_position": 41, "symbols": ["AAPL"], "model_ids": []}),
+        request_id=7,
+        table=SQLTable.ML_PREDICTION,
+    )
+    confirmed = encode_frame(MessageType.RESPONSE, SUBSCRIBED.encode({"position": 41}), request_id=7)
+    row = {
+        "id": "0b6f6c8e-2a1d-4c5b-9e7f-112233445566",
+        "model_id": model,
+        "symbol": "AAPL",
+        "ts": Timestamp(1_700_000_000_000_000_000),
+        "horizon": 300,
+        "value": 0.5,
+        "confidence": 0.75,
+        "predicted_side": "buy",
+        "created_at": Timestamp(1_700_000_000_000_001_000),
+    }
+    event = encode_frame(
+        MessageType.EVENT,
+        spec.event.encode({"position": 42, **row}),
+        request_id=7,
+        command=SQLCommand.INSERT,
+        table=SQLTable.ML_PREDICTION,
+    )
+    cancel = encode_frame(MessageType.SUBSCRIBE, b"", request_id=7, table=SQLTable.ML_PREDICTION, flags=FLAG_CANCEL)
+    cancelled = encode_frame(MessageType.RESPONSE, SUBSCRIBED.encode({"position": 42}), request_id=7)
+    return "\n".join(
+        (
+            _example(
+                "SUBSCRIBE to ML_PREDICTION for AAPL, resuming after position 41 (request_id 7)",
+                subscribe,
+                "Header: type `09` SUBSCRIBE, command `00`, table `08` ML_PREDICTION, flags 0, request_id 7. "
+                "Payload: from_position `01` present + `29 00 …` (41); symbols `01 00 00 00` one + `04 00` + "
+                "`AAPL`; model_ids `00 00 00 00` (any model).",
+            ),
+            _example(
+                "RESPONSE: subscribed, current to position 41",
+                confirmed,
+                "Type `04` RESPONSE, request_id 7; payload position `29 00 …` (41). Changes after 41 follow as EVENTs.",
+            ),
+            _example(
+                "EVENT: the prediction stored at position 42",
+                event,
+                "Header: type `0a` EVENT, command `01` INSERT, table `08`, request_id 7. Payload: position `2a 00 …` "
+                "(42), then the row as a SELECT returns it: id `24 00` + 36 bytes, model_id the same way, "
+                "`04 00` + `AAPL`, ts i64 nanoseconds, horizon `2c 01 …` (300), value and confidence as f64 "
+                "(0.5, 0.75), predicted_side `01` present + `03 00` + `buy`, created_at i64 nanoseconds.",
+            ),
+            _example(
+                "Cancel: SUBSCRIBE with the CANCEL flag and the subscription's request_id",
+                cancel,
+                "Header: type `09`, table `08`, flags `02 00` CANCEL, request_id 7; empty payload.",
+            ),
+            _example(
+                "RESPONSE to the cancel",
+                cancelled,
+                "Position `2a 00 …` (42): the subscription was current to 42; no EVENT of request_id 7 follows.",
+            ),
+        )
+    )
+
+
 def render() -> str:
     """The whole document, as the committed file must read."""
     matrix_rows = [
         (f"{table.value} {table.name}", *(" ".join(c.name for c in commands[role]) for role in Role))
         for table, commands in permissions.matrix()
     ]
+    follow_rows = [
+        (f"{table.value} {table.name}", *("yes" if permissions.may_follow(role, table) else "" for role in Role))
+        for table in SQLTable
+    ]
     return f"""# tradehub wire protocol v{ENVELOPE_VERSION}
 
 Generated by `{COMMAND}` from the codec definitions in `tradehub/protocol/`; a
-test fails when this file differs from what that command writes. The envelope is fixed by the
-contract (`shared/specs/wire-envelope.md`); this document adds the per-table layouts and every
-decision the contract leaves to the server.
+test fails when this file differs from what that command writes. It is the whole contract
+between the hub and its clients: the envelope every client relies on (frames, header, session,
+errors, push subscriptions and their guarantees), the layout of every table's payloads, and every
+decision the server makes where a client could otherwise guess. A client written from this
+document alone interoperates.
 
 All integers are little-endian. Offsets are in bytes; `+` marks a field whose offset depends on
 the variable-length fields before it.
@@ -282,8 +457,10 @@ are in: in every case the server sends ERROR and closes.
 {layout_table(HEADER)}
 
 Magic is 0x{MAGIC:04x}. Flags: bit 0 (0x{FLAG_MORE:04x}) MORE, set on every frame of a chunked
-RESPONSE but the last; a client may chunk a large REQUEST the same way (see Tables). The server
-ignores every other flag bit, and MORE on frames other than REQUEST.
+RESPONSE or EVENT but the last; a client may chunk a large REQUEST the same way (see Tables).
+Bit 1 (0x{FLAG_CANCEL:04x}) CANCEL, on a SUBSCRIBE only: end the subscription named by the
+request_id (see Push subscriptions). The server ignores every other flag bit, MORE on frames
+other than REQUEST, and CANCEL on frames other than SUBSCRIBE.
 
 ## Message types
 
@@ -404,13 +581,21 @@ PERMISSION_DENIED.
 
 {_table(("table", *(f"{role.name} may" for role in Role)), matrix_rows)}
 
+A role may SUBSCRIBE to the tables it needs from the other side, and to the trading tables both
+sides watch; a SUBSCRIBE to any other table is PERMISSION_DENIED.
+
+{_table(("table", *(f"{role.name} follows" for role in Role)), follow_rows)}
+
+{_push()}
+
 ## Tables
 
 {_table_sections()}
 ## Worked examples
 
 {_session_examples()}
-{_request_example()}"""
+{_request_example()}
+{_push_example()}"""
 
 
 def main(argv: list[str]) -> int:

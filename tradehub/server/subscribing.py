@@ -63,9 +63,10 @@ class Subscriptions:
         if request_id in live:
             raise Conflict(f"request_id {request_id} already names a live subscription on this connection")
         filters = _filters(table, request)
+        # What committed before this SUBSCRIBE is numbered first: "after the
+        # confirmation" must not include a write the client already saw answered.
+        await self.feed.number()
         head = await self.feed.read_head()
-        # The feed may not have heard of the latest positions yet: now it has.
-        self.feed.learned(head.last_position)
         position = request["from_position"]
         if position is None:
             position = head.last_position
