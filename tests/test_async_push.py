@@ -1,17 +1,19 @@
 """
 Push subscriptions in the Twisted client: the protocol against hand-built hub
-frames with a fake clock, then against a live hub on loopback.
+frames with a fake clock, the reconnecting service's standing subscriptions
+likewise, then both against a live hub on loopback.
 """
 
 from twisted.internet import reactor
 from twisted.internet.defer import DeferredQueue, ensureDeferred
+from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import ConnectionLost
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel, capturedLogs
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from tradehub.client.asynchronous import connect
+from tradehub.client.asynchronous import HubClientService, connect
 from tradehub.client.calls import subscribe_payload
 from tradehub.client.errors import PermissionDenied, PositionExpired, ShuttingDown
 from tradehub.protocol.enums import (
@@ -284,6 +286,117 @@ class SubscriptionTests(SynchronousTestCase):
         self.assertEqual(self.sent(), [])
 
 
+class StandingSubscriptionTests(SynchronousTestCase):
+    """
+    The service's standing subscriptions, over connections a test makes: each
+    goes through the service's prepareConnection, as ClientService does.
+    """
+
+    def setUp(self):
+        self.clock = Clock()
+        self.service = HubClientService(self.clock, "tcp:127.0.0.1:1", Role.FRONTEND, "t")
+        self.seen = []
+
+    def connection(self):
+        return handshaken(self.clock, prepare=self.service._prepare)
+
+    def lose(self, protocol):
+        protocol.connectionLost(Failure(ConnectionLost()))
+
+    def resumes_from(self, transport):
+        """The from_position of the one SUBSCRIBE sent on this connection, and its request_id."""
+        [(header, payload)] = sent(transport)
+        self.assertEqual(header.type, MessageType.SUBSCRIBE)
+        return LAYOUTS[TABLE].subscribe.decode(payload)["from_position"], header.request_id
+
+    def standing(self, **options):
+        return self.service.subscribe(TABLE, self.seen.append, **options)
+
+    def test_it_resumes_on_each_new_connection_from_the_last_position_delivered(self):
+        standing = self.standing(symbols=["AAPL"], model_ids=[MODEL_ID])
+        subscribed = standing.subscribed()
+        first, transport = self.connection()
+        [(header, payload)] = sent(transport)
+        self.assertEqual(payload, subscribe_payload(TABLE, None, ["AAPL"], model_ids=[MODEL_ID]))
+        self.assertNoResult(subscribed)
+        feed(first, confirm(header.request_id, 40))
+        self.assertEqual(self.successResultOf(subscribed), 40)
+        feed(first, event(header.request_id, 41, prediction()), event(header.request_id, 42, prediction()))
+        self.lose(first)
+        self.assertNoResult(standing.ended)
+        second, transport = self.connection()
+        [(header, payload)] = sent(transport)
+        self.assertEqual(payload, subscribe_payload(TABLE, 42, ["AAPL"], model_ids=[MODEL_ID]))
+        feed(second, confirm(header.request_id, 42), event(header.request_id, 43, prediction()))
+        self.assertEqual([e.position for e in self.seen], [41, 42, 43])
+        self.assertEqual(standing.position, 43)
+
+    def test_made_while_connected_it_subscribes_on_that_connection_from_its_position(self):
+        connection, transport = self.connection()
+        standing = self.standing(from_position=5)
+        self.assertEqual(self.resumes_from(transport)[0], 5)
+        self.assertEqual(standing.position, 5)
+
+    def test_position_expired_on_resume_ends_it_and_it_is_not_retried(self):
+        standing = self.standing(from_position=40)
+        first, transport = self.connection()
+        _, request_id = self.resumes_from(transport)
+        feed(first, confirm(request_id, 40), event(request_id, 41, prediction()))
+        self.lose(first)
+        second, transport = self.connection()
+        position, request_id = self.resumes_from(transport)
+        self.assertEqual(position, 41)
+        with capturedLogs() as events:
+            feed(second, error(request_id, ErrorCode.POSITION_EXPIRED))
+        self.failureResultOf(standing.ended, PositionExpired)
+        self.failureResultOf(standing.subscribed(), PositionExpired)
+        [logged] = [e for e in events if e["log_level"] == LogLevel.error]
+        self.assertIn("POSITION_EXPIRED", logged["error"])
+        self.lose(second)
+        third, transport = self.connection()
+        self.assertEqual(sent(transport), [], "it does not subscribe again")
+
+    def test_the_database_being_down_is_waited_out_on_the_same_connection(self):
+        standing = self.standing(from_position=40)
+        connection, transport = self.connection()
+        _, request_id = self.resumes_from(transport)
+        feed(connection, confirm(request_id, 40), event(request_id, 41, prediction()))
+        feed(connection, error(request_id, ErrorCode.DB_UNAVAILABLE))
+        self.assertEqual(sent(transport), [])
+        # The service's backoff: 0.2 s, plus up to 1 s of jitter.
+        self.clock.advance(1.2)
+        position, request_id = self.resumes_from(transport)
+        self.assertEqual(position, 41)
+        feed(connection, confirm(request_id, 41), event(request_id, 42, prediction()))
+        self.assertEqual([e.position for e in self.seen], [41, 42])
+        self.assertNoResult(standing.ended)
+
+    def test_cancel_stops_it_on_this_connection_and_the_next(self):
+        standing = self.standing(from_position=40)
+        connection, transport = self.connection()
+        _, request_id = self.resumes_from(transport)
+        feed(connection, confirm(request_id, 40), event(request_id, 41, prediction()))
+        cancelled = standing.cancel()
+        [(header, _)] = sent(transport)
+        self.assertEqual((header.request_id, header.flags), (request_id, FLAG_CANCEL))
+        feed(connection, confirm(request_id, 44))
+        self.assertEqual(self.successResultOf(cancelled), 44)
+        self.assertIsNone(self.successResultOf(standing.ended))
+        self.lose(connection)
+        _, transport = self.connection()
+        self.assertEqual(sent(transport), [])
+        self.assertEqual([e.position for e in self.seen], [41])
+
+    def test_cancelled_before_the_hub_confirms_it_is_cancelled_once_confirmed(self):
+        standing = self.standing(from_position=40)
+        connection, transport = self.connection()
+        _, request_id = self.resumes_from(transport)
+        self.assertEqual(self.successResultOf(standing.cancel()), 40)
+        feed(connection, confirm(request_id, 40))
+        [(header, _)] = sent(transport)
+        self.assertEqual((header.request_id, header.flags), (request_id, FLAG_CANCEL))
+
+
 class LiveSubscriptionTests(TestCase):
     """The Twisted client against a hub on loopback, with push on, and an ML client writing."""
 
@@ -329,3 +442,41 @@ class LiveSubscriptionTests(TestCase):
         self.assertEqual([(await called.get()).position for _ in written], positions)
         self.assertGreaterEqual(await iterated.cancel(), positions[-1])
         self.assertIsNone(await iterated.ended)
+
+    async def test_the_service_resumes_after_the_hub_drops_it_and_delivers_each_change_once_in_order(self):
+        service = HubClientService(
+            reactor, f"tcp:127.0.0.1:{self.hub.port}", Role.FRONTEND, wire.FRONTEND_TOKEN, client_name="standing"
+        )
+        service.startService()
+        self.addCleanup(service.stopService)
+        delivered = DeferredQueue()
+        standing = service.subscribe(TABLE, delivered.put, model_ids=[self.model["id"]])
+        await standing.subscribed()
+        written = self.predictions(10)
+
+        async def taken(count):
+            return [(await delivered.get()).row["id"] for _ in range(count)]
+
+        await self.ml.insert(TABLE, written[:3])
+        ids = await taken(3)
+        first = await service.session()
+        # The hub drops the connection and takes no new one for a while, during which writes go on.
+        await self.hub.listener.stopListening()
+        [session] = [s for s in self.hub.factory.sessions if s.client_name == "standing"]
+        session.transport.abortConnection()
+        await first.closed
+        await self.ml.insert(TABLE, written[3:6])
+        await self.ml.insert(TABLE, written[6:])
+        self.assertEqual(len(delivered.pending), 0)
+        listener = await serverFromString(reactor, f"tcp:{self.hub.port}:interface=127.0.0.1").listen(self.hub.factory)
+        self.addCleanup(listener.stopListening)
+        ids += await taken(7)
+        self.assertEqual(ids, [p["id"] for p in written])
+        self.assertIsNot(await service.session(), first)
+        # Nothing was repeated: the next change is the next thing delivered.
+        marker = rows.prediction(self.model["id"], horizon=99)
+        await self.ml.insert(TABLE, [marker])
+        self.assertEqual(await taken(1), [marker["id"]])
+        self.assertEqual(len(delivered.pending), 0)
+        self.assertNoResult(standing.ended)
+        self.assertIsInstance(await standing.cancel(), int)

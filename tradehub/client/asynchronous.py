@@ -1,7 +1,8 @@
 """
 The Twisted client, for services: pipelined requests answered by Deferreds,
 chunked answers joined or streamed, push subscriptions beside them,
-heartbeats, clean shutdown, and a ClientService that reconnects with backoff.
+heartbeats, clean shutdown, and a ClientService that reconnects with backoff
+and resumes its subscriptions where they were.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from ..protocol.messages import (
     encode_frame,
 )
 from .calls import Event, Result, TableCalls, decode_event, decode_result, request_frames, subscribe_payload
-from .errors import HubError, ShuttingDown, raise_for_error, shutting_down
+from .errors import HubError, ShuttingDown, Unavailable, raise_for_error, shutting_down
 
 SILENT_INTERVALS = 3
 
@@ -500,20 +501,220 @@ async def connect(reactor, description, role, token, client_name="python-twisted
 class HubClientService(ClientService):
     """
     A connection kept up for a long-running service: reconnects with
-    exponential backoff. C{session()} fires with a handshaken protocol.
+    exponential backoff. C{session()} fires with a handshaken protocol;
+    C{subscribe()} follows a table across reconnections.
     """
 
     def __init__(
         self, reactor: Any, description: str, role: Role, token: str, client_name: str = "python-service"
     ) -> None:
         factory = _HubClientFactory(role, token, client_name, reactor)
+        self._retry_policy = backoffPolicy(initialDelay=0.2, maxDelay=10.0)
+        self._clock: IReactorTime = reactor
+        self._connection: HubClientProtocol | None = None
+        self._standing: list[StandingSubscription] = []
         super().__init__(
             clientFromString(reactor, description),
             factory,
-            retryPolicy=backoffPolicy(initialDelay=0.2, maxDelay=10.0),
+            retryPolicy=self._retry_policy,
             clock=reactor,
-            prepareConnection=lambda protocol: cast(HubClientProtocol, protocol).ready,
+            prepareConnection=self._prepare,
         )
 
     def session(self) -> Deferred[HubClientProtocol]:
         return cast("Deferred[HubClientProtocol]", self.whenConnected(failAfterFailures=None))
+
+    def subscribe(
+        self,
+        table: SQLTable,
+        on_event: Callable[[Event], object],
+        *,
+        from_position: int | None = None,
+        symbols: Iterable[str] = (),
+        **filters: Any,
+    ) -> StandingSubscription:
+        """
+        Follow a table on every connection this service makes: see
+        L{StandingSubscription}. C{from_position} is the last position
+        already processed (None: from the first connection's present).
+        """
+        # A wrong filter raises here, not on every connection.
+        subscribe_payload(table, from_position, symbols, **filters)
+        standing = StandingSubscription(self, SQLTable(table), on_event, from_position, list(symbols), filters)
+        self._standing.append(standing)
+        if self._connection is not None:
+            standing._attach(self._connection)
+        return standing
+
+    def _prepare(self, protocol: Any) -> Deferred[HelloAck]:
+        """Each new connection is ready once handshaken; the standing subscriptions resume on it then."""
+        connection = cast(HubClientProtocol, protocol)
+        return connection.ready.addCallback(self._handshaken, connection)
+
+    def _handshaken(self, ack: HelloAck, connection: HubClientProtocol) -> HelloAck:
+        self._connection = connection
+        connection.closed.addCallback(self._disconnected, connection)
+        for standing in list(self._standing):
+            standing._attach(connection)
+        return ack
+
+    def _disconnected(self, result: object, connection: HubClientProtocol) -> object:
+        if self._connection is connection:
+            self._connection = None
+        return result
+
+
+# What ends a standing subscription's current subscription without ending it:
+# the connection is gone or going (the next one resumes it), or the database
+# is down for a while (it resubscribes after a backoff).
+_PASSING = (ConnectionClosed, ConnectionError, ShuttingDown, Unavailable)
+
+
+class StandingSubscription:
+    """
+    A subscription that outlives connections (L{HubClientService.subscribe}):
+    on each new connection it subscribes again from the last position it
+    delivered to C{on_event}, so C{on_event} gets every change once, in
+    order, however often the connection drops (changes made while it was
+    down come when it is back). A callback that raises is logged; the event
+    counts as delivered.
+
+    C{position} is that last position (None, when it starts at the present,
+    until the hub first confirms it). C{ended} fires once C{cancel()} stops
+    it, or fails with the hub's refusal that subscribing again cannot cure,
+    which is also logged: L{PositionExpired} (the changes after its position
+    are gone; start again from fresh state), L{PermissionDenied}, ... A
+    stopped service pauses it; it resumes if the service starts again.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        service: HubClientService,
+        table: SQLTable,
+        on_event: Callable[[Event], object],
+        from_position: int | None,
+        symbols: list[str],
+        filters: dict[str, Any],
+    ) -> None:
+        self.table = table
+        self.position = from_position
+        self._service = service
+        self._on_event = on_event
+        self._symbols = symbols
+        self._filters = filters
+        # The connection it subscribes on, and the subscription there once confirmed.
+        self._connection: HubClientProtocol | None = None
+        self._subscription: Subscription | None = None
+        self._retry: IDelayedCall | None = None
+        self._retries = 0
+        self._ending = _Outcome()
+        self._waiting: list[Deferred[int | None]] = []
+
+    @property
+    def ended(self) -> Deferred[None]:
+        """Fires when it is over (see the class): a Deferred of one's own at each access."""
+        return self._ending.observe()
+
+    def subscribed(self) -> Deferred[int | None]:
+        """
+        Fires once the hub has confirmed a subscription (at once when one is
+        live), with the position it is current to: no change after it will be
+        missed. None when it is cancelled first; its error when it ends first.
+        """
+        if self._ending.settled:
+            return self.ended.addCallback(lambda _: None)
+        if self._subscription is not None:
+            return succeed(self.position)
+        self._waiting.append(Deferred())
+        return self._waiting[-1]
+
+    def cancel(self) -> Deferred[int | None]:
+        """Stop following; fires with the position the hub had it current to, or C{position} when not live."""
+        if self._ending.settled:
+            return succeed(self.position)
+        self._end(None)
+        subscription, self._subscription = self._subscription, None
+        if subscription is None:
+            return succeed(self.position)
+        return cast("Deferred[int | None]", subscription.cancel())
+
+    def _attach(self, connection: HubClientProtocol) -> None:
+        """A new connection: subscribe on it from the last position delivered."""
+        if self._ending.settled or connection is self._connection:
+            return
+        self._connection = connection
+        self._stop_retrying()
+        self._subscribe()
+
+    def _subscribe(self) -> None:
+        assert self._connection is not None
+        self._connection.subscribe(
+            self.table,
+            symbols=self._symbols,
+            from_position=self.position,
+            on_event=self._deliver,
+            **self._filters,
+        ).addCallbacks(self._confirmed, self._lost)
+
+    def _confirmed(self, subscription: Subscription) -> None:
+        if self._ending.settled:
+            # Cancelled while the hub was confirming it.
+            subscription.cancel()
+            return
+        self._subscription = subscription
+        self.position = subscription.position
+        self._retries = 0
+        subscription.ended.addErrback(self._lost)
+        waiting, self._waiting = self._waiting, []
+        for waiter in waiting:
+            waiter.callback(self.position)
+
+    def _deliver(self, event: Event) -> object:
+        self.position = event.position
+        return self._on_event(event)
+
+    def _lost(self, failure: Failure) -> None:
+        """The subscription ended, or was refused, by something other than a cancel."""
+        self._subscription = None
+        if self._ending.settled:
+            return
+        if not failure.check(*_PASSING):
+            self.log.error(
+                "subscription to {table} ended at position {position}: {error}",
+                table=self.table.name,
+                position=self.position,
+                error=str(failure.value),
+            )
+            self._end(failure)
+        elif failure.check(Unavailable):
+            delay = self._service._retry_policy(self._retries)
+            self._retries += 1
+            self._retry = self._service._clock.callLater(delay, self._resubscribe, self._connection)
+        else:
+            self.log.info(
+                "subscription to {table} paused at position {position} ({error}); it resumes on the next connection",
+                table=self.table.name,
+                position=self.position,
+                error=str(failure.value),
+            )
+
+    def _resubscribe(self, connection: HubClientProtocol) -> None:
+        """After a backoff, on the same connection: a new one would have subscribed already."""
+        self._retry = None
+        if connection is self._connection and not connection.closed.called:
+            self._subscribe()
+
+    def _stop_retrying(self) -> None:
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        self._retry = None
+
+    def _end(self, end: Failure | None) -> None:
+        self._ending.settle(end)
+        self._stop_retrying()
+        self._service._standing.remove(self)
+        waiting, self._waiting = self._waiting, []
+        for waiter in waiting:
+            self.subscribed().chainDeferred(waiter)
