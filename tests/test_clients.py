@@ -141,17 +141,31 @@ def written_key(table):
     return TABLES[table].key
 
 
+def handshaken(clock, prepare=None):
+    """
+    A Twisted client protocol on a StringTransport, past the hub's HELLO_ACK
+    (session 9, max_frame 4096, heartbeats every second). Its HELLO is
+    cleared from the transport: what it wrote once handshaken stays.
+    C{prepare} sees the protocol before the handshake, as a ClientService's
+    prepareConnection does.
+    """
+    protocol = HubClientProtocol(Role.FRONTEND, "t", "test", clock)
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    if prepare is not None:
+        prepare(protocol)
+    transport.clear()
+    ack = HELLO_ACK.encode(
+        dict(version=1, session_id=9, heartbeat_ms=1000, max_frame=4096, max_in_flight=8, server_name="hub")
+    )
+    protocol.dataReceived(encode_frame(MessageType.HELLO_ACK, ack))
+    return protocol, transport
+
+
 class TwistedClientProtocolTests(SynchronousTestCase):
     def setUp(self):
         self.clock = Clock()
-        self.protocol = HubClientProtocol(Role.FRONTEND, "t", "test", self.clock)
-        self.transport = StringTransport()
-        self.protocol.makeConnection(self.transport)
-        ack = HELLO_ACK.encode(
-            dict(version=1, session_id=9, heartbeat_ms=1000, max_frame=4096, max_in_flight=8, server_name="hub")
-        )
-        self.protocol.dataReceived(encode_frame(MessageType.HELLO_ACK, ack))
-        self.transport.clear()
+        self.protocol, self.transport = handshaken(self.clock)
 
     def sent_types(self):
         frames = wire.Reader().feed(self.transport.value())
