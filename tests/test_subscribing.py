@@ -18,6 +18,7 @@ from tradehub.client.calls import decode_event, subscribe_payload
 from tradehub.ops.metrics import Metrics
 from tradehub.protocol.enums import FLAG_CANCEL, FLAG_MORE, ErrorCode, MessageType, Role, SQLCommand, SQLTable
 from tradehub.protocol.messages import SUBSCRIBED, encode_frame
+from tradehub.protocol.tables import LAYOUTS
 from tradehub.repositories.changes import Change, ChangeLogRepository
 from tradehub.server.hub import HubFactory
 from tradehub.server.routes import Registry
@@ -276,6 +277,19 @@ class SubscribeTests(SubscriptionCase):
         self.assertTrue(all(header.flags & FLAG_MORE for header, _ in frames[:-1]))
         [(_, event)] = hub.events(frames)
         self.assertEqual(event.row, row)
+
+    def test_a_change_is_encoded_once_for_all_its_live_subscribers(self):
+        layout = LAYOUTS[SQLTable.ML_PREDICTION].event
+        encoded = []
+        self.patch(layout, "encode", lambda value, encode=layout.encode: encoded.append(1) or encode(value))
+        for request_id in (1, 2, 3):
+            self.hub.subscribe(request_id)
+        self.hub.frames()
+        self.log.write(rows.prediction(MODEL))
+        self.hub.feed.relay()
+        events = self.hub.events(self.hub.frames())
+        self.assertEqual(sorted(request_id for request_id, _ in events), [1, 2, 3])
+        self.assertEqual(len(encoded), 1)
 
     def test_other_tables_changes_are_not_sent(self):
         self.hub.subscribe()

@@ -141,12 +141,14 @@ class Subscription:
         return all(row[column] in values for column, values in self._wanted)
 
     def _send(self, change: Change) -> None:
-        layouts = self._layouts
-        values = dict(change.row, position=change.position)
-        layout = layouts.deleted_event if change.op == SQLCommand.DELETE else layouts.event
+        payload = change.event
+        if payload is None:
+            layouts = self._layouts
+            layout = layouts.deleted_event if change.op == SQLCommand.DELETE else layouts.event
+            payload = change.event = layout.encode(dict(change.row, position=change.position))
         frames = split_frames(
             MessageType.EVENT,
-            layout.encode(values),
+            payload,
             self.request_id,
             self.outlet.max_frame,
             command=change.op,

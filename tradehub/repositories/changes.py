@@ -20,13 +20,18 @@ from .table import Repository, Row, quote
 CHANNEL = "tradehub_change"
 
 
-@attrs.frozen
+@attrs.define
 class Change:
-    """One committed change: its position, its kind (1 INSERT, 3 UPDATE, 4 DELETE) and the row."""
+    """
+    One committed change: its position, its kind (1 INSERT, 3 UPDATE, 4 DELETE)
+    and the row. C{event} keeps its EVENT payload once encoded, so that every
+    live subscriber of a table shares one encoding.
+    """
 
     position: int
     op: int
     row: Row
+    event: bytes | None = attrs.field(default=None, eq=False, repr=False)
 
 
 @attrs.frozen
