@@ -1,8 +1,8 @@
 """
 C++ for the cross-language tests: compile programs against the generated
-header (g++ -std=c++17 -Wall -Wextra -Werror, into a temporary folder), and
-write Python values as C++ expressions so a generated C++ program can send
-exactly the rows the Python tests expect back.
+header (g++ -std=c++17 -Wall -Wextra -Werror, into a temporary folder), drive
+a running one a line at a time, and write Python values as C++ expressions
+so a generated C++ program can send exactly the rows the Python tests expect back.
 """
 
 import shutil
@@ -50,6 +50,43 @@ def compile_program(source, name):
         raise AssertionError(f"g++ failed for {name}:\n{result.stderr[-4000:]}")
     _built[text] = binary
     return binary
+
+
+class Driven:
+    """
+    A C++ program that reads commands on stdin and ends each answer with a
+    line "done" (tests/cpp/follower.cpp): the test interleaves its steps
+    with its own writes. Blocking: call from a thread.
+    """
+
+    def __init__(self, binary, *args):
+        self.process = subprocess.Popen(
+            [str(binary), *map(str, args)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    def ask(self, command):
+        """The lines answering one command."""
+        self.process.stdin.write(command + "\n")
+        self.process.stdin.flush()
+        lines = []
+        while (line := self.process.stdout.readline()) != "done\n":
+            if not line:
+                raise AssertionError(f"the program ended during {command!r}: {lines}")
+            lines.append(line.rstrip("\n"))
+        return lines
+
+    def close(self):
+        """Quit (the program shuts its session down) and return what it printed last; kill it if it hangs."""
+        try:
+            output, _ = self.process.communicate("quit\n", timeout=30)
+        except (subprocess.TimeoutExpired, BrokenPipeError, ValueError):
+            self.process.kill()
+            output, _ = self.process.communicate()
+        return output
 
 
 def literal(wire, value):

@@ -1,5 +1,5 @@
-// The C++ frontend's side in one page: handshake, insert an order, read it back, read the
-// latest predictions for its symbol, shut down.
+// The C++ frontend's side in one page: handshake, follow the predictions for its symbol, insert an
+// order and read it back meanwhile, wait for the next prediction, shut down.
 //
 //   g++ -std=c++17 -Wall -Wextra -Werror -I clients/cpp clients/cpp/example.cpp -o example
 //   TRADEHUB_FRONTEND_TOKEN=... ./example [host] [port] [client_order_id]
@@ -29,6 +29,12 @@ int main(int argc, char** argv) {
         Client hub(host, port, Role::FRONTEND, token, "cpp-example");
         std::cout << "session " << hub.session().session_id << " (protocol v" << int(hub.session().version) << ")\n";
 
+        // Predictions committed from now on; events that come during the calls below wait for next_event().
+        MlPredictionSubscribe wanted;
+        wanted.symbols = {"AAPL"};
+        Subscription predictions = hub.subscribe<SQLTable::ML_PREDICTION>(wanted);
+        std::cout << "following AAPL predictions from position " << predictions.position << std::endl;
+
         OrderRow order;
         order.client_order_id = client_order_id;
         order.symbol = "AAPL";
@@ -55,14 +61,14 @@ int main(int argc, char** argv) {
                   << " " << stored.rows[0].symbol << " @ " << stored.rows[0].limit_price->str() << ", "
                   << stored.rows[0].status << "\n";
 
-        MlPredictionSelect latest;
-        latest.symbol = "AAPL";
-        latest.since = Timestamp{now().ns - 24LL * 3600 * 1000000000};
-        latest.limit = 100;
-        for (const MlPredictionRow& p : hub.select<SQLTable::ML_PREDICTION>(latest).rows) {
+        if (std::optional<Event> event = hub.next_event(std::chrono::seconds(10))) {
+            MlPredictionRow p = event->row<SQLTable::ML_PREDICTION>();
             std::cout << "prediction " << p.id << " model " << p.model_id << " at " << p.ts.ns << " value " << p.value
-                      << " confidence " << p.confidence << "\n";
+                      << " confidence " << p.confidence << " (position " << event->position << ")\n";
+        } else {
+            std::cout << "no prediction within 10 s\n";
         }
+        hub.cancel(predictions.id);
 
         std::cout << "shutdown: " << hub.shutdown() << " completed\n";
     } catch (const HubError& e) {

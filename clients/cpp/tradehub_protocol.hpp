@@ -24,6 +24,7 @@ constexpr std::uint16_t MAGIC = 0x4854;
 constexpr std::uint8_t VERSION = 1;
 constexpr std::size_t HEADER_SIZE = 16;
 constexpr std::uint16_t FLAG_MORE = 0x0001;
+constexpr std::uint16_t FLAG_CANCEL = 0x0002;
 constexpr std::uint32_t DEFAULT_MAX_FRAME = 1048576;
 
 // MessageType: the header's type byte
@@ -541,6 +542,27 @@ inline ShutdownAck decode_ShutdownAck(Reader& r) {
 
 inline void decode(Reader& r, ShutdownAck& v) { v = decode_ShutdownAck(r); }
 
+// SUBSCRIBE answer
+struct SubscribeAnswer {
+    std::uint64_t position{};  // u64: the change-log position the subscription is current to: resume from it if no EVENT follows
+    bool operator==(const SubscribeAnswer& o) const {
+        return position == o.position;
+    }
+    bool operator!=(const SubscribeAnswer& o) const { return !(*this == o); }
+};
+
+inline void encode(Writer& w, const SubscribeAnswer& v) {
+    w.u64(v.position);
+}
+
+inline SubscribeAnswer decode_SubscribeAnswer(Reader& r) {
+    SubscribeAnswer v;
+    v.position = r.u64();
+    return v;
+}
+
+inline void decode(Reader& r, SubscribeAnswer& v) { v = decode_SubscribeAnswer(r); }
+
 // ACCOUNT row
 struct AccountRow {
     std::string id{};  // str: Alpaca's account id
@@ -795,6 +817,189 @@ inline AccountResponse decode_AccountResponse(Reader& r) {
 
 inline void decode(Reader& r, AccountResponse& v) { v = decode_AccountResponse(r); }
 
+// ACCOUNT subscribe
+struct AccountSubscribe {
+    std::optional<std::uint64_t> from_position{};  // opt<u64>: absent: changes after the confirmation; present: every matching change after it, then live
+    std::vector<std::string> symbols{};  // list<str>: only rows of these symbols; empty: every row (this table has no symbol: must be empty)
+    bool operator==(const AccountSubscribe& o) const {
+        return from_position == o.from_position &&
+               symbols == o.symbols;
+    }
+    bool operator!=(const AccountSubscribe& o) const { return !(*this == o); }
+};
+
+inline void encode(Writer& w, const AccountSubscribe& v) {
+    write_opt(w, v.from_position, [&](const std::uint64_t& x) { w.u64(x); });
+    write_list(w, v.symbols, [&](const std::string& x) { w.str(x); });
+}
+
+inline AccountSubscribe decode_AccountSubscribe(Reader& r) {
+    AccountSubscribe v;
+    v.from_position = read_opt<std::uint64_t>(r, [&]() { return r.u64(); });
+    v.symbols = read_list<std::string>(r, [&]() { return r.str(); });
+    return v;
+}
+
+inline void decode(Reader& r, AccountSubscribe& v) { v = decode_AccountSubscribe(r); }
+
+// ACCOUNT event (INSERT, UPDATE)
+struct AccountEventInsertUpdate {
+    std::uint64_t position{};  // u64: the change's position in the change log
+    std::string id{};  // str: Alpaca's account id
+    std::string account_number{};  // str: Alpaca's account number
+    std::string status{};  // str: account status (ONBOARDING, SUBMISSION_FAILED, SUBMITTED, ACCOUNT_UPDATED, APPROVAL_PENDING, ACTIVE, REJECTED, INACTIVE, DISABLED, ACCOUNT_CLOSED)
+    std::string currency{};  // str: three-letter upper-case currency code
+    Decimal cash{};  // decimal: cash balance; never negative when multiplier is 1
+    Decimal buying_power{};  // decimal: current buying power
+    std::optional<Decimal> regt_buying_power{};  // opt<decimal>: Reg T buying power
+    std::optional<Decimal> daytrading_buying_power{};  // opt<decimal>: day-trading buying power
+    std::optional<Decimal> non_marginable_buying_power{};  // opt<decimal>: buying power for non-marginable assets
+    Decimal equity{};  // decimal: cash + long_market_value + short_market_value
+    Decimal last_equity{};  // decimal: equity at the last trading day's close
+    Decimal long_market_value{};  // decimal: value of the long positions
+    Decimal short_market_value{};  // decimal: value of the short positions
+    std::optional<Decimal> portfolio_value{};  // opt<decimal>: total value
+    Decimal initial_margin{};  // decimal: Reg T initial margin requirement
+    Decimal maintenance_margin{};  // decimal: maintenance margin requirement
+    std::optional<Decimal> last_maintenance_margin{};  // opt<decimal>: maintenance margin at the last close
+    std::optional<Decimal> sma{};  // opt<decimal>: special memorandum account value
+    Decimal multiplier{};  // decimal: 1 cash account, 2 or 4 margin account
+    std::int32_t daytrade_count{};  // i32: day trades in the last five trading days
+    bool pattern_day_trader{};  // bool: flagged as a pattern day trader
+    bool trading_blocked{};  // bool: orders are not allowed
+    bool transfers_blocked{};  // bool: transfers are not allowed
+    bool account_blocked{};  // bool: all activity is prohibited
+    bool trade_suspended_by_user{};  // bool: the user suspended trading
+    bool shorting_enabled{};  // bool: short selling is allowed
+    Timestamp created_at{};  // timestamp: when the account was opened
+    Timestamp updated_at{};  // timestamp: when this row was last synced
+    bool operator==(const AccountEventInsertUpdate& o) const {
+        return position == o.position &&
+               id == o.id &&
+               account_number == o.account_number &&
+               status == o.status &&
+               currency == o.currency &&
+               cash == o.cash &&
+               buying_power == o.buying_power &&
+               regt_buying_power == o.regt_buying_power &&
+               daytrading_buying_power == o.daytrading_buying_power &&
+               non_marginable_buying_power == o.non_marginable_buying_power &&
+               equity == o.equity &&
+               last_equity == o.last_equity &&
+               long_market_value == o.long_market_value &&
+               short_market_value == o.short_market_value &&
+               portfolio_value == o.portfolio_value &&
+               initial_margin == o.initial_margin &&
+               maintenance_margin == o.maintenance_margin &&
+               last_maintenance_margin == o.last_maintenance_margin &&
+               sma == o.sma &&
+               multiplier == o.multiplier &&
+               daytrade_count == o.daytrade_count &&
+               pattern_day_trader == o.pattern_day_trader &&
+               trading_blocked == o.trading_blocked &&
+               transfers_blocked == o.transfers_blocked &&
+               account_blocked == o.account_blocked &&
+               trade_suspended_by_user == o.trade_suspended_by_user &&
+               shorting_enabled == o.shorting_enabled &&
+               created_at == o.created_at &&
+               updated_at == o.updated_at;
+    }
+    bool operator!=(const AccountEventInsertUpdate& o) const { return !(*this == o); }
+};
+
+inline void encode(Writer& w, const AccountEventInsertUpdate& v) {
+    w.u64(v.position);
+    w.str(v.id);
+    w.str(v.account_number);
+    w.str(v.status);
+    w.str(v.currency);
+    w.decimal(v.cash);
+    w.decimal(v.buying_power);
+    write_opt(w, v.regt_buying_power, [&](const Decimal& x) { w.decimal(x); });
+    write_opt(w, v.daytrading_buying_power, [&](const Decimal& x) { w.decimal(x); });
+    write_opt(w, v.non_marginable_buying_power, [&](const Decimal& x) { w.decimal(x); });
+    w.decimal(v.equity);
+    w.decimal(v.last_equity);
+    w.decimal(v.long_market_value);
+    w.decimal(v.short_market_value);
+    write_opt(w, v.portfolio_value, [&](const Decimal& x) { w.decimal(x); });
+    w.decimal(v.initial_margin);
+    w.decimal(v.maintenance_margin);
+    write_opt(w, v.last_maintenance_margin, [&](const Decimal& x) { w.decimal(x); });
+    write_opt(w, v.sma, [&](const Decimal& x) { w.decimal(x); });
+    w.decimal(v.multiplier);
+    w.i32(v.daytrade_count);
+    w.boolean(v.pattern_day_trader);
+    w.boolean(v.trading_blocked);
+    w.boolean(v.transfers_blocked);
+    w.boolean(v.account_blocked);
+    w.boolean(v.trade_suspended_by_user);
+    w.boolean(v.shorting_enabled);
+    w.timestamp(v.created_at);
+    w.timestamp(v.updated_at);
+}
+
+inline AccountEventInsertUpdate decode_AccountEventInsertUpdate(Reader& r) {
+    AccountEventInsertUpdate v;
+    v.position = r.u64();
+    v.id = r.str();
+    v.account_number = r.str();
+    v.status = r.str();
+    v.currency = r.str();
+    v.cash = r.decimal();
+    v.buying_power = r.decimal();
+    v.regt_buying_power = read_opt<Decimal>(r, [&]() { return r.decimal(); });
+    v.daytrading_buying_power = read_opt<Decimal>(r, [&]() { return r.decimal(); });
+    v.non_marginable_buying_power = read_opt<Decimal>(r, [&]() { return r.decimal(); });
+    v.equity = r.decimal();
+    v.last_equity = r.decimal();
+    v.long_market_value = r.decimal();
+    v.short_market_value = r.decimal();
+    v.portfolio_value = read_opt<Decimal>(r, [&]() { return r.decimal(); });
+    v.initial_margin = r.decimal();
+    v.maintenance_margin = r.decimal();
+    v.last_maintenance_margin = read_opt<Decimal>(r, [&]() { return r.decimal(); });
+    v.sma = read_opt<Decimal>(r, [&]() { return r.decimal(); });
+    v.multiplier = r.decimal();
+    v.daytrade_count = r.i32();
+    v.pattern_day_trader = r.boolean();
+    v.trading_blocked = r.boolean();
+    v.transfers_blocked = r.boolean();
+    v.account_blocked = r.boolean();
+    v.trade_suspended_by_user = r.boolean();
+    v.shorting_enabled = r.boolean();
+    v.created_at = r.timestamp();
+    v.updated_at = r.timestamp();
+    return v;
+}
+
+inline void decode(Reader& r, AccountEventInsertUpdate& v) { v = decode_AccountEventInsertUpdate(r); }
+
+// ACCOUNT event (DELETE)
+struct AccountEventDelete {
+    std::uint64_t position{};  // u64: the change's position in the change log
+    std::string id{};  // str: Alpaca's account id
+    bool operator==(const AccountEventDelete& o) const {
+        return position == o.position &&
+               id == o.id;
+    }
+    bool operator!=(const AccountEventDelete& o) const { return !(*this == o); }
+};
+
+inline void encode(Writer& w, const AccountEventDelete& v) {
+    w.u64(v.position);
+    w.str(v.id);
+}
+
+inline AccountEventDelete decode_AccountEventDelete(Reader& r) {
+    AccountEventDelete v;
+    v.position = r.u64();
+    v.id = r.str();
+    return v;
+}
+
+inline void decode(Reader& r, AccountEventDelete& v) { v = decode_AccountEventDelete(r); }
+
 // ASSET row
 struct AssetRow {
     std::string id{};  // str: Alpaca's asset id
@@ -1000,6 +1205,141 @@ inline AssetResponse decode_AssetResponse(Reader& r) {
 }
 
 inline void decode(Reader& r, AssetResponse& v) { v = decode_AssetResponse(r); }
+
+// ASSET subscribe
+struct AssetSubscribe {
+    std::optional<std::uint64_t> from_position{};  // opt<u64>: absent: changes after the confirmation; present: every matching change after it, then live
+    std::vector<std::string> symbols{};  // list<str>: only rows of these symbols; empty: every row
+    bool operator==(const AssetSubscribe& o) const {
+        return from_position == o.from_position &&
+               symbols == o.symbols;
+    }
+    bool operator!=(const AssetSubscribe& o) const { return !(*this == o); }
+};
+
+inline void encode(Writer& w, const AssetSubscribe& v) {
+    write_opt(w, v.from_position, [&](const std::uint64_t& x) { w.u64(x); });
+    write_list(w, v.symbols, [&](const std::string& x) { w.str(x); });
+}
+
+inline AssetSubscribe decode_AssetSubscribe(Reader& r) {
+    AssetSubscribe v;
+    v.from_position = read_opt<std::uint64_t>(r, [&]() { return r.u64(); });
+    v.symbols = read_list<std::string>(r, [&]() { return r.str(); });
+    return v;
+}
+
+inline void decode(Reader& r, AssetSubscribe& v) { v = decode_AssetSubscribe(r); }
+
+// ASSET event (INSERT, UPDATE)
+struct AssetEventInsertUpdate {
+    std::uint64_t position{};  // u64: the change's position in the change log
+    std::string id{};  // str: Alpaca's asset id
+    std::string class_{};  // str: asset class (us_equity, us_option, crypto)
+    std::string exchange{};  // str: primary exchange
+    std::string symbol{};  // str: ticker; stored upper-case, unique per class
+    std::string name{};  // str: the asset's name
+    std::string status{};  // str: listing status (active, inactive)
+    bool tradable{};  // bool: tradable at Alpaca
+    bool marginable{};  // bool: marginable
+    bool shortable{};  // bool: shortable
+    bool easy_to_borrow{};  // bool: easy to borrow
+    bool fractionable{};  // bool: fractional orders allowed
+    std::optional<Decimal> min_order_size{};  // opt<decimal>: smallest order quantity
+    std::optional<Decimal> min_trade_increment{};  // opt<decimal>: quantity increment
+    std::optional<Decimal> price_increment{};  // opt<decimal>: price tick: order prices must be multiples of it
+    std::optional<Decimal> maintenance_margin_requirement{};  // opt<decimal>: maintenance margin requirement
+    Timestamp updated_at{};  // timestamp: when this row was last synced
+    bool operator==(const AssetEventInsertUpdate& o) const {
+        return position == o.position &&
+               id == o.id &&
+               class_ == o.class_ &&
+               exchange == o.exchange &&
+               symbol == o.symbol &&
+               name == o.name &&
+               status == o.status &&
+               tradable == o.tradable &&
+               marginable == o.marginable &&
+               shortable == o.shortable &&
+               easy_to_borrow == o.easy_to_borrow &&
+               fractionable == o.fractionable &&
+               min_order_size == o.min_order_size &&
+               min_trade_increment == o.min_trade_increment &&
+               price_increment == o.price_increment &&
+               maintenance_margin_requirement == o.maintenance_margin_requirement &&
+               updated_at == o.updated_at;
+    }
+    bool operator!=(const AssetEventInsertUpdate& o) const { return !(*this == o); }
+};
+
+inline void encode(Writer& w, const AssetEventInsertUpdate& v) {
+    w.u64(v.position);
+    w.str(v.id);
+    w.str(v.class_);
+    w.str(v.exchange);
+    w.str(v.symbol);
+    w.str(v.name);
+    w.str(v.status);
+    w.boolean(v.tradable);
+    w.boolean(v.marginable);
+    w.boolean(v.shortable);
+    w.boolean(v.easy_to_borrow);
+    w.boolean(v.fractionable);
+    write_opt(w, v.min_order_size, [&](const Decimal& x) { w.decimal(x); });
+    write_opt(w, v.min_trade_increment, [&](const Decimal& x) { w.decimal(x); });
+    write_opt(w, v.price_increment, [&](const Decimal& x) { w.decimal(x); });
+    write_opt(w, v.maintenance_margin_requirement, [&](const Decimal& x) { w.decimal(x); });
+    w.timestamp(v.updated_at);
+}
+
+inline AssetEventInsertUpdate decode_AssetEventInsertUpdate(Reader& r) {
+    AssetEventInsertUpdate v;
+    v.position = r.u64();
+    v.id = r.str();
+    v.class_ = r.str();
+    v.exchange = r.str();
+    v.symbol = r.str();
+    v.name = r.str();
+    v.status = r.str();
+    v.tradable = r.boolean();
+    v.marginable = r.boolean();
+    v.shortable = r.boolean();
+    v.easy_to_borrow = r.boolean();
+    v.fractionable = r.boolean();
+    v.min_order_size = read_opt<Decimal>(r, [&]() { return r.decimal(); });
+    v.min_trade_increment = read_opt<Decimal>(r, [&]() { return r.decimal(); });
+    v.price_increment = read_opt<Decimal>(r, [&]() { return r.decimal(); });
+    v.maintenance_margin_requirement = read_opt<Decimal>(r, [&]() { return r.decimal(); });
+    v.updated_at = r.timestamp();
+    return v;
+}
+
+inline void decode(Reader& r, AssetEventInsertUpdate& v) { v = decode_AssetEventInsertUpdate(r); }
+
+// ASSET event (DELETE)
+struct AssetEventDelete {
+    std::uint64_t position{};  // u64: the change's position in the change log
+    std::string id{};  // str: Alpaca's asset id
+    bool operator==(const AssetEventDelete& o) const {
+        return position == o.position &&
+               id == o.id;
+    }
+    bool operator!=(const AssetEventDelete& o) const { return !(*this == o); }
+};
+
+inline void encode(Writer& w, const AssetEventDelete& v) {
+    w.u64(v.position);
+    w.str(v.id);
+}
+
+inline AssetEventDelete decode_AssetEventDelete(Reader& r) {
+    AssetEventDelete v;
+    v.position = r.u64();
+    v.id = r.str();
+    return v;
+}
+
+inline void decode(Reader& r, AssetEventDelete& v) { v = decode_AssetEventDelete(r); }
 
 // ORDER row
 struct OrderRow {
@@ -1279,6 +1619,217 @@ inline OrderResponse decode_OrderResponse(Reader& r) {
 
 inline void decode(Reader& r, OrderResponse& v) { v = decode_OrderResponse(r); }
 
+// ORDER subscribe
+struct OrderSubscribe {
+    std::optional<std::uint64_t> from_position{};  // opt<u64>: absent: changes after the confirmation; present: every matching change after it, then live
+    std::vector<std::string> symbols{};  // list<str>: only rows of these symbols; empty: every row
+    std::vector<std::string> account_ids{};  // list<str>: only rows whose account_id is one of these; empty: every row
+    bool operator==(const OrderSubscribe& o) const {
+        return from_position == o.from_position &&
+               symbols == o.symbols &&
+               account_ids == o.account_ids;
+    }
+    bool operator!=(const OrderSubscribe& o) const { return !(*this == o); }
+};
+
+inline void encode(Writer& w, const OrderSubscribe& v) {
+    write_opt(w, v.from_position, [&](const std::uint64_t& x) { w.u64(x); });
+    write_list(w, v.symbols, [&](const std::string& x) { w.str(x); });
+    write_list(w, v.account_ids, [&](const std::string& x) { w.str(x); });
+}
+
+inline OrderSubscribe decode_OrderSubscribe(Reader& r) {
+    OrderSubscribe v;
+    v.from_position = read_opt<std::uint64_t>(r, [&]() { return r.u64(); });
+    v.symbols = read_list<std::string>(r, [&]() { return r.str(); });
+    v.account_ids = read_list<std::string>(r, [&]() { return r.str(); });
+    return v;
+}
+
+inline void decode(Reader& r, OrderSubscribe& v) { v = decode_OrderSubscribe(r); }
+
+// ORDER event (INSERT, UPDATE)
+struct OrderEventInsertUpdate {
+    std::uint64_t position{};  // u64: the change's position in the change log
+    std::string client_order_id{};  // str: the client's id: unique, the key a retry uses (1-128 chars)
+    std::optional<std::string> id{};  // opt<str>: Alpaca's order id, once submitted
+    std::optional<std::string> account_id{};  // opt<str>: the account
+    std::optional<std::string> asset_id{};  // opt<str>: the asset
+    std::string symbol{};  // str: ticker, upper-case
+    std::string asset_class{};  // str: asset class (us_equity, us_option, crypto)
+    std::string side{};  // str: side (buy, sell)
+    std::string type{};  // str: order type (market, limit, stop, stop_limit, trailing_stop)
+    std::string time_in_force{};  // str: time in force (day, gtc, opg, cls, ioc, fok)
+    std::string order_class{};  // str: order class (simple, bracket, oco, oto, mleg)
+    std::optional<std::string> parent_client_order_id{};  // opt<str>: the parent order of a leg
+    std::optional<Decimal> qty{};  // opt<decimal>: quantity; exactly one of qty and notional
+    std::optional<Decimal> notional{};  // opt<decimal>: dollar amount; market day orders only
+    std::optional<Decimal> limit_price{};  // opt<decimal>: required for limit and stop_limit
+    std::optional<Decimal> stop_price{};  // opt<decimal>: required for stop and stop_limit
+    std::optional<Decimal> trail_price{};  // opt<decimal>: trailing_stop: exactly one of trail_price and trail_percent
+    std::optional<Decimal> trail_percent{};  // opt<decimal>: trailing_stop: exactly one of trail_price and trail_percent
+    std::optional<Decimal> hwm{};  // opt<decimal>: high-water mark of a trailing stop
+    bool extended_hours{};  // bool: may fill outside regular hours
+    bool submit{};  // bool: the hub submits this order to Alpaca
+    std::string status{};  // str: status; moves only forward (new, accepted, pending_new, partially_filled, filled, done_for_day, canceled, expired, replaced, pending_cancel, pending_replace, stopped, rejected, suspended, calculated, accepted_for_bidding, held)
+    std::optional<std::string> status_message{};  // opt<str>: why the order was rejected, when it was
+    Decimal filled_qty{};  // decimal: quantity filled so far, 0..qty
+    std::optional<Decimal> filled_avg_price{};  // opt<decimal>: average fill price
+    std::optional<std::string> replaced_by{};  // opt<str>: the order that replaced this one
+    std::optional<std::string> replaces{};  // opt<str>: the order this one replaced
+    Timestamp created_at{};  // timestamp: when the order was created
+    Timestamp updated_at{};  // timestamp: when the order last changed
+    std::optional<Timestamp> submitted_at{};  // opt<timestamp>: when it was submitted
+    std::optional<Timestamp> filled_at{};  // opt<timestamp>: when it was filled
+    std::optional<Timestamp> expired_at{};  // opt<timestamp>: when it expired
+    std::optional<Timestamp> canceled_at{};  // opt<timestamp>: when it was canceled
+    std::optional<Timestamp> failed_at{};  // opt<timestamp>: when it failed
+    std::optional<Timestamp> replaced_at{};  // opt<timestamp>: when it was replaced
+    bool operator==(const OrderEventInsertUpdate& o) const {
+        return position == o.position &&
+               client_order_id == o.client_order_id &&
+               id == o.id &&
+               account_id == o.account_id &&
+               asset_id == o.asset_id &&
+               symbol == o.symbol &&
+               asset_class == o.asset_class &&
+               side == o.side &&
+               type == o.type &&
+               time_in_force == o.time_in_force &&
+               order_class == o.order_class &&
+               parent_client_order_id == o.parent_client_order_id &&
+               qty == o.qty &&
+               notional == o.notional &&
+               limit_price == o.limit_price &&
+               stop_price == o.stop_price &&
+               trail_price == o.trail_price &&
+               trail_percent == o.trail_percent &&
+               hwm == o.hwm &&
+               extended_hours == o.extended_hours &&
+               submit == o.submit &&
+               status == o.status &&
+               status_message == o.status_message &&
+               filled_qty == o.filled_qty &&
+               filled_avg_price == o.filled_avg_price &&
+               replaced_by == o.replaced_by &&
+               replaces == o.replaces &&
+               created_at == o.created_at &&
+               updated_at == o.updated_at &&
+               submitted_at == o.submitted_at &&
+               filled_at == o.filled_at &&
+               expired_at == o.expired_at &&
+               canceled_at == o.canceled_at &&
+               failed_at == o.failed_at &&
+               replaced_at == o.replaced_at;
+    }
+    bool operator!=(const OrderEventInsertUpdate& o) const { return !(*this == o); }
+};
+
+inline void encode(Writer& w, const OrderEventInsertUpdate& v) {
+    w.u64(v.position);
+    w.str(v.client_order_id);
+    write_opt(w, v.id, [&](const std::string& x) { w.str(x); });
+    write_opt(w, v.account_id, [&](const std::string& x) { w.str(x); });
+    write_opt(w, v.asset_id, [&](const std::string& x) { w.str(x); });
+    w.str(v.symbol);
+    w.str(v.asset_class);
+    w.str(v.side);
+    w.str(v.type);
+    w.str(v.time_in_force);
+    w.str(v.order_class);
+    write_opt(w, v.parent_client_order_id, [&](const std::string& x) { w.str(x); });
+    write_opt(w, v.qty, [&](const Decimal& x) { w.decimal(x); });
+    write_opt(w, v.notional, [&](const Decimal& x) { w.decimal(x); });
+    write_opt(w, v.limit_price, [&](const Decimal& x) { w.decimal(x); });
+    write_opt(w, v.stop_price, [&](const Decimal& x) { w.decimal(x); });
+    write_opt(w, v.trail_price, [&](const Decimal& x) { w.decimal(x); });
+    write_opt(w, v.trail_percent, [&](const Decimal& x) { w.decimal(x); });
+    write_opt(w, v.hwm, [&](const Decimal& x) { w.decimal(x); });
+    w.boolean(v.extended_hours);
+    w.boolean(v.submit);
+    w.str(v.status);
+    write_opt(w, v.status_message, [&](const std::string& x) { w.str(x); });
+    w.decimal(v.filled_qty);
+    write_opt(w, v.filled_avg_price, [&](const Decimal& x) { w.decimal(x); });
+    write_opt(w, v.replaced_by, [&](const std::string& x) { w.str(x); });
+    write_opt(w, v.replaces, [&](const std::string& x) { w.str(x); });
+    w.timestamp(v.created_at);
+    w.timestamp(v.updated_at);
+    write_opt(w, v.submitted_at, [&](const Timestamp& x) { w.timestamp(x); });
+    write_opt(w, v.filled_at, [&](const Timestamp& x) { w.timestamp(x); });
+    write_opt(w, v.expired_at, [&](const Timestamp& x) { w.timestamp(x); });
+    write_opt(w, v.canceled_at, [&](const Timestamp& x) { w.timestamp(x); });
+    write_opt(w, v.failed_at, [&](const Timestamp& x) { w.timestamp(x); });
+    write_opt(w, v.replaced_at, [&](const Timestamp& x) { w.timestamp(x); });
+}
+
+inline OrderEventInsertUpdate decode_OrderEventInsertUpdate(Reader& r) {
+    OrderEventInsertUpdate v;
+    v.position = r.u64();
+    v.client_order_id = r.str();
+    v.id = read_opt<std::string>(r, [&]() { return r.str(); });
+    v.account_id = read_opt<std::string>(r, [&]() { return r.str(); });
+    v.asset_id = read_opt<std::string>(r, [&]() { return r.str(); });
+    v.symbol = r.str();
+    v.asset_class = r.str();
+    v.side = r.str();
+    v.type = r.str();
+    v.time_in_force = r.str();
+    v.order_class = r.str();
+    v.parent_client_order_id = read_opt<std::string>(r, [&]() { return r.str(); });
+    v.qty = read_opt<Decimal>(r, [&]() { return r.decimal(); });
+    v.notional = read_opt<Decimal>(r, [&]() { return r.decimal(); });
+    v.limit_price = read_opt<Decimal>(r, [&]() { return r.decimal(); });
+    v.stop_price = read_opt<Decimal>(r, [&]() { return r.decimal(); });
+    v.trail_price = read_opt<Decimal>(r, [&]() { return r.decimal(); });
+    v.trail_percent = read_opt<Decimal>(r, [&]() { return r.decimal(); });
+    v.hwm = read_opt<Decimal>(r, [&]() { return r.decimal(); });
+    v.extended_hours = r.boolean();
+    v.submit = r.boolean();
+    v.status = r.str();
+    v.status_message = read_opt<std::string>(r, [&]() { return r.str(); });
+    v.filled_qty = r.decimal();
+    v.filled_avg_price = read_opt<Decimal>(r, [&]() { return r.decimal(); });
+    v.replaced_by = read_opt<std::string>(r, [&]() { return r.str(); });
+    v.replaces = read_opt<std::string>(r, [&]() { return r.str(); });
+    v.created_at = r.timestamp();
+    v.updated_at = r.timestamp();
+    v.submitted_at = read_opt<Timestamp>(r, [&]() { return r.timestamp(); });
+    v.filled_at = read_opt<Timestamp>(r, [&]() { return r.timestamp(); });
+    v.expired_at = read_opt<Timestamp>(r, [&]() { return r.timestamp(); });
+    v.canceled_at = read_opt<Timestamp>(r, [&]() { return r.timestamp(); });
+    v.failed_at = read_opt<Timestamp>(r, [&]() { return r.timestamp(); });
+    v.replaced_at = read_opt<Timestamp>(r, [&]() { return r.timestamp(); });
+    return v;
+}
+
+inline void decode(Reader& r, OrderEventInsertUpdate& v) { v = decode_OrderEventInsertUpdate(r); }
+
+// ORDER event (DELETE)
+struct OrderEventDelete {
+    std::uint64_t position{};  // u64: the change's position in the change log
+    std::string client_order_id{};  // str: the client's id: unique, the key a retry uses (1-128 chars)
+    bool operator==(const OrderEventDelete& o) const {
+        return position == o.position &&
+               client_order_id == o.client_order_id;
+    }
+    bool operator!=(const OrderEventDelete& o) const { return !(*this == o); }
+};
+
+inline void encode(Writer& w, const OrderEventDelete& v) {
+    w.u64(v.position);
+    w.str(v.client_order_id);
+}
+
+inline OrderEventDelete decode_OrderEventDelete(Reader& r) {
+    OrderEventDelete v;
+    v.position = r.u64();
+    v.client_order_id = r.str();
+    return v;
+}
+
+inline void decode(Reader& r, OrderEventDelete& v) { v = decode_OrderEventDelete(r); }
+
 // POSITION row
 struct PositionRow {
     std::string account_id{};  // str: the account
@@ -1501,6 +2052,161 @@ inline PositionResponse decode_PositionResponse(Reader& r) {
 
 inline void decode(Reader& r, PositionResponse& v) { v = decode_PositionResponse(r); }
 
+// POSITION subscribe
+struct PositionSubscribe {
+    std::optional<std::uint64_t> from_position{};  // opt<u64>: absent: changes after the confirmation; present: every matching change after it, then live
+    std::vector<std::string> symbols{};  // list<str>: only rows of these symbols; empty: every row
+    std::vector<std::string> account_ids{};  // list<str>: only rows whose account_id is one of these; empty: every row
+    bool operator==(const PositionSubscribe& o) const {
+        return from_position == o.from_position &&
+               symbols == o.symbols &&
+               account_ids == o.account_ids;
+    }
+    bool operator!=(const PositionSubscribe& o) const { return !(*this == o); }
+};
+
+inline void encode(Writer& w, const PositionSubscribe& v) {
+    write_opt(w, v.from_position, [&](const std::uint64_t& x) { w.u64(x); });
+    write_list(w, v.symbols, [&](const std::string& x) { w.str(x); });
+    write_list(w, v.account_ids, [&](const std::string& x) { w.str(x); });
+}
+
+inline PositionSubscribe decode_PositionSubscribe(Reader& r) {
+    PositionSubscribe v;
+    v.from_position = read_opt<std::uint64_t>(r, [&]() { return r.u64(); });
+    v.symbols = read_list<std::string>(r, [&]() { return r.str(); });
+    v.account_ids = read_list<std::string>(r, [&]() { return r.str(); });
+    return v;
+}
+
+inline void decode(Reader& r, PositionSubscribe& v) { v = decode_PositionSubscribe(r); }
+
+// POSITION event (INSERT, UPDATE)
+struct PositionEventInsertUpdate {
+    std::uint64_t position{};  // u64: the change's position in the change log
+    std::string account_id{};  // str: the account
+    std::string symbol{};  // str: ticker, upper-case
+    std::optional<std::string> asset_id{};  // opt<str>: the asset
+    std::string exchange{};  // str: exchange
+    std::string asset_class{};  // str: asset class (us_equity, us_option, crypto)
+    std::string side{};  // str: long (qty >= 0) or short (qty <= 0) (long, short)
+    Decimal qty{};  // decimal: quantity; negative for short positions
+    Decimal qty_available{};  // decimal: quantity not held by open orders
+    Decimal avg_entry_price{};  // decimal: average entry price; above 0 while qty is not 0
+    std::optional<Decimal> market_value{};  // opt<decimal>: market value
+    Decimal cost_basis{};  // decimal: cost basis
+    std::optional<Decimal> unrealized_pl{};  // opt<decimal>: unrealized profit/loss
+    std::optional<Decimal> unrealized_plpc{};  // opt<decimal>: unrealized profit/loss percent
+    std::optional<Decimal> unrealized_intraday_pl{};  // opt<decimal>: unrealized intraday profit/loss
+    std::optional<Decimal> unrealized_intraday_plpc{};  // opt<decimal>: unrealized intraday profit/loss percent
+    std::optional<Decimal> current_price{};  // opt<decimal>: current price
+    std::optional<Decimal> lastday_price{};  // opt<decimal>: last trading day's close
+    std::optional<Decimal> change_today{};  // opt<decimal>: percent change since the last close
+    Timestamp updated_at{};  // timestamp: when this row was last synced
+    bool operator==(const PositionEventInsertUpdate& o) const {
+        return position == o.position &&
+               account_id == o.account_id &&
+               symbol == o.symbol &&
+               asset_id == o.asset_id &&
+               exchange == o.exchange &&
+               asset_class == o.asset_class &&
+               side == o.side &&
+               qty == o.qty &&
+               qty_available == o.qty_available &&
+               avg_entry_price == o.avg_entry_price &&
+               market_value == o.market_value &&
+               cost_basis == o.cost_basis &&
+               unrealized_pl == o.unrealized_pl &&
+               unrealized_plpc == o.unrealized_plpc &&
+               unrealized_intraday_pl == o.unrealized_intraday_pl &&
+               unrealized_intraday_plpc == o.unrealized_intraday_plpc &&
+               current_price == o.current_price &&
+               lastday_price == o.lastday_price &&
+               change_today == o.change_today &&
+               updated_at == o.updated_at;
+    }
+    bool operator!=(const PositionEventInsertUpdate& o) const { return !(*this == o); }
+};
+
+inline void encode(Writer& w, const PositionEventInsertUpdate& v) {
+    w.u64(v.position);
+    w.str(v.account_id);
+    w.str(v.symbol);
+    write_opt(w, v.asset_id, [&](const std::string& x) { w.str(x); });
+    w.str(v.exchange);
+    w.str(v.asset_class);
+    w.str(v.side);
+    w.decimal(v.qty);
+    w.decimal(v.qty_available);
+    w.decimal(v.avg_entry_price);
+    write_opt(w, v.market_value, [&](const Decimal& x) { w.decimal(x); });
+    w.decimal(v.cost_basis);
+    write_opt(w, v.unrealized_pl, [&](const Decimal& x) { w.decimal(x); });
+    write_opt(w, v.unrealized_plpc, [&](const Decimal& x) { w.decimal(x); });
+    write_opt(w, v.unrealized_intraday_pl, [&](const Decimal& x) { w.decimal(x); });
+    write_opt(w, v.unrealized_intraday_plpc, [&](const Decimal& x) { w.decimal(x); });
+    write_opt(w, v.current_price, [&](const Decimal& x) { w.decimal(x); });
+    write_opt(w, v.lastday_price, [&](const Decimal& x) { w.decimal(x); });
+    write_opt(w, v.change_today, [&](const Decimal& x) { w.decimal(x); });
+    w.timestamp(v.updated_at);
+}
+
+inline PositionEventInsertUpdate decode_PositionEventInsertUpdate(Reader& r) {
+    PositionEventInsertUpdate v;
+    v.position = r.u64();
+    v.account_id = r.str();
+    v.symbol = r.str();
+    v.asset_id = read_opt<std::string>(r, [&]() { return r.str(); });
+    v.exchange = r.str();
+    v.asset_class = r.str();
+    v.side = r.str();
+    v.qty = r.decimal();
+    v.qty_available = r.decimal();
+    v.avg_entry_price = r.decimal();
+    v.market_value = read_opt<Decimal>(r, [&]() { return r.decimal(); });
+    v.cost_basis = r.decimal();
+    v.unrealized_pl = read_opt<Decimal>(r, [&]() { return r.decimal(); });
+    v.unrealized_plpc = read_opt<Decimal>(r, [&]() { return r.decimal(); });
+    v.unrealized_intraday_pl = read_opt<Decimal>(r, [&]() { return r.decimal(); });
+    v.unrealized_intraday_plpc = read_opt<Decimal>(r, [&]() { return r.decimal(); });
+    v.current_price = read_opt<Decimal>(r, [&]() { return r.decimal(); });
+    v.lastday_price = read_opt<Decimal>(r, [&]() { return r.decimal(); });
+    v.change_today = read_opt<Decimal>(r, [&]() { return r.decimal(); });
+    v.updated_at = r.timestamp();
+    return v;
+}
+
+inline void decode(Reader& r, PositionEventInsertUpdate& v) { v = decode_PositionEventInsertUpdate(r); }
+
+// POSITION event (DELETE)
+struct PositionEventDelete {
+    std::uint64_t position{};  // u64: the change's position in the change log
+    std::string account_id{};  // str: the account
+    std::string symbol{};  // str: ticker, upper-case
+    bool operator==(const PositionEventDelete& o) const {
+        return position == o.position &&
+               account_id == o.account_id &&
+               symbol == o.symbol;
+    }
+    bool operator!=(const PositionEventDelete& o) const { return !(*this == o); }
+};
+
+inline void encode(Writer& w, const PositionEventDelete& v) {
+    w.u64(v.position);
+    w.str(v.account_id);
+    w.str(v.symbol);
+}
+
+inline PositionEventDelete decode_PositionEventDelete(Reader& r) {
+    PositionEventDelete v;
+    v.position = r.u64();
+    v.account_id = r.str();
+    v.symbol = r.str();
+    return v;
+}
+
+inline void decode(Reader& r, PositionEventDelete& v) { v = decode_PositionEventDelete(r); }
+
 // TRADE row
 struct TradeRow {
     std::string id{};  // str: the execution's id
@@ -1686,6 +2392,113 @@ inline TradeResponse decode_TradeResponse(Reader& r) {
 }
 
 inline void decode(Reader& r, TradeResponse& v) { v = decode_TradeResponse(r); }
+
+// TRADE subscribe
+struct TradeSubscribe {
+    std::optional<std::uint64_t> from_position{};  // opt<u64>: absent: changes after the confirmation; present: every matching change after it, then live
+    std::vector<std::string> symbols{};  // list<str>: only rows of these symbols; empty: every row
+    bool operator==(const TradeSubscribe& o) const {
+        return from_position == o.from_position &&
+               symbols == o.symbols;
+    }
+    bool operator!=(const TradeSubscribe& o) const { return !(*this == o); }
+};
+
+inline void encode(Writer& w, const TradeSubscribe& v) {
+    write_opt(w, v.from_position, [&](const std::uint64_t& x) { w.u64(x); });
+    write_list(w, v.symbols, [&](const std::string& x) { w.str(x); });
+}
+
+inline TradeSubscribe decode_TradeSubscribe(Reader& r) {
+    TradeSubscribe v;
+    v.from_position = read_opt<std::uint64_t>(r, [&]() { return r.u64(); });
+    v.symbols = read_list<std::string>(r, [&]() { return r.str(); });
+    return v;
+}
+
+inline void decode(Reader& r, TradeSubscribe& v) { v = decode_TradeSubscribe(r); }
+
+// TRADE event (INSERT, UPDATE)
+struct TradeEventInsertUpdate {
+    std::uint64_t position{};  // u64: the change's position in the change log
+    std::string id{};  // str: the execution's id
+    std::string client_order_id{};  // str: the order filled; it must exist
+    std::string symbol{};  // str: ticker, upper-case
+    std::string side{};  // str: side (buy, sell)
+    Decimal qty{};  // decimal: quantity filled, above 0
+    Decimal price{};  // decimal: fill price, above 0
+    Decimal fee{};  // decimal: fee, 0 or more
+    std::optional<std::string> liquidity{};  // opt<str>: liquidity flag (maker, taker)
+    Timestamp executed_at{};  // timestamp: when it executed
+    bool operator==(const TradeEventInsertUpdate& o) const {
+        return position == o.position &&
+               id == o.id &&
+               client_order_id == o.client_order_id &&
+               symbol == o.symbol &&
+               side == o.side &&
+               qty == o.qty &&
+               price == o.price &&
+               fee == o.fee &&
+               liquidity == o.liquidity &&
+               executed_at == o.executed_at;
+    }
+    bool operator!=(const TradeEventInsertUpdate& o) const { return !(*this == o); }
+};
+
+inline void encode(Writer& w, const TradeEventInsertUpdate& v) {
+    w.u64(v.position);
+    w.str(v.id);
+    w.str(v.client_order_id);
+    w.str(v.symbol);
+    w.str(v.side);
+    w.decimal(v.qty);
+    w.decimal(v.price);
+    w.decimal(v.fee);
+    write_opt(w, v.liquidity, [&](const std::string& x) { w.str(x); });
+    w.timestamp(v.executed_at);
+}
+
+inline TradeEventInsertUpdate decode_TradeEventInsertUpdate(Reader& r) {
+    TradeEventInsertUpdate v;
+    v.position = r.u64();
+    v.id = r.str();
+    v.client_order_id = r.str();
+    v.symbol = r.str();
+    v.side = r.str();
+    v.qty = r.decimal();
+    v.price = r.decimal();
+    v.fee = r.decimal();
+    v.liquidity = read_opt<std::string>(r, [&]() { return r.str(); });
+    v.executed_at = r.timestamp();
+    return v;
+}
+
+inline void decode(Reader& r, TradeEventInsertUpdate& v) { v = decode_TradeEventInsertUpdate(r); }
+
+// TRADE event (DELETE)
+struct TradeEventDelete {
+    std::uint64_t position{};  // u64: the change's position in the change log
+    std::string id{};  // str: the execution's id
+    bool operator==(const TradeEventDelete& o) const {
+        return position == o.position &&
+               id == o.id;
+    }
+    bool operator!=(const TradeEventDelete& o) const { return !(*this == o); }
+};
+
+inline void encode(Writer& w, const TradeEventDelete& v) {
+    w.u64(v.position);
+    w.str(v.id);
+}
+
+inline TradeEventDelete decode_TradeEventDelete(Reader& r) {
+    TradeEventDelete v;
+    v.position = r.u64();
+    v.id = r.str();
+    return v;
+}
+
+inline void decode(Reader& r, TradeEventDelete& v) { v = decode_TradeEventDelete(r); }
 
 // MARKET_TICK row
 struct MarketTickRow {
@@ -1897,6 +2710,137 @@ inline MarketTickResponse decode_MarketTickResponse(Reader& r) {
 
 inline void decode(Reader& r, MarketTickResponse& v) { v = decode_MarketTickResponse(r); }
 
+// MARKET_TICK subscribe
+struct MarketTickSubscribe {
+    std::optional<std::uint64_t> from_position{};  // opt<u64>: absent: changes after the confirmation; present: every matching change after it, then live
+    std::vector<std::string> symbols{};  // list<str>: only rows of these symbols; empty: every row
+    bool operator==(const MarketTickSubscribe& o) const {
+        return from_position == o.from_position &&
+               symbols == o.symbols;
+    }
+    bool operator!=(const MarketTickSubscribe& o) const { return !(*this == o); }
+};
+
+inline void encode(Writer& w, const MarketTickSubscribe& v) {
+    write_opt(w, v.from_position, [&](const std::uint64_t& x) { w.u64(x); });
+    write_list(w, v.symbols, [&](const std::string& x) { w.str(x); });
+}
+
+inline MarketTickSubscribe decode_MarketTickSubscribe(Reader& r) {
+    MarketTickSubscribe v;
+    v.from_position = read_opt<std::uint64_t>(r, [&]() { return r.u64(); });
+    v.symbols = read_list<std::string>(r, [&]() { return r.str(); });
+    return v;
+}
+
+inline void decode(Reader& r, MarketTickSubscribe& v) { v = decode_MarketTickSubscribe(r); }
+
+// MARKET_TICK event (INSERT, UPDATE)
+struct MarketTickEventInsertUpdate {
+    std::uint64_t position{};  // u64: the change's position in the change log
+    std::string symbol{};  // str: ticker, upper-case
+    Timestamp ts{};  // timestamp: the feed's timestamp, nanoseconds kept
+    std::int64_t seq{};  // i64: the feed's sequence number for this symbol and time
+    std::string kind{};  // str: trade or quote (trade, quote)
+    std::optional<Decimal> price{};  // opt<decimal>: trades: price
+    std::optional<Decimal> size{};  // opt<decimal>: trades: size
+    std::optional<Decimal> bid_price{};  // opt<decimal>: quotes: bid price
+    std::optional<Decimal> bid_size{};  // opt<decimal>: quotes: bid size
+    std::optional<Decimal> ask_price{};  // opt<decimal>: quotes: ask price
+    std::optional<Decimal> ask_size{};  // opt<decimal>: quotes: ask size
+    std::optional<std::string> exchange{};  // opt<str>: exchange code
+    std::vector<std::string> conditions{};  // list<str>: condition codes
+    std::optional<std::string> tape{};  // opt<str>: tape
+    bool operator==(const MarketTickEventInsertUpdate& o) const {
+        return position == o.position &&
+               symbol == o.symbol &&
+               ts == o.ts &&
+               seq == o.seq &&
+               kind == o.kind &&
+               price == o.price &&
+               size == o.size &&
+               bid_price == o.bid_price &&
+               bid_size == o.bid_size &&
+               ask_price == o.ask_price &&
+               ask_size == o.ask_size &&
+               exchange == o.exchange &&
+               conditions == o.conditions &&
+               tape == o.tape;
+    }
+    bool operator!=(const MarketTickEventInsertUpdate& o) const { return !(*this == o); }
+};
+
+inline void encode(Writer& w, const MarketTickEventInsertUpdate& v) {
+    w.u64(v.position);
+    w.str(v.symbol);
+    w.timestamp(v.ts);
+    w.i64(v.seq);
+    w.str(v.kind);
+    write_opt(w, v.price, [&](const Decimal& x) { w.decimal(x); });
+    write_opt(w, v.size, [&](const Decimal& x) { w.decimal(x); });
+    write_opt(w, v.bid_price, [&](const Decimal& x) { w.decimal(x); });
+    write_opt(w, v.bid_size, [&](const Decimal& x) { w.decimal(x); });
+    write_opt(w, v.ask_price, [&](const Decimal& x) { w.decimal(x); });
+    write_opt(w, v.ask_size, [&](const Decimal& x) { w.decimal(x); });
+    write_opt(w, v.exchange, [&](const std::string& x) { w.str(x); });
+    write_list(w, v.conditions, [&](const std::string& x) { w.str(x); });
+    write_opt(w, v.tape, [&](const std::string& x) { w.str(x); });
+}
+
+inline MarketTickEventInsertUpdate decode_MarketTickEventInsertUpdate(Reader& r) {
+    MarketTickEventInsertUpdate v;
+    v.position = r.u64();
+    v.symbol = r.str();
+    v.ts = r.timestamp();
+    v.seq = r.i64();
+    v.kind = r.str();
+    v.price = read_opt<Decimal>(r, [&]() { return r.decimal(); });
+    v.size = read_opt<Decimal>(r, [&]() { return r.decimal(); });
+    v.bid_price = read_opt<Decimal>(r, [&]() { return r.decimal(); });
+    v.bid_size = read_opt<Decimal>(r, [&]() { return r.decimal(); });
+    v.ask_price = read_opt<Decimal>(r, [&]() { return r.decimal(); });
+    v.ask_size = read_opt<Decimal>(r, [&]() { return r.decimal(); });
+    v.exchange = read_opt<std::string>(r, [&]() { return r.str(); });
+    v.conditions = read_list<std::string>(r, [&]() { return r.str(); });
+    v.tape = read_opt<std::string>(r, [&]() { return r.str(); });
+    return v;
+}
+
+inline void decode(Reader& r, MarketTickEventInsertUpdate& v) { v = decode_MarketTickEventInsertUpdate(r); }
+
+// MARKET_TICK event (DELETE)
+struct MarketTickEventDelete {
+    std::uint64_t position{};  // u64: the change's position in the change log
+    std::string symbol{};  // str: ticker, upper-case
+    Timestamp ts{};  // timestamp: the feed's timestamp, nanoseconds kept
+    std::int64_t seq{};  // i64: the feed's sequence number for this symbol and time
+    bool operator==(const MarketTickEventDelete& o) const {
+        return position == o.position &&
+               symbol == o.symbol &&
+               ts == o.ts &&
+               seq == o.seq;
+    }
+    bool operator!=(const MarketTickEventDelete& o) const { return !(*this == o); }
+};
+
+inline void encode(Writer& w, const MarketTickEventDelete& v) {
+    w.u64(v.position);
+    w.str(v.symbol);
+    w.timestamp(v.ts);
+    w.i64(v.seq);
+}
+
+inline MarketTickEventDelete decode_MarketTickEventDelete(Reader& r) {
+    MarketTickEventDelete v;
+    v.position = r.u64();
+    v.symbol = r.str();
+    v.ts = r.timestamp();
+    v.seq = r.i64();
+    return v;
+}
+
+inline void decode(Reader& r, MarketTickEventDelete& v) { v = decode_MarketTickEventDelete(r); }
+
 // ML_MODEL row
 struct MlModelRow {
     std::string id{};  // str: the model's id
@@ -2078,6 +3022,117 @@ inline MlModelResponse decode_MlModelResponse(Reader& r) {
 }
 
 inline void decode(Reader& r, MlModelResponse& v) { v = decode_MlModelResponse(r); }
+
+// ML_MODEL subscribe
+struct MlModelSubscribe {
+    std::optional<std::uint64_t> from_position{};  // opt<u64>: absent: changes after the confirmation; present: every matching change after it, then live
+    std::vector<std::string> symbols{};  // list<str>: only rows of these symbols; empty: every row (this table has no symbol: must be empty)
+    bool operator==(const MlModelSubscribe& o) const {
+        return from_position == o.from_position &&
+               symbols == o.symbols;
+    }
+    bool operator!=(const MlModelSubscribe& o) const { return !(*this == o); }
+};
+
+inline void encode(Writer& w, const MlModelSubscribe& v) {
+    write_opt(w, v.from_position, [&](const std::uint64_t& x) { w.u64(x); });
+    write_list(w, v.symbols, [&](const std::string& x) { w.str(x); });
+}
+
+inline MlModelSubscribe decode_MlModelSubscribe(Reader& r) {
+    MlModelSubscribe v;
+    v.from_position = read_opt<std::uint64_t>(r, [&]() { return r.u64(); });
+    v.symbols = read_list<std::string>(r, [&]() { return r.str(); });
+    return v;
+}
+
+inline void decode(Reader& r, MlModelSubscribe& v) { v = decode_MlModelSubscribe(r); }
+
+// ML_MODEL event (INSERT, UPDATE)
+struct MlModelEventInsertUpdate {
+    std::uint64_t position{};  // u64: the change's position in the change log
+    std::string id{};  // str: the model's id
+    std::string name{};  // str: model name
+    std::string version{};  // str: version; unique with name
+    std::string framework{};  // str: training framework
+    std::string hyperparameters{};  // text: JSON object, stored as jsonb
+    std::string metrics{};  // text: JSON object, stored as jsonb
+    std::optional<Bytes> artifact{};  // opt<bytes>: the serialized model
+    std::optional<std::string> artifact_uri{};  // opt<str>: where the artifact lives instead
+    std::string status{};  // str: lifecycle (training, ready, retired)
+    std::optional<Timestamp> created_at{};  // opt<timestamp>: when it was registered; absent: the hub's clock
+    bool operator==(const MlModelEventInsertUpdate& o) const {
+        return position == o.position &&
+               id == o.id &&
+               name == o.name &&
+               version == o.version &&
+               framework == o.framework &&
+               hyperparameters == o.hyperparameters &&
+               metrics == o.metrics &&
+               artifact == o.artifact &&
+               artifact_uri == o.artifact_uri &&
+               status == o.status &&
+               created_at == o.created_at;
+    }
+    bool operator!=(const MlModelEventInsertUpdate& o) const { return !(*this == o); }
+};
+
+inline void encode(Writer& w, const MlModelEventInsertUpdate& v) {
+    w.u64(v.position);
+    w.str(v.id);
+    w.str(v.name);
+    w.str(v.version);
+    w.str(v.framework);
+    w.text(v.hyperparameters);
+    w.text(v.metrics);
+    write_opt(w, v.artifact, [&](const Bytes& x) { w.blob(x); });
+    write_opt(w, v.artifact_uri, [&](const std::string& x) { w.str(x); });
+    w.str(v.status);
+    write_opt(w, v.created_at, [&](const Timestamp& x) { w.timestamp(x); });
+}
+
+inline MlModelEventInsertUpdate decode_MlModelEventInsertUpdate(Reader& r) {
+    MlModelEventInsertUpdate v;
+    v.position = r.u64();
+    v.id = r.str();
+    v.name = r.str();
+    v.version = r.str();
+    v.framework = r.str();
+    v.hyperparameters = r.text();
+    v.metrics = r.text();
+    v.artifact = read_opt<Bytes>(r, [&]() { return r.blob(); });
+    v.artifact_uri = read_opt<std::string>(r, [&]() { return r.str(); });
+    v.status = r.str();
+    v.created_at = read_opt<Timestamp>(r, [&]() { return r.timestamp(); });
+    return v;
+}
+
+inline void decode(Reader& r, MlModelEventInsertUpdate& v) { v = decode_MlModelEventInsertUpdate(r); }
+
+// ML_MODEL event (DELETE)
+struct MlModelEventDelete {
+    std::uint64_t position{};  // u64: the change's position in the change log
+    std::string id{};  // str: the model's id
+    bool operator==(const MlModelEventDelete& o) const {
+        return position == o.position &&
+               id == o.id;
+    }
+    bool operator!=(const MlModelEventDelete& o) const { return !(*this == o); }
+};
+
+inline void encode(Writer& w, const MlModelEventDelete& v) {
+    w.u64(v.position);
+    w.str(v.id);
+}
+
+inline MlModelEventDelete decode_MlModelEventDelete(Reader& r) {
+    MlModelEventDelete v;
+    v.position = r.u64();
+    v.id = r.str();
+    return v;
+}
+
+inline void decode(Reader& r, MlModelEventDelete& v) { v = decode_MlModelEventDelete(r); }
 
 // ML_PREDICTION row
 struct MlPredictionRow {
@@ -2265,6 +3320,117 @@ inline MlPredictionResponse decode_MlPredictionResponse(Reader& r) {
 
 inline void decode(Reader& r, MlPredictionResponse& v) { v = decode_MlPredictionResponse(r); }
 
+// ML_PREDICTION subscribe
+struct MlPredictionSubscribe {
+    std::optional<std::uint64_t> from_position{};  // opt<u64>: absent: changes after the confirmation; present: every matching change after it, then live
+    std::vector<std::string> symbols{};  // list<str>: only rows of these symbols; empty: every row
+    std::vector<std::string> model_ids{};  // list<str>: only rows whose model_id is one of these; empty: every row
+    bool operator==(const MlPredictionSubscribe& o) const {
+        return from_position == o.from_position &&
+               symbols == o.symbols &&
+               model_ids == o.model_ids;
+    }
+    bool operator!=(const MlPredictionSubscribe& o) const { return !(*this == o); }
+};
+
+inline void encode(Writer& w, const MlPredictionSubscribe& v) {
+    write_opt(w, v.from_position, [&](const std::uint64_t& x) { w.u64(x); });
+    write_list(w, v.symbols, [&](const std::string& x) { w.str(x); });
+    write_list(w, v.model_ids, [&](const std::string& x) { w.str(x); });
+}
+
+inline MlPredictionSubscribe decode_MlPredictionSubscribe(Reader& r) {
+    MlPredictionSubscribe v;
+    v.from_position = read_opt<std::uint64_t>(r, [&]() { return r.u64(); });
+    v.symbols = read_list<std::string>(r, [&]() { return r.str(); });
+    v.model_ids = read_list<std::string>(r, [&]() { return r.str(); });
+    return v;
+}
+
+inline void decode(Reader& r, MlPredictionSubscribe& v) { v = decode_MlPredictionSubscribe(r); }
+
+// ML_PREDICTION event (INSERT, UPDATE)
+struct MlPredictionEventInsertUpdate {
+    std::uint64_t position{};  // u64: the change's position in the change log
+    std::string id{};  // str: the prediction's id
+    std::string model_id{};  // str: the model; it must exist and be ready
+    std::string symbol{};  // str: ticker, upper-case
+    Timestamp ts{};  // timestamp: the time the prediction is for
+    std::int64_t horizon{};  // i64: horizon in seconds, above 0
+    double value{};  // f64: predicted value
+    double confidence{};  // f64: confidence in [0, 1]
+    std::optional<std::string> predicted_side{};  // opt<str>: suggested side (buy, sell, hold)
+    std::optional<Timestamp> created_at{};  // opt<timestamp>: when it was made; absent: the hub's clock
+    bool operator==(const MlPredictionEventInsertUpdate& o) const {
+        return position == o.position &&
+               id == o.id &&
+               model_id == o.model_id &&
+               symbol == o.symbol &&
+               ts == o.ts &&
+               horizon == o.horizon &&
+               value == o.value &&
+               confidence == o.confidence &&
+               predicted_side == o.predicted_side &&
+               created_at == o.created_at;
+    }
+    bool operator!=(const MlPredictionEventInsertUpdate& o) const { return !(*this == o); }
+};
+
+inline void encode(Writer& w, const MlPredictionEventInsertUpdate& v) {
+    w.u64(v.position);
+    w.str(v.id);
+    w.str(v.model_id);
+    w.str(v.symbol);
+    w.timestamp(v.ts);
+    w.i64(v.horizon);
+    w.f64(v.value);
+    w.f64(v.confidence);
+    write_opt(w, v.predicted_side, [&](const std::string& x) { w.str(x); });
+    write_opt(w, v.created_at, [&](const Timestamp& x) { w.timestamp(x); });
+}
+
+inline MlPredictionEventInsertUpdate decode_MlPredictionEventInsertUpdate(Reader& r) {
+    MlPredictionEventInsertUpdate v;
+    v.position = r.u64();
+    v.id = r.str();
+    v.model_id = r.str();
+    v.symbol = r.str();
+    v.ts = r.timestamp();
+    v.horizon = r.i64();
+    v.value = r.f64();
+    v.confidence = r.f64();
+    v.predicted_side = read_opt<std::string>(r, [&]() { return r.str(); });
+    v.created_at = read_opt<Timestamp>(r, [&]() { return r.timestamp(); });
+    return v;
+}
+
+inline void decode(Reader& r, MlPredictionEventInsertUpdate& v) { v = decode_MlPredictionEventInsertUpdate(r); }
+
+// ML_PREDICTION event (DELETE)
+struct MlPredictionEventDelete {
+    std::uint64_t position{};  // u64: the change's position in the change log
+    std::string id{};  // str: the prediction's id
+    bool operator==(const MlPredictionEventDelete& o) const {
+        return position == o.position &&
+               id == o.id;
+    }
+    bool operator!=(const MlPredictionEventDelete& o) const { return !(*this == o); }
+};
+
+inline void encode(Writer& w, const MlPredictionEventDelete& v) {
+    w.u64(v.position);
+    w.str(v.id);
+}
+
+inline MlPredictionEventDelete decode_MlPredictionEventDelete(Reader& r) {
+    MlPredictionEventDelete v;
+    v.position = r.u64();
+    v.id = r.str();
+    return v;
+}
+
+inline void decode(Reader& r, MlPredictionEventDelete& v) { v = decode_MlPredictionEventDelete(r); }
+
 // LABELED_DATA row
 struct LabeledDataRow {
     std::string id{};  // str: the label's id
@@ -2446,6 +3612,109 @@ inline LabeledDataResponse decode_LabeledDataResponse(Reader& r) {
 }
 
 inline void decode(Reader& r, LabeledDataResponse& v) { v = decode_LabeledDataResponse(r); }
+
+// LABELED_DATA subscribe
+struct LabeledDataSubscribe {
+    std::optional<std::uint64_t> from_position{};  // opt<u64>: absent: changes after the confirmation; present: every matching change after it, then live
+    std::vector<std::string> symbols{};  // list<str>: only rows of these symbols; empty: every row
+    bool operator==(const LabeledDataSubscribe& o) const {
+        return from_position == o.from_position &&
+               symbols == o.symbols;
+    }
+    bool operator!=(const LabeledDataSubscribe& o) const { return !(*this == o); }
+};
+
+inline void encode(Writer& w, const LabeledDataSubscribe& v) {
+    write_opt(w, v.from_position, [&](const std::uint64_t& x) { w.u64(x); });
+    write_list(w, v.symbols, [&](const std::string& x) { w.str(x); });
+}
+
+inline LabeledDataSubscribe decode_LabeledDataSubscribe(Reader& r) {
+    LabeledDataSubscribe v;
+    v.from_position = read_opt<std::uint64_t>(r, [&]() { return r.u64(); });
+    v.symbols = read_list<std::string>(r, [&]() { return r.str(); });
+    return v;
+}
+
+inline void decode(Reader& r, LabeledDataSubscribe& v) { v = decode_LabeledDataSubscribe(r); }
+
+// LABELED_DATA event (INSERT, UPDATE)
+struct LabeledDataEventInsertUpdate {
+    std::uint64_t position{};  // u64: the change's position in the change log
+    std::string id{};  // str: the label's id
+    std::string symbol{};  // str: ticker, upper-case
+    Timestamp ts{};  // timestamp: the time labeled
+    std::int64_t horizon{};  // i64: horizon in seconds, above 0
+    std::optional<std::string> label_class{};  // opt<str>: class name; label_class or label_value or both
+    std::optional<double> label_value{};  // opt<f64>: label value
+    std::optional<std::string> feature_set_id{};  // opt<str>: the feature set it was computed from
+    std::optional<Timestamp> created_at{};  // opt<timestamp>: when it was made; absent: the hub's clock
+    bool operator==(const LabeledDataEventInsertUpdate& o) const {
+        return position == o.position &&
+               id == o.id &&
+               symbol == o.symbol &&
+               ts == o.ts &&
+               horizon == o.horizon &&
+               label_class == o.label_class &&
+               label_value == o.label_value &&
+               feature_set_id == o.feature_set_id &&
+               created_at == o.created_at;
+    }
+    bool operator!=(const LabeledDataEventInsertUpdate& o) const { return !(*this == o); }
+};
+
+inline void encode(Writer& w, const LabeledDataEventInsertUpdate& v) {
+    w.u64(v.position);
+    w.str(v.id);
+    w.str(v.symbol);
+    w.timestamp(v.ts);
+    w.i64(v.horizon);
+    write_opt(w, v.label_class, [&](const std::string& x) { w.str(x); });
+    write_opt(w, v.label_value, [&](const double& x) { w.f64(x); });
+    write_opt(w, v.feature_set_id, [&](const std::string& x) { w.str(x); });
+    write_opt(w, v.created_at, [&](const Timestamp& x) { w.timestamp(x); });
+}
+
+inline LabeledDataEventInsertUpdate decode_LabeledDataEventInsertUpdate(Reader& r) {
+    LabeledDataEventInsertUpdate v;
+    v.position = r.u64();
+    v.id = r.str();
+    v.symbol = r.str();
+    v.ts = r.timestamp();
+    v.horizon = r.i64();
+    v.label_class = read_opt<std::string>(r, [&]() { return r.str(); });
+    v.label_value = read_opt<double>(r, [&]() { return r.f64(); });
+    v.feature_set_id = read_opt<std::string>(r, [&]() { return r.str(); });
+    v.created_at = read_opt<Timestamp>(r, [&]() { return r.timestamp(); });
+    return v;
+}
+
+inline void decode(Reader& r, LabeledDataEventInsertUpdate& v) { v = decode_LabeledDataEventInsertUpdate(r); }
+
+// LABELED_DATA event (DELETE)
+struct LabeledDataEventDelete {
+    std::uint64_t position{};  // u64: the change's position in the change log
+    std::string id{};  // str: the label's id
+    bool operator==(const LabeledDataEventDelete& o) const {
+        return position == o.position &&
+               id == o.id;
+    }
+    bool operator!=(const LabeledDataEventDelete& o) const { return !(*this == o); }
+};
+
+inline void encode(Writer& w, const LabeledDataEventDelete& v) {
+    w.u64(v.position);
+    w.str(v.id);
+}
+
+inline LabeledDataEventDelete decode_LabeledDataEventDelete(Reader& r) {
+    LabeledDataEventDelete v;
+    v.position = r.u64();
+    v.id = r.str();
+    return v;
+}
+
+inline void decode(Reader& r, LabeledDataEventDelete& v) { v = decode_LabeledDataEventDelete(r); }
 
 // FEATURE_SET row
 struct FeatureSetRow {
@@ -2629,6 +3898,109 @@ inline FeatureSetResponse decode_FeatureSetResponse(Reader& r) {
 
 inline void decode(Reader& r, FeatureSetResponse& v) { v = decode_FeatureSetResponse(r); }
 
+// FEATURE_SET subscribe
+struct FeatureSetSubscribe {
+    std::optional<std::uint64_t> from_position{};  // opt<u64>: absent: changes after the confirmation; present: every matching change after it, then live
+    std::vector<std::string> symbols{};  // list<str>: only rows of these symbols; empty: every row
+    bool operator==(const FeatureSetSubscribe& o) const {
+        return from_position == o.from_position &&
+               symbols == o.symbols;
+    }
+    bool operator!=(const FeatureSetSubscribe& o) const { return !(*this == o); }
+};
+
+inline void encode(Writer& w, const FeatureSetSubscribe& v) {
+    write_opt(w, v.from_position, [&](const std::uint64_t& x) { w.u64(x); });
+    write_list(w, v.symbols, [&](const std::string& x) { w.str(x); });
+}
+
+inline FeatureSetSubscribe decode_FeatureSetSubscribe(Reader& r) {
+    FeatureSetSubscribe v;
+    v.from_position = read_opt<std::uint64_t>(r, [&]() { return r.u64(); });
+    v.symbols = read_list<std::string>(r, [&]() { return r.str(); });
+    return v;
+}
+
+inline void decode(Reader& r, FeatureSetSubscribe& v) { v = decode_FeatureSetSubscribe(r); }
+
+// FEATURE_SET event (INSERT, UPDATE)
+struct FeatureSetEventInsertUpdate {
+    std::uint64_t position{};  // u64: the change's position in the change log
+    std::string id{};  // str: the vector's id
+    std::string name{};  // str: feature set name
+    std::string version{};  // str: feature set version
+    std::string symbol{};  // str: ticker, upper-case
+    Timestamp ts{};  // timestamp: the time the features describe
+    std::vector<double> features{};  // list<f64>: the feature values
+    std::vector<std::string> feature_names{};  // list<str>: names of the features, kept once per (name, version): give them with the first vector, then give them again identically or leave the list empty
+    std::optional<Timestamp> created_at{};  // opt<timestamp>: when it was made; absent: the hub's clock
+    bool operator==(const FeatureSetEventInsertUpdate& o) const {
+        return position == o.position &&
+               id == o.id &&
+               name == o.name &&
+               version == o.version &&
+               symbol == o.symbol &&
+               ts == o.ts &&
+               features == o.features &&
+               feature_names == o.feature_names &&
+               created_at == o.created_at;
+    }
+    bool operator!=(const FeatureSetEventInsertUpdate& o) const { return !(*this == o); }
+};
+
+inline void encode(Writer& w, const FeatureSetEventInsertUpdate& v) {
+    w.u64(v.position);
+    w.str(v.id);
+    w.str(v.name);
+    w.str(v.version);
+    w.str(v.symbol);
+    w.timestamp(v.ts);
+    write_list(w, v.features, [&](const double& x) { w.f64(x); });
+    write_list(w, v.feature_names, [&](const std::string& x) { w.str(x); });
+    write_opt(w, v.created_at, [&](const Timestamp& x) { w.timestamp(x); });
+}
+
+inline FeatureSetEventInsertUpdate decode_FeatureSetEventInsertUpdate(Reader& r) {
+    FeatureSetEventInsertUpdate v;
+    v.position = r.u64();
+    v.id = r.str();
+    v.name = r.str();
+    v.version = r.str();
+    v.symbol = r.str();
+    v.ts = r.timestamp();
+    v.features = read_list<double>(r, [&]() { return r.f64(); });
+    v.feature_names = read_list<std::string>(r, [&]() { return r.str(); });
+    v.created_at = read_opt<Timestamp>(r, [&]() { return r.timestamp(); });
+    return v;
+}
+
+inline void decode(Reader& r, FeatureSetEventInsertUpdate& v) { v = decode_FeatureSetEventInsertUpdate(r); }
+
+// FEATURE_SET event (DELETE)
+struct FeatureSetEventDelete {
+    std::uint64_t position{};  // u64: the change's position in the change log
+    std::string id{};  // str: the vector's id
+    bool operator==(const FeatureSetEventDelete& o) const {
+        return position == o.position &&
+               id == o.id;
+    }
+    bool operator!=(const FeatureSetEventDelete& o) const { return !(*this == o); }
+};
+
+inline void encode(Writer& w, const FeatureSetEventDelete& v) {
+    w.u64(v.position);
+    w.str(v.id);
+}
+
+inline FeatureSetEventDelete decode_FeatureSetEventDelete(Reader& r) {
+    FeatureSetEventDelete v;
+    v.position = r.u64();
+    v.id = r.str();
+    return v;
+}
+
+inline void decode(Reader& r, FeatureSetEventDelete& v) { v = decode_FeatureSetEventDelete(r); }
+
 // TECHNICAL_INDICATOR row
 struct TechnicalIndicatorRow {
     std::string id{};  // str: the value's id
@@ -2807,6 +4179,109 @@ inline TechnicalIndicatorResponse decode_TechnicalIndicatorResponse(Reader& r) {
 
 inline void decode(Reader& r, TechnicalIndicatorResponse& v) { v = decode_TechnicalIndicatorResponse(r); }
 
+// TECHNICAL_INDICATOR subscribe
+struct TechnicalIndicatorSubscribe {
+    std::optional<std::uint64_t> from_position{};  // opt<u64>: absent: changes after the confirmation; present: every matching change after it, then live
+    std::vector<std::string> symbols{};  // list<str>: only rows of these symbols; empty: every row
+    std::vector<std::string> names{};  // list<str>: only rows whose name is one of these; empty: every row
+    bool operator==(const TechnicalIndicatorSubscribe& o) const {
+        return from_position == o.from_position &&
+               symbols == o.symbols &&
+               names == o.names;
+    }
+    bool operator!=(const TechnicalIndicatorSubscribe& o) const { return !(*this == o); }
+};
+
+inline void encode(Writer& w, const TechnicalIndicatorSubscribe& v) {
+    write_opt(w, v.from_position, [&](const std::uint64_t& x) { w.u64(x); });
+    write_list(w, v.symbols, [&](const std::string& x) { w.str(x); });
+    write_list(w, v.names, [&](const std::string& x) { w.str(x); });
+}
+
+inline TechnicalIndicatorSubscribe decode_TechnicalIndicatorSubscribe(Reader& r) {
+    TechnicalIndicatorSubscribe v;
+    v.from_position = read_opt<std::uint64_t>(r, [&]() { return r.u64(); });
+    v.symbols = read_list<std::string>(r, [&]() { return r.str(); });
+    v.names = read_list<std::string>(r, [&]() { return r.str(); });
+    return v;
+}
+
+inline void decode(Reader& r, TechnicalIndicatorSubscribe& v) { v = decode_TechnicalIndicatorSubscribe(r); }
+
+// TECHNICAL_INDICATOR event (INSERT, UPDATE)
+struct TechnicalIndicatorEventInsertUpdate {
+    std::uint64_t position{};  // u64: the change's position in the change log
+    std::string id{};  // str: the value's id
+    std::string symbol{};  // str: ticker, upper-case
+    Timestamp ts{};  // timestamp: the time of the value
+    std::string name{};  // str: indicator: sma, ema, rsi, macd, ... (lower-case)
+    std::string parameters{};  // text: JSON object of the indicator's parameters, stored as jsonb
+    std::vector<double> values{};  // list<f64>: the value(s), at least one (macd has three)
+    std::optional<Timestamp> created_at{};  // opt<timestamp>: when it was computed; absent: the hub's clock
+    bool operator==(const TechnicalIndicatorEventInsertUpdate& o) const {
+        return position == o.position &&
+               id == o.id &&
+               symbol == o.symbol &&
+               ts == o.ts &&
+               name == o.name &&
+               parameters == o.parameters &&
+               values == o.values &&
+               created_at == o.created_at;
+    }
+    bool operator!=(const TechnicalIndicatorEventInsertUpdate& o) const { return !(*this == o); }
+};
+
+inline void encode(Writer& w, const TechnicalIndicatorEventInsertUpdate& v) {
+    w.u64(v.position);
+    w.str(v.id);
+    w.str(v.symbol);
+    w.timestamp(v.ts);
+    w.str(v.name);
+    w.text(v.parameters);
+    write_list(w, v.values, [&](const double& x) { w.f64(x); });
+    write_opt(w, v.created_at, [&](const Timestamp& x) { w.timestamp(x); });
+}
+
+inline TechnicalIndicatorEventInsertUpdate decode_TechnicalIndicatorEventInsertUpdate(Reader& r) {
+    TechnicalIndicatorEventInsertUpdate v;
+    v.position = r.u64();
+    v.id = r.str();
+    v.symbol = r.str();
+    v.ts = r.timestamp();
+    v.name = r.str();
+    v.parameters = r.text();
+    v.values = read_list<double>(r, [&]() { return r.f64(); });
+    v.created_at = read_opt<Timestamp>(r, [&]() { return r.timestamp(); });
+    return v;
+}
+
+inline void decode(Reader& r, TechnicalIndicatorEventInsertUpdate& v) { v = decode_TechnicalIndicatorEventInsertUpdate(r); }
+
+// TECHNICAL_INDICATOR event (DELETE)
+struct TechnicalIndicatorEventDelete {
+    std::uint64_t position{};  // u64: the change's position in the change log
+    std::string id{};  // str: the value's id
+    bool operator==(const TechnicalIndicatorEventDelete& o) const {
+        return position == o.position &&
+               id == o.id;
+    }
+    bool operator!=(const TechnicalIndicatorEventDelete& o) const { return !(*this == o); }
+};
+
+inline void encode(Writer& w, const TechnicalIndicatorEventDelete& v) {
+    w.u64(v.position);
+    w.str(v.id);
+}
+
+inline TechnicalIndicatorEventDelete decode_TechnicalIndicatorEventDelete(Reader& r) {
+    TechnicalIndicatorEventDelete v;
+    v.position = r.u64();
+    v.id = r.str();
+    return v;
+}
+
+inline void decode(Reader& r, TechnicalIndicatorEventDelete& v) { v = decode_TechnicalIndicatorEventDelete(r); }
+
 // A whole frame: length, header, payload.
 inline Bytes encode_frame(MessageType type, const Bytes& payload, std::uint64_t request_id = 0,
                           SQLCommand command = static_cast<SQLCommand>(0), SQLTable table = static_cast<SQLTable>(0),
@@ -2870,18 +4345,47 @@ class FrameReader {
     Bytes buffer_;
 };
 
-// The key of a row, as DELETE and SELECT take it.
-inline AccountKey key_of(const AccountRow& r) { return AccountKey{r.id}; }
-inline AssetKey key_of(const AssetRow& r) { return AssetKey{r.id}; }
-inline OrderKey key_of(const OrderRow& r) { return OrderKey{r.client_order_id}; }
-inline PositionKey key_of(const PositionRow& r) { return PositionKey{r.account_id, r.symbol}; }
-inline TradeKey key_of(const TradeRow& r) { return TradeKey{r.id}; }
-inline MarketTickKey key_of(const MarketTickRow& r) { return MarketTickKey{r.symbol, r.ts, r.seq}; }
-inline MlModelKey key_of(const MlModelRow& r) { return MlModelKey{r.id}; }
-inline MlPredictionKey key_of(const MlPredictionRow& r) { return MlPredictionKey{r.id}; }
-inline LabeledDataKey key_of(const LabeledDataRow& r) { return LabeledDataKey{r.id}; }
-inline FeatureSetKey key_of(const FeatureSetRow& r) { return FeatureSetKey{r.id}; }
-inline TechnicalIndicatorKey key_of(const TechnicalIndicatorRow& r) { return TechnicalIndicatorKey{r.id}; }
+// The key of a row, as DELETE and SELECT take it, and of a DELETE event.
+inline AccountKey key_of(const AccountRow& v) { return AccountKey{v.id}; }
+inline AssetKey key_of(const AssetRow& v) { return AssetKey{v.id}; }
+inline OrderKey key_of(const OrderRow& v) { return OrderKey{v.client_order_id}; }
+inline PositionKey key_of(const PositionRow& v) { return PositionKey{v.account_id, v.symbol}; }
+inline TradeKey key_of(const TradeRow& v) { return TradeKey{v.id}; }
+inline MarketTickKey key_of(const MarketTickRow& v) { return MarketTickKey{v.symbol, v.ts, v.seq}; }
+inline MlModelKey key_of(const MlModelRow& v) { return MlModelKey{v.id}; }
+inline MlPredictionKey key_of(const MlPredictionRow& v) { return MlPredictionKey{v.id}; }
+inline LabeledDataKey key_of(const LabeledDataRow& v) { return LabeledDataKey{v.id}; }
+inline FeatureSetKey key_of(const FeatureSetRow& v) { return FeatureSetKey{v.id}; }
+inline TechnicalIndicatorKey key_of(const TechnicalIndicatorRow& v) { return TechnicalIndicatorKey{v.id}; }
+inline AccountKey key_of(const AccountEventDelete& v) { return AccountKey{v.id}; }
+inline AssetKey key_of(const AssetEventDelete& v) { return AssetKey{v.id}; }
+inline OrderKey key_of(const OrderEventDelete& v) { return OrderKey{v.client_order_id}; }
+inline PositionKey key_of(const PositionEventDelete& v) { return PositionKey{v.account_id, v.symbol}; }
+inline TradeKey key_of(const TradeEventDelete& v) { return TradeKey{v.id}; }
+inline MarketTickKey key_of(const MarketTickEventDelete& v) { return MarketTickKey{v.symbol, v.ts, v.seq}; }
+inline MlModelKey key_of(const MlModelEventDelete& v) { return MlModelKey{v.id}; }
+inline MlPredictionKey key_of(const MlPredictionEventDelete& v) { return MlPredictionKey{v.id}; }
+inline LabeledDataKey key_of(const LabeledDataEventDelete& v) { return LabeledDataKey{v.id}; }
+inline FeatureSetKey key_of(const FeatureSetEventDelete& v) { return FeatureSetKey{v.id}; }
+inline TechnicalIndicatorKey key_of(const TechnicalIndicatorEventDelete& v) { return TechnicalIndicatorKey{v.id}; }
+// The row an INSERT or UPDATE event carries, without its position.
+inline AccountRow row_of(const AccountEventInsertUpdate& v) { return AccountRow{v.id, v.account_number, v.status, v.currency, v.cash, v.buying_power, v.regt_buying_power, v.daytrading_buying_power, v.non_marginable_buying_power, v.equity, v.last_equity, v.long_market_value, v.short_market_value, v.portfolio_value, v.initial_margin, v.maintenance_margin, v.last_maintenance_margin, v.sma, v.multiplier, v.daytrade_count, v.pattern_day_trader, v.trading_blocked, v.transfers_blocked, v.account_blocked, v.trade_suspended_by_user, v.shorting_enabled, v.created_at, v.updated_at}; }
+inline AssetRow row_of(const AssetEventInsertUpdate& v) { return AssetRow{v.id, v.class_, v.exchange, v.symbol, v.name, v.status, v.tradable, v.marginable, v.shortable, v.easy_to_borrow, v.fractionable, v.min_order_size, v.min_trade_increment, v.price_increment, v.maintenance_margin_requirement, v.updated_at}; }
+inline OrderRow row_of(const OrderEventInsertUpdate& v) { return OrderRow{v.client_order_id, v.id, v.account_id, v.asset_id, v.symbol, v.asset_class, v.side, v.type, v.time_in_force, v.order_class, v.parent_client_order_id, v.qty, v.notional, v.limit_price, v.stop_price, v.trail_price, v.trail_percent, v.hwm, v.extended_hours, v.submit, v.status, v.status_message, v.filled_qty, v.filled_avg_price, v.replaced_by, v.replaces, v.created_at, v.updated_at, v.submitted_at, v.filled_at, v.expired_at, v.canceled_at, v.failed_at, v.replaced_at}; }
+inline PositionRow row_of(const PositionEventInsertUpdate& v) { return PositionRow{v.account_id, v.symbol, v.asset_id, v.exchange, v.asset_class, v.side, v.qty, v.qty_available, v.avg_entry_price, v.market_value, v.cost_basis, v.unrealized_pl, v.unrealized_plpc, v.unrealized_intraday_pl, v.unrealized_intraday_plpc, v.current_price, v.lastday_price, v.change_today, v.updated_at}; }
+inline TradeRow row_of(const TradeEventInsertUpdate& v) { return TradeRow{v.id, v.client_order_id, v.symbol, v.side, v.qty, v.price, v.fee, v.liquidity, v.executed_at}; }
+inline MarketTickRow row_of(const MarketTickEventInsertUpdate& v) { return MarketTickRow{v.symbol, v.ts, v.seq, v.kind, v.price, v.size, v.bid_price, v.bid_size, v.ask_price, v.ask_size, v.exchange, v.conditions, v.tape}; }
+inline MlModelRow row_of(const MlModelEventInsertUpdate& v) { return MlModelRow{v.id, v.name, v.version, v.framework, v.hyperparameters, v.metrics, v.artifact, v.artifact_uri, v.status, v.created_at}; }
+inline MlPredictionRow row_of(const MlPredictionEventInsertUpdate& v) { return MlPredictionRow{v.id, v.model_id, v.symbol, v.ts, v.horizon, v.value, v.confidence, v.predicted_side, v.created_at}; }
+inline LabeledDataRow row_of(const LabeledDataEventInsertUpdate& v) { return LabeledDataRow{v.id, v.symbol, v.ts, v.horizon, v.label_class, v.label_value, v.feature_set_id, v.created_at}; }
+inline FeatureSetRow row_of(const FeatureSetEventInsertUpdate& v) { return FeatureSetRow{v.id, v.name, v.version, v.symbol, v.ts, v.features, v.feature_names, v.created_at}; }
+inline TechnicalIndicatorRow row_of(const TechnicalIndicatorEventInsertUpdate& v) { return TechnicalIndicatorRow{v.id, v.symbol, v.ts, v.name, v.parameters, v.values, v.created_at}; }
+
+// The position of an EVENT's change: every table's event payload starts with it.
+inline std::uint64_t event_position(const Bytes& payload) {
+    Reader r(payload);
+    return r.u64();
+}
 
 // Each table's layouts, for the generic calls of tradehub_client.hpp.
 template <SQLTable T> struct TableTraits;
@@ -2892,6 +4396,9 @@ template <> struct TableTraits<SQLTable::ACCOUNT> {
     using Keys = AccountKeys;
     using Select = AccountSelect;
     using Response = AccountResponse;
+    using Subscribe = AccountSubscribe;
+    using Event = AccountEventInsertUpdate;
+    using DeletedEvent = AccountEventDelete;
 };
 template <> struct TableTraits<SQLTable::ASSET> {
     using Row = AssetRow;
@@ -2900,6 +4407,9 @@ template <> struct TableTraits<SQLTable::ASSET> {
     using Keys = AssetKeys;
     using Select = AssetSelect;
     using Response = AssetResponse;
+    using Subscribe = AssetSubscribe;
+    using Event = AssetEventInsertUpdate;
+    using DeletedEvent = AssetEventDelete;
 };
 template <> struct TableTraits<SQLTable::ORDER> {
     using Row = OrderRow;
@@ -2908,6 +4418,9 @@ template <> struct TableTraits<SQLTable::ORDER> {
     using Keys = OrderKeys;
     using Select = OrderSelect;
     using Response = OrderResponse;
+    using Subscribe = OrderSubscribe;
+    using Event = OrderEventInsertUpdate;
+    using DeletedEvent = OrderEventDelete;
 };
 template <> struct TableTraits<SQLTable::POSITION> {
     using Row = PositionRow;
@@ -2916,6 +4429,9 @@ template <> struct TableTraits<SQLTable::POSITION> {
     using Keys = PositionKeys;
     using Select = PositionSelect;
     using Response = PositionResponse;
+    using Subscribe = PositionSubscribe;
+    using Event = PositionEventInsertUpdate;
+    using DeletedEvent = PositionEventDelete;
 };
 template <> struct TableTraits<SQLTable::TRADE> {
     using Row = TradeRow;
@@ -2924,6 +4440,9 @@ template <> struct TableTraits<SQLTable::TRADE> {
     using Keys = TradeKeys;
     using Select = TradeSelect;
     using Response = TradeResponse;
+    using Subscribe = TradeSubscribe;
+    using Event = TradeEventInsertUpdate;
+    using DeletedEvent = TradeEventDelete;
 };
 template <> struct TableTraits<SQLTable::MARKET_TICK> {
     using Row = MarketTickRow;
@@ -2932,6 +4451,9 @@ template <> struct TableTraits<SQLTable::MARKET_TICK> {
     using Keys = MarketTickKeys;
     using Select = MarketTickSelect;
     using Response = MarketTickResponse;
+    using Subscribe = MarketTickSubscribe;
+    using Event = MarketTickEventInsertUpdate;
+    using DeletedEvent = MarketTickEventDelete;
 };
 template <> struct TableTraits<SQLTable::ML_MODEL> {
     using Row = MlModelRow;
@@ -2940,6 +4462,9 @@ template <> struct TableTraits<SQLTable::ML_MODEL> {
     using Keys = MlModelKeys;
     using Select = MlModelSelect;
     using Response = MlModelResponse;
+    using Subscribe = MlModelSubscribe;
+    using Event = MlModelEventInsertUpdate;
+    using DeletedEvent = MlModelEventDelete;
 };
 template <> struct TableTraits<SQLTable::ML_PREDICTION> {
     using Row = MlPredictionRow;
@@ -2948,6 +4473,9 @@ template <> struct TableTraits<SQLTable::ML_PREDICTION> {
     using Keys = MlPredictionKeys;
     using Select = MlPredictionSelect;
     using Response = MlPredictionResponse;
+    using Subscribe = MlPredictionSubscribe;
+    using Event = MlPredictionEventInsertUpdate;
+    using DeletedEvent = MlPredictionEventDelete;
 };
 template <> struct TableTraits<SQLTable::LABELED_DATA> {
     using Row = LabeledDataRow;
@@ -2956,6 +4484,9 @@ template <> struct TableTraits<SQLTable::LABELED_DATA> {
     using Keys = LabeledDataKeys;
     using Select = LabeledDataSelect;
     using Response = LabeledDataResponse;
+    using Subscribe = LabeledDataSubscribe;
+    using Event = LabeledDataEventInsertUpdate;
+    using DeletedEvent = LabeledDataEventDelete;
 };
 template <> struct TableTraits<SQLTable::FEATURE_SET> {
     using Row = FeatureSetRow;
@@ -2964,6 +4495,9 @@ template <> struct TableTraits<SQLTable::FEATURE_SET> {
     using Keys = FeatureSetKeys;
     using Select = FeatureSetSelect;
     using Response = FeatureSetResponse;
+    using Subscribe = FeatureSetSubscribe;
+    using Event = FeatureSetEventInsertUpdate;
+    using DeletedEvent = FeatureSetEventDelete;
 };
 template <> struct TableTraits<SQLTable::TECHNICAL_INDICATOR> {
     using Row = TechnicalIndicatorRow;
@@ -2972,6 +4506,9 @@ template <> struct TableTraits<SQLTable::TECHNICAL_INDICATOR> {
     using Keys = TechnicalIndicatorKeys;
     using Select = TechnicalIndicatorSelect;
     using Response = TechnicalIndicatorResponse;
+    using Subscribe = TechnicalIndicatorSubscribe;
+    using Event = TechnicalIndicatorEventInsertUpdate;
+    using DeletedEvent = TechnicalIndicatorEventDelete;
 };
 
 }  // namespace tradehub

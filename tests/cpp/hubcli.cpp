@@ -4,6 +4,7 @@
 //   hubcli HOST PORT ROLE TOKEN insert-tick SEQ PRICE
 //   hubcli HOST PORT ROLE TOKEN ticks SYMBOL
 //   hubcli HOST PORT ROLE TOKEN predictions SYMBOL
+//   hubcli HOST PORT ROLE TOKEN held-calls    two calls to a hub that stops while the first waits
 //   hubcli HOST PORT ROLE TOKEN decode-checks
 #include <cstdlib>
 #include <iostream>
@@ -87,6 +88,21 @@ int main(int argc, char** argv) {
                           << std::hexfloat << p.value << " " << p.confidence << std::defaultfloat << " "
                           << (p.predicted_side ? *p.predicted_side : "-") << "\n";
             }
+        } else if (command == "held-calls") {
+            // tests/hub.py's notes batch, to tests/test_clients.py's HeldRoute.
+            Writer batch;
+            batch.str("b");
+            batch.u32(0);
+            Bytes answer = hub.call(SQLCommand::INSERT, SQLTable::MARKET_TICK, batch.bytes);
+            std::cout << "answer " << std::string(answer.begin(), answer.end()) << "\n";
+            try {
+                hub.call(SQLCommand::INSERT, SQLTable::MARKET_TICK, batch.bytes);
+                std::cout << "answered after the hub's SHUTDOWN\n";
+            } catch (const HubError& e) {
+                std::cout << "refused " << static_cast<int>(e.code) << ": " << e.what() << "\n";
+            }
+            std::cout << "shutdown " << hub.shutdown() << "\n";
+            return 0;
         } else {
             std::cerr << "unknown command " << command << "\n";
             return 2;

@@ -5,12 +5,14 @@ C++17, header-only, standard library only, endian-explicit, bounds-checked.
     python -m tradehub.codegen.cpp_header [--check]
 """
 
+import re
 import sys
 from pathlib import Path
 
 from ..protocol.enums import (
     DEFAULT_MAX_FRAME,
     ENVELOPE_VERSION,
+    FLAG_CANCEL,
     FLAG_MORE,
     HEADER_SIZE,
     MAGIC,
@@ -21,7 +23,7 @@ from ..protocol.enums import (
     SQLCommand,
     SQLTable,
 )
-from ..protocol.messages import ERROR, HEADER, HELLO, HELLO_ACK, SHUTDOWN, SHUTDOWN_ACK
+from ..protocol.messages import ERROR, HEADER, HELLO, HELLO_ACK, SHUTDOWN, SHUTDOWN_ACK, SUBSCRIBED
 from ..protocol.tables import LAYOUTS
 from ..protocol.wire import WireType
 from .output import write_or_check
@@ -55,8 +57,11 @@ _SCALARS = {
 
 
 def struct_name(layout_name: str) -> str:
-    """'MARKET_TICK row' -> MarketTickRow, 'HELLO_ACK' -> HelloAck."""
-    return "".join(part.capitalize() for part in layout_name.replace("_", " ").split())
+    """
+    The words of a layout's name, capitalised: 'MARKET_TICK row' ->
+    MarketTickRow, 'HELLO_ACK' -> HelloAck, 'ORDER event (DELETE)' -> OrderEventDelete.
+    """
+    return "".join(word.capitalize() for word in re.findall(r"[A-Za-z0-9]+", layout_name))
 
 
 def member(name: str) -> str:
@@ -121,7 +126,7 @@ def _layouts():
         seen.add(layout.name)
         ordered.append(layout)
 
-    for layout in (HEADER, HELLO, HELLO_ACK, ERROR, SHUTDOWN, SHUTDOWN_ACK):
+    for layout in (HEADER, HELLO, HELLO_ACK, ERROR, SHUTDOWN, SHUTDOWN_ACK, SUBSCRIBED):
         visit(layout)
     for spec in LAYOUTS.values():
         for layout in (
@@ -131,6 +136,9 @@ def _layouts():
             spec.keys_request,
             spec.select_request,
             spec.response,
+            spec.subscribe,
+            spec.event,
+            spec.deleted_event,
         ):
             visit(layout)
     return ordered
@@ -163,13 +171,34 @@ def _enum(enum, base, doc):
     return f"// {doc}\nenum class {enum.__name__} : {base} {{\n{members}\n}};\n"
 
 
+def _projection(function, target, source):
+    """A C++ function that copies the fields of layout C{target} out of a C{source} that has them all."""
+    result, argument = struct_name(target.name), struct_name(source.name)
+    members = ", ".join(f"v.{member(f.name)}" for f in target.fields)
+    return f"inline {result} {function}(const {argument}& v) {{ return {result}{{{members}}}; }}"
+
+
 def _key_functions():
-    lines = ["// The key of a row, as DELETE and SELECT take it."]
-    for spec in LAYOUTS.values():
-        row, key = struct_name(spec.row.name), struct_name(spec.key_row.name)
-        members = ", ".join(f"r.{member(k)}" for k in spec.table.key)
-        lines.append(f"inline {key} key_of(const {row}& r) {{ return {key}{{{members}}}; }}")
+    lines = ["// The key of a row, as DELETE and SELECT take it, and of a DELETE event."]
+    lines += [_projection("key_of", spec.key_row, spec.row) for spec in LAYOUTS.values()]
+    lines += [_projection("key_of", spec.key_row, spec.deleted_event) for spec in LAYOUTS.values()]
+    lines.append("// The row an INSERT or UPDATE event carries, without its position.")
+    lines += [_projection("row_of", spec.row, spec.event) for spec in LAYOUTS.values()]
     return "\n".join(lines) + "\n"
+
+
+def _event_position():
+    """Every event layout starts with its position, so a client reads it before it knows the table's types."""
+    for spec in LAYOUTS.values():
+        for layout in (spec.event, spec.deleted_event):
+            first = layout.fields[0]
+            assert (first.name, first.type.name) == ("position", "u64"), f"{layout.name} starts with {first.name}"
+    return """// The position of an EVENT's change: every table's event payload starts with it.
+inline std::uint64_t event_position(const Bytes& payload) {
+    Reader r(payload);
+    return r.u64();
+}
+"""
 
 
 def _table_traits():
@@ -186,6 +215,9 @@ def _table_traits():
             f"    using Keys = {struct_name(spec.keys_request.name)};\n"
             f"    using Select = {struct_name(spec.select_request.name)};\n"
             f"    using Response = {struct_name(spec.response.name)};\n"
+            f"    using Subscribe = {struct_name(spec.subscribe.name)};\n"
+            f"    using Event = {struct_name(spec.event.name)};\n"
+            f"    using DeletedEvent = {struct_name(spec.deleted_event.name)};\n"
             f"}};"
         )
     return "\n".join(lines) + "\n"
@@ -221,6 +253,7 @@ constexpr std::uint16_t MAGIC = 0x{MAGIC:04x};
 constexpr std::uint8_t VERSION = {ENVELOPE_VERSION};
 constexpr std::size_t HEADER_SIZE = {HEADER_SIZE};
 constexpr std::uint16_t FLAG_MORE = 0x{FLAG_MORE:04x};
+constexpr std::uint16_t FLAG_CANCEL = 0x{FLAG_CANCEL:04x};
 constexpr std::uint32_t DEFAULT_MAX_FRAME = {DEFAULT_MAX_FRAME};
 
 {_enum(MessageType, "std::uint8_t", "MessageType: the header's type byte")}
@@ -239,6 +272,7 @@ inline bool closes_connection(ErrorCode code) {{
 
 {VALUES_AND_CODEC}{structs}
 {FRAMES}{_key_functions()}
+{_event_position()}
 {_table_traits()}
 }}  // namespace tradehub
 """
