@@ -5,14 +5,14 @@ task.Clock, with the change log held in memory (L{FakeLog}) so the test
 decides when each database answer comes.
 """
 
-from twisted.internet.defer import Deferred, ensureDeferred, succeed
+from twisted.internet.defer import Deferred, FirstError, ensureDeferred, fail, succeed
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from tradehub.changes.feed import WINDOW, Feed
+from tradehub.changes.feed import RELAY_BATCH, WINDOW, Feed
 from tradehub.changes.subscription import PAGE
 from tradehub.client.calls import decode_event, subscribe_payload
 from tradehub.ops.metrics import Metrics
@@ -503,6 +503,28 @@ class FeedTests(SynchronousTestCase):
         self.assertEqual(self.feed.head, 0)
         self.feed.notified(Notify("3"))
         self.assertEqual(self.feed.head, 3)
+
+    def test_a_window_whose_read_failed_is_read_again_at_the_next_relay(self):
+        hub = Hub()
+        hub.handshake()
+        hub.subscribe()
+        hub.frames()
+        hub.log.numbered_writes(2)
+        failing = hub.log.query
+        hub.log.query = lambda statement, params=(): fail(ConnectionError("PostgreSQL went away"))
+        hub.feed.learned(hub.log.last)
+        self.assertEqual(len(self.flushLoggedErrors(FirstError)), 1)
+        self.assertEqual((hub.feed.head, hub.frames()), (0, []))
+        hub.log.query = failing
+        hub.clock.advance(1.0)  # the sweep: nothing new to number, but the window is read again
+        self.assertEqual([e.position for _, e in hub.events(hub.frames())], [1, 2])
+
+    def test_the_trim_runs_with_the_retention_in_seconds(self):
+        statements = []
+        query = self.log.query
+        self.log.query = lambda statement, params=(): statements.append((statement, params)) or query(statement, params)
+        self.clock.advance(60.0)
+        self.assertIn((ChangeLogRepository.TRIM, (60.0, RELAY_BATCH)), statements)
 
     def test_stop_ends_the_loops(self):
         self.feed.stop()

@@ -118,11 +118,13 @@ class Feed:
                 return last
 
     def learned(self, last: int) -> None:
-        """Positions up to C{last} exist (this hub's relay, or another hub's NOTIFY)."""
-        if last <= self._known:
-            return
-        self._known = last
-        if not self._advancing:
+        """
+        Positions up to C{last} exist (this hub's relay, or another hub's
+        NOTIFY). Also the retry of a window whose read failed: every relay,
+        the sweep's included, ends here.
+        """
+        self._known = max(self._known, last)
+        if self.head < self._known and not self._advancing:
             self._advancing = True
             ensureDeferred(self._advance()).addErrback(lambda f: self.log.failure("change-log read failed", f))
 
@@ -141,7 +143,8 @@ class Feed:
             while self.head < self._known:
                 start, through = self.head, min(self._known, self.head + WINDOW)
                 tables = [t for t, followers in self._followers.items() if any(s.live for s in followers)]
-                read = await gatherResults([ensureDeferred(self.read(t, start, through, {}, WINDOW)) for t in tables])
+                reads = [ensureDeferred(self.read(t, start, through, {}, WINDOW)) for t in tables]
+                read = await gatherResults(reads, consumeErrors=True)
                 self.head = through
                 for table, changes in zip(tables, read, strict=True):
                     for subscription in list(self._followers[table]):
