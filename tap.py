@@ -175,7 +175,7 @@ def makeService(options: Options) -> HubService:
             metrics=metrics,
             subscriptions=Subscriptions(feed),
         )
-        metrics.watch(factory.sessions, pool)
+        metrics.watch(factory.sessions, pool, feed)
         listeners = [
             ListenerService(role, reactor, with_backlog(description, settings.listen_backlog), factory)
             for role, description in (("frontend", settings.frontend_endpoint), ("ml", settings.ml_endpoint))

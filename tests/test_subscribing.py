@@ -25,6 +25,7 @@ from tradehub.server.routes import Registry
 from tradehub.server.subscribing import Subscriptions
 
 from . import rows, wire
+from .support import make_pool
 
 MODEL = rows.new_id()
 
@@ -467,6 +468,28 @@ class FlowTests(SubscriptionCase):
         self.assertEqual(self.hub.session.subscriptions, {})
         self.hub.subscribe(2)
         self.assertEqual(self.subscribed(self.hub.frames(), 2), WINDOW + 5)
+
+
+class MetricsTests(SubscriptionCase):
+    def test_subscriptions_events_and_positions_are_scraped(self):
+        metrics = self.hub.factory.metrics
+        metrics.watch(self.hub.factory.sessions, make_pool("dbname=never_connected"), self.hub.feed)
+
+        def sample(name, **labels):
+            return metrics.registry.get_sample_value(name, labels)
+
+        self.hub.subscribe(1)
+        self.hub.subscribe(2, table=SQLTable.ORDER)
+        self.assertEqual(sample("tradehub_subscriptions", table="ORDER", state="live"), 1)
+        self.assertEqual(sample("tradehub_subscriptions", table="ML_PREDICTION", state="live"), 1)
+        self.hub.session.pauseProducing()
+        self.log.numbered_writes(WINDOW + 1)
+        self.hub.feed.learned(self.log.last)
+        self.assertEqual(sample("tradehub_subscriptions", table="ML_PREDICTION", state="catching_up"), 1)
+        self.assertEqual(sample("tradehub_subscriptions", table="ML_PREDICTION", state="live"), 0)
+        self.assertEqual(sample("tradehub_events_sent_total"), WINDOW)
+        self.assertEqual(sample("tradehub_change_log_last_position"), WINDOW + 1)
+        self.assertEqual(sample("tradehub_change_log_handed_out_position"), WINDOW + 1)
 
 
 class FeedTests(SynchronousTestCase):

@@ -76,6 +76,11 @@ class Feed:
             for subscription in list(followers):
                 subscription.end()
 
+    @property
+    def known(self) -> int:
+        """The last position this hub knows was given."""
+        return self._known
+
     async def read_head(self) -> Head:
         [(last, trimmed)] = await self.pool.query(ChangeLogRepository.HEAD)
         return Head(last, trimmed)

@@ -1,8 +1,8 @@
 """
 Every Prometheus metric of the daemon, declared here on a registry of its
 own (not prometheus_client's global one, so that several hubs in one process,
-as in the tests, keep theirs apart). A later part's metrics (subscription
-lag, the Alpaca stream's state) belong here too.
+as in the tests, keep theirs apart). A later part's metrics (the Alpaca
+stream's state) belong here too.
 
 The hot path pays one counter increment and one histogram observation per
 answer, and two integer additions for its bytes; the rest (sessions, queued
@@ -23,6 +23,7 @@ from ..protocol.enums import Role, SQLCommand, SQLTable
 from ..protocol.errors import ProtocolError
 
 if TYPE_CHECKING:
+    from ..changes.feed import Feed
     from ..db.pool import Pool
     from ..server.lanes import Task
     from ..server.session import HubProtocol
@@ -73,6 +74,7 @@ class Metrics:
         # Sessions add what they read and write; a scrape reads the sums.
         self.bytes_received = 0
         self.bytes_sent = 0
+        self.events_sent = 0
         # Each series' child looked up once: labels() validates and locks on every call.
         self._requests = functools.cache(self.requests.labels)
         self._duration = functools.cache(self.request_duration.labels)
@@ -94,9 +96,9 @@ class Metrics:
         if kind is not None:
             self.db_failures.labels(kind).inc()
 
-    def watch(self, sessions: Iterable[HubProtocol], pool: Pool) -> None:
-        """Report these sessions and this pool at every scrape."""
-        self.registry.register(_LiveState(self, sessions, pool))
+    def watch(self, sessions: Iterable[HubProtocol], pool: Pool, feed: Feed | None = None) -> None:
+        """Report these sessions, this pool and the change feed at every scrape."""
+        self.registry.register(_LiveState(self, sessions, pool, feed))
 
 
 class _LiveState:
@@ -106,22 +108,26 @@ class _LiveState:
     numbers and takes a copy of the sessions: never a structure mid-change.
     """
 
-    def __init__(self, metrics: Metrics, sessions: Iterable[HubProtocol], pool: Pool) -> None:
+    def __init__(self, metrics: Metrics, sessions: Iterable[HubProtocol], pool: Pool, feed: Feed | None) -> None:
         self._metrics = metrics
         self._sessions = sessions
         self._pool = pool
+        self._feed = feed
 
     def collect(self) -> Iterator[Metric]:
         roles = [role.name for role in Role] + [NO_ROLE]
         sessions = dict.fromkeys(roles, 0)
         in_flight = dict.fromkeys(roles, 0)
         queued = dict.fromkeys(roles, 0)
-        for session in self._sessions:
+        subscriptions = {(table.name, state): 0 for table in SQLTable for state in ("live", "catching_up")}
+        for session in list(self._sessions):
             role = session.role
             name = NO_ROLE if role is None else role.name
             sessions[name] += 1
             in_flight[name] += session.in_flight
             queued[name] += session.queued
+            for subscription in list(session.subscriptions.values()):
+                subscriptions[subscription.table.name, "live" if subscription.live else "catching_up"] += 1
         yield _by_role("tradehub_sessions", "Open client connections, by role (none: before its HELLO)", sessions)
         yield _by_role("tradehub_requests_in_flight", "Requests received and not answered yet, by role", in_flight)
         yield _by_role("tradehub_requests_queued", "Requests waiting in their lane, not started yet, by role", queued)
@@ -135,6 +141,24 @@ class _LiveState:
             "tradehub_received_bytes", "Bytes received from clients", self._metrics.bytes_received
         )
         yield CounterMetricFamily("tradehub_sent_bytes", "Bytes written to clients", self._metrics.bytes_sent)
+        gauge = GaugeMetricFamily(
+            "tradehub_subscriptions",
+            "Push subscriptions, by table and state (live, or catching up from the change log)",
+            labels=["table", "state"],
+        )
+        for (table, state), count in subscriptions.items():
+            gauge.add_metric([table, state], count)
+        yield gauge
+        yield CounterMetricFamily("tradehub_events_sent", "EVENTs written to subscribers", self._metrics.events_sent)
+        if self._feed is not None:
+            yield GaugeMetricFamily(
+                "tradehub_change_log_last_position", "The last change-log position this hub knows of", self._feed.known
+            )
+            yield GaugeMetricFamily(
+                "tradehub_change_log_handed_out_position",
+                "The change-log position up to which live subscriptions have their changes (behind the last: lag)",
+                self._feed.head,
+            )
 
 
 def _by_role(name: str, documentation: str, counts: dict[str, int]) -> GaugeMetricFamily:

@@ -266,6 +266,7 @@ class HubProtocol(Protocol):
 
     def send_event(self, frames: bytes) -> None:
         if self.state is not State.CLOSED:
+            self.hub.metrics.events_sent += 1
             self._write(frames)
 
     def writable(self) -> Deferred[None] | None:
