@@ -87,15 +87,15 @@ class Subscription:
         """
         if not self.live:
             return
-        if changes is None or self.position < start:
+        # Its client has not taken the previous window yet: it reads the log
+        # at its own pace instead, so it holds at most one window here.
+        if changes is None or self.position < start or self.outlet.writable() is not None:
             self._behind()
             return
         for change in changes:
             if change.position > self.position and self._matches(change.row):
                 self._send(change)
         self.position = max(self.position, through)
-        if self.outlet.writable() is not None:
-            self._behind()
 
     # Behind
 

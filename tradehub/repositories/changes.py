@@ -14,7 +14,7 @@ import attrs
 
 from ..errors import Expired
 from ..schema.model import SQLTable
-from .table import Repository, Row, quote
+from .table import Repository, Row
 
 # The channel change_log_relay() notifies with the last position.
 CHANNEL = "tradehub_change"
@@ -61,10 +61,20 @@ class ChangeLogRepository:
 
     @staticmethod
     def _reader(repository: Repository) -> str:
+        """
+        The page is chosen on the log alone (filters on the stored JSON),
+        and only its rows are rebuilt as the table's: however far behind
+        a reader is, a page costs its own rows, never the whole gap.
+        """
         return (
-            f"SELECT c.position, c.op, {repository.select_list} FROM change_log c"
-            f" CROSS JOIN LATERAL jsonb_populate_record(NULL::{repository.name}, c.row_data) AS t"
-            " WHERE c.table_name = %s AND c.position > %s AND c.position <= %s"
+            (
+                "SELECT c.position, c.op, {select_list} FROM (SELECT position, op, row_data FROM change_log"
+                " WHERE table_name = %s AND position > %s AND position <= %s{filters}"
+                " ORDER BY position LIMIT {limit}) c"
+                " CROSS JOIN LATERAL jsonb_populate_record(NULL::{name}, c.row_data) AS t ORDER BY c.position"
+            )
+            .replace("{select_list}", repository.select_list)
+            .replace("{name}", repository.name)
         )
 
     def changes_statement(
@@ -76,16 +86,17 @@ class ChangeLogRepository:
         may have (an empty list filters nothing).
         """
         repository = self._repositories[table]
-        statement = self._tables[table]
         params: list[Any] = [repository.table.sql_name, after, through]
+        conditions = ""
         for column, values in filters.items():
             if not values:
                 continue
             kind = repository.table.by_name[column].kind
             [part] = kind.parts
-            statement += f" AND t.{quote(column)} = ANY(%s::{part.sql}[])"
-            params.append([kind.params(value)[0] for value in values])
-        return statement + f" ORDER BY c.position LIMIT {int(limit)}", params
+            conditions += f" AND (row_data->>%s)::{part.sql} = ANY(%s::{part.sql}[])"
+            params += [column, [kind.params(value)[0] for value in values]]
+        statement = self._tables[table].replace("{filters}", conditions).replace("{limit}", str(int(limit)))
+        return statement, params
 
     def changes(self, table: SQLTable, records: list[tuple]) -> list[Change]:
         row = self._repositories[table].row
