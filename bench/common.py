@@ -77,6 +77,8 @@ class Daemon:
             TRADEHUB_DATA_DIR=str(database.folder / "daemon"),
         )
         env.update({k: str(v) for k, v in settings.items()})
+        # This checkout's code, not whatever the venv's .pth names (another worktree's, say).
+        env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
         self.log = open(database.folder / "daemon.log", "ab")
         twistd = str(Path(sys.executable).parent / "twistd")
         self.process = subprocess.Popen(
