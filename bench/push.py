@@ -6,7 +6,7 @@ catch-up from position 0; and what the change log costs writes (its capture
 triggers on against off). Every baseline is measured in the same run.
 
     .venv/bin/python bench/push.py [--writes 3000] [--ticks 60000] [--fanout 16] [--changes 200000]
-                                   [--seconds 4] [--parts latency throughput catchup cost]
+                                   [--seconds 3] [--parts latency throughput catchup cost]
                                    [--profile DIR] [--json out.json]
 
 Clocks: every time compared across processes is time.time_ns() (the one
@@ -443,6 +443,15 @@ def latency_figures(written, got):
         "ack_to_event": spread([got[i] - acks[i] for i in seen if acks[i]]),
         "write_to_ack": spread([acks[i] - sends[i] for i in range(len(sends)) if acks[i]]),
         "rate_per_s": (len(sends) - 1) / ((sends[-1] - sends[0]) / 1e9),
+        # The slowest writes: when they were sent (ms into the run) and where their time went (ms).
+        "worst": [
+            {
+                "sent_at_ms": (sends[i] - sends[0]) / 1e6,
+                "write_to_ack_ms": (acks[i] - sends[i]) / 1e6,
+                "ack_to_event_ms": (got[i] - acks[i]) / 1e6,
+            }
+            for i in sorted(seen, key=lambda i: got[i] - sends[i])[-5:]
+        ],
     }
     return figures
 
@@ -451,14 +460,18 @@ def floor_path(dsn, count, rate, with_insert):
     channel = "bench_floor"
     interval = int(1e9 / rate)
     seconds = count / rate + 20
-    process, seen = _started(notify_listener, (dsn, channel, count, seconds))
+    process, arrivals = _started(notify_listener, (dsn, channel, count, seconds))
     sends = notify_sender(dsn, channel, count, interval, time.time_ns() + 100_000_000, with_insert)
-    got = _finish(process, seen, seconds)
-    seen_indexes = [i for i in range(count) if i in got]
+    got = _finish(process, arrivals, seconds)
+    seen = [i for i in range(count) if i in got]
     return {
         "writes": count,
-        "seen": len(seen_indexes),
-        "write_to_event": spread([got[i] - sends[i] for i in seen_indexes]),
+        "seen": len(seen),
+        "write_to_event": spread([got[i] - sends[i] for i in seen]),
+        "worst": [
+            {"sent_at_ms": (sends[i] - sends[0]) / 1e6, "write_to_event_ms": (got[i] - sends[i]) / 1e6}
+            for i in sorted(seen, key=lambda i: got[i] - sends[i])[-5:]
+        ],
     }
 
 
@@ -657,14 +670,20 @@ def collect(processes, results, seconds):
     return sorted(got, key=lambda r: r["index"])
 
 
-def throughput_run(frame_sets, rows_each, subscribers, per_insert, profile):
-    with fresh_database() as database:
-        return _throughput_run(database, frame_sets, rows_each, subscribers, per_insert, profile)
-
-
-def _throughput_run(database, frame_sets, rows_each, subscribers, per_insert, profile):
+def throughput_run(database, frame_sets, rows_each, subscribers, per_insert, log, profile):
+    """
+    One run: C{subscribers} follow MARKET_TICK while the frame sets are
+    pipelined. C{log} is the change log's state: "new" (empty, never
+    analyzed) or "analyzed" (it holds earlier changes and planner statistics).
+    """
+    truncate_ticks(database.dsn)
+    if log == "analyzed":
+        connection = psycopg2.connect(database.dsn)
+        connection.autocommit = True
+        connection.cursor().execute("ANALYZE change_log")
+        connection.close()
     rows = sum(rows_each)
-    twistd_args, profile_path = profiling(profile, f"throughput-{subscribers}-subscribers-{per_insert}-rows")
+    twistd_args, profile_path = profiling(profile, f"throughput-{log}-{subscribers}-subscribers-{per_insert}-rows")
     daemon = Daemon(database, twistd_args=twistd_args).wait_ready()
     try:
         hub = psutil.Process(daemon.process.pid)
@@ -684,6 +703,7 @@ def _throughput_run(database, frame_sets, rows_each, subscribers, per_insert, pr
     assert errors == 0 and stored == rows, (errors, stored)
     events = sum(g["count"] for g in got)
     figures = {
+        "change_log": log,
         "subscribers": subscribers,
         "rows_per_insert": per_insert,
         "connections": len(frame_sets),
@@ -718,24 +738,42 @@ def _throughput_run(database, frame_sets, rows_each, subscribers, per_insert, pr
     return figures
 
 
-def throughput(rows_count, fanout, profile):
+def throughput(rows_count, fanout, profile, seed=100_000):
+    """
+    The runs on a change log that has run a while ({seed} changes, analyzed),
+    then one subscriber on a new change log (never analyzed).
+    """
     rows = list(ticks(rows_count, 0))
     connections = 4
     share = rows_count // connections
     parts = [rows[i * share : (i + 1) * share] for i in range(connections)]
     runs = []
-    for per_insert, configurations in ((1, (0, 1, fanout)), (100, (0, 1))):
-        frame_sets = [tick_frames(part, per_insert) for part in parts]
-        for subscribers in configurations:
-            run = throughput_run(frame_sets, [len(p) for p in parts], subscribers, per_insert, profile)
-            if subscribers == 0:
-                alone = run
-            else:
-                # The hub's CPU beyond what the same ingest cost it with nobody subscribed.
-                run["hub_cpu_us_per_event_beyond_ingest"] = (
-                    1e6 * (run["hub_cpu_s"] - alone["hub_cpu_s"]) / run["events"]
+    frame_sets = {per_insert: [tick_frames(part, per_insert) for part in parts] for per_insert in (1, 100)}
+    with fresh_database() as database:
+        preload(database.dsn, seed)
+        for per_insert, configurations in ((1, (0, 1, fanout)), (100, (0, 1))):
+            for subscribers in configurations:
+                run = throughput_run(
+                    database,
+                    frame_sets[per_insert],
+                    [share] * connections,
+                    subscribers,
+                    per_insert,
+                    "analyzed",
+                    profile,
                 )
-            runs.append(run)
+                if subscribers == 0:
+                    alone = run
+                else:
+                    # The hub's CPU beyond what the same ingest cost it with nobody subscribed.
+                    run["hub_cpu_us_per_event_beyond_ingest"] = (
+                        1e6 * (run["hub_cpu_s"] - alone["hub_cpu_s"]) / run["events"]
+                    )
+                runs.append(run)
+    with fresh_database() as database:
+        run = throughput_run(database, frame_sets[1], [share] * connections, 1, 1, "new", profile)
+        run["hub_cpu_us_per_event_beyond_ingest"] = 1e6 * (run["hub_cpu_s"] - runs[0]["hub_cpu_s"]) / run["events"]
+        runs.append(run)
     return runs
 
 
@@ -923,6 +961,11 @@ def report(results):
                 f"{figure['seen']}/{figure['writes']} seen; hub CPU {figure['hub_cpu_us_per_write']:,.0f} us per write"
                 + (f" ({figure['polls']} polls)" if name == "poll" else "")
             )
+        slowest = "; ".join(
+            f"at {w['sent_at_ms']:,.0f} ms: answer {w['write_to_ack_ms']:.1f} + event {w['ack_to_event_ms']:.1f}"
+            for w in push["worst"]
+        )
+        print(f"  slowest push writes (ms): {slowest}")
     if "throughput" in results:
         print(
             "\nevent rate while FRONTEND writers pipeline MARKET_TICK INSERTs from 4 connections as fast as they can; "
@@ -946,6 +989,7 @@ def report(results):
                 push = ("-",) * 8
             rows.append(
                 (
+                    r["change_log"],
                     r["rows_per_insert"],
                     r["subscribers"],
                     f"{r['ingest_rows_per_s']:,.0f}",
@@ -956,6 +1000,7 @@ def report(results):
         print(
             table(
                 (
+                    "change log",
                     "rows/INSERT",
                     "subs",
                     "ingest rows/s",
@@ -1040,7 +1085,7 @@ def main(argv=None):
     parser.add_argument("--ticks", type=int, default=60_000, help="ticks ingested per throughput run")
     parser.add_argument("--fanout", type=int, default=16, help="subscribers of the fan-out run")
     parser.add_argument("--changes", type=int, default=200_000, help="preloaded changes to catch up on")
-    parser.add_argument("--seconds", type=float, default=4.0, help="seconds per ORDER load in the write cost")
+    parser.add_argument("--seconds", type=float, default=3.0, help="seconds per ORDER load in the write cost")
     parser.add_argument("--cost-ticks", type=int, default=40_000, help="ticks per ingest in the write cost")
     parser.add_argument(
         "--parts", nargs="+", default=["latency", "throughput", "catchup", "cost"], help="which parts to run"
@@ -1071,9 +1116,8 @@ def main(argv=None):
     profiles = {}
     for run in results.get("throughput", []):
         if "profile" in run:
-            profiles[f"ingest, {run['subscribers']} subscribers, {run['rows_per_insert']} rows/INSERT"] = run.pop(
-                "profile"
-            )
+            name = f"{run['change_log']} log, {run['subscribers']} subscribers, {run['rows_per_insert']} rows/INSERT"
+            profiles[name] = run.pop("profile")
     if "catchup" in results and "profile" in results["catchup"]:
         profiles["catch-up"] = results["catchup"].pop("profile")
     if profiles:
