@@ -76,6 +76,7 @@ def render_push(p, date=None):
     fan = max(analyzed, key=lambda r: r["subscribers"])
     push_cpu, poll_cpu = push_["hub_cpu_us_per_write"], poll["hub_cpu_us_per_write"]
     one_cpu, fan_cpu = one["hub_cpu_us_per_event_beyond_ingest"], fan["hub_cpu_us_per_event_beyond_ingest"]
+    busy, floor = lat["rate"] * push_cpu / 1e4, lat["insert_notify"]["write_to_event"]["p50_us"]
     throughput_rows = "\n".join(
         f"| {r['change_log']} | {r['rows_per_insert']} | {r['subscribers']} | {r['ingest_rows_per_s']:,.0f} | "
         + (
@@ -164,9 +165,9 @@ still runs its relay after each commit when they are off (it finds nothing to nu
 
 - Latency: the push path after a write's commit is the relay (`change_log_relay`, its own
   transaction and WAL flush) and then a read of the new changes, two round trips on the pool,
-  before the EVENT is encoded; the write itself is about {ack["p50_us"] / 1000:,.1f} ms of the total at p50 because the
-  hub spends about {push_cpu:,.0f} us of CPU per prediction. The floor of a committed write's
-  NOTIFY is {lat["insert_notify"]["write_to_event"]["p50_us"]:,.0f} us.
+  before the EVENT is encoded. The write's own answer is {ack["p50_us"] / 1000:,.1f} ms of the total at p50: at
+  {lat["rate"]:,} writes/s the hub spends {push_cpu:,.0f} us of CPU on each, {busy:.0f}% of its core, so writes
+  queue. The floor of a committed write's NOTIFY is {floor:,.0f} us.
 - Event rate: one subscriber costs the hub about {one_cpu:,.0f} us per event on top of ingest, and with
   {fan["subscribers"]} subscribers {fan_cpu:,.0f} us per event delivered: every subscription encodes every
   change again. With one core for the hub, ingest and push share it, so the subscriber falls
