@@ -21,6 +21,7 @@ import os
 import pstats
 import queue
 import select
+import shutil
 import struct
 import subprocess
 import threading
@@ -914,6 +915,7 @@ def _write_cost(database, rows_count, seconds, rounds, connections):
     finally:
         daemon.stop()
         set_capture(database.dsn, True)
+        shutil.rmtree(binary.parent, ignore_errors=True)
     mean = {on: {k: sum(s[k] for s in runs) / len(runs) for k in runs[0]} for on, runs in samples.items()}
     return {
         "rounds": rounds,
