@@ -110,12 +110,14 @@ class BlockingClient(TableCalls):
         frame = self._held_frame() or self._receive()
         return frame.header, frame.payload
 
-    def _held_frame(self) -> Frame | None:
-        for request_id, frames in self._held.items():
+    def _held_frame(self, request_id: int | None = None) -> Frame | None:
+        """The oldest held frame of C{request_id} (of any request when None), or None."""
+        for held_id in [request_id] if request_id is not None else list(self._held):
+            frames = self._held.get(held_id)
             if frames:
                 frame = frames.popleft()
                 if not frames:
-                    del self._held[request_id]
+                    del self._held[held_id]
                 return frame
         return None
 
@@ -136,12 +138,9 @@ class BlockingClient(TableCalls):
 
     def _frame_for(self, request_id: int) -> Frame:
         """The next frame of C{request_id}; frames of others are held for whoever reads them."""
-        held = self._held.get(request_id)
-        if held:
-            frame = held.popleft()
-            if not held:
-                del self._held[request_id]
-            return frame
+        held = self._held_frame(request_id)
+        if held is not None:
+            return held
         while True:
             frame = self._receive()
             if frame.header.request_id == request_id:
