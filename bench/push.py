@@ -476,12 +476,12 @@ def floor_path(dsn, count, rate, with_insert):
     }
 
 
-def latency(writes, rate):
+def latency(writes, rate, profile=None):
     with fresh_database() as database:
-        return _latency(database, writes, rate)
+        return _latency(database, writes, rate, profile)
 
 
-def _latency(database, writes, rate):
+def _latency(database, writes, rate, profile):
     connection = psycopg2.connect(database.dsn)
     connection.autocommit = True
     connection.cursor().execute("CREATE TABLE bench_floor (n bigint)")
@@ -489,7 +489,8 @@ def _latency(database, writes, rate):
     results = {"rate": rate}
     results["notify"] = floor_path(database.dsn, writes, rate, with_insert=False)
     results["insert_notify"] = floor_path(database.dsn, writes, rate, with_insert=True)
-    daemon = Daemon(database).wait_ready()
+    twistd_args, profile_path = profiling(profile, "latency")
+    daemon = Daemon(database, twistd_args=twistd_args).wait_ready()
     try:
         with BlockingClient("127.0.0.1", daemon.ml_port, Role.ML, TOKENS["ML"], "bench-push") as ml:
             ml.insert(
@@ -513,10 +514,17 @@ def _latency(database, writes, rate):
         hub_path(daemon, 200, rate, PUSH_BASE - 10_000, push_receiver)
         written, got, cpu, _ = hub_path(daemon, writes, rate, PUSH_BASE, push_receiver)
         results["push"] = latency_figures(written, got) | {"hub_cpu_us_per_write": 1e6 * cpu / writes}
-        written, got, cpu, polls = hub_path(daemon, writes, rate, POLL_BASE, poller)
-        results["poll"] = latency_figures(written, got) | {"hub_cpu_us_per_write": 1e6 * cpu / writes, "polls": polls}
+        if profile_path is None:
+            written, got, cpu, polls = hub_path(daemon, writes, rate, POLL_BASE, poller)
+            results["poll"] = latency_figures(written, got) | {
+                "hub_cpu_us_per_write": 1e6 * cpu / writes,
+                "polls": polls,
+            }
     finally:
         daemon.stop()
+    if profile_path is not None:
+        # Profiled, the run is the push path alone (its warm-up writes included).
+        results["profile"] = profile_top(profile_path, writes + 200)
     return results
 
 
@@ -939,7 +947,8 @@ def _spread_row(name, figure):
 def report(results):
     if "latency" in results:
         lat = results["latency"]
-        push, poll = lat["push"], lat["poll"]
+        push = lat["push"]
+        poll = lat.get("poll")
         print(
             f"write-to-event latency, {push['writes']} one-row ML_PREDICTION INSERTs paced at {lat['rate']}/s "
             f"(sent {push['rate_per_s']:,.0f}/s), microseconds, time.time_ns() at send and at recv"
@@ -949,13 +958,15 @@ def report(results):
                 ("path", "p50", "p90", "p99", "max"),
                 [
                     _spread_row("hub push: INSERT -> EVENT", push),
-                    _spread_row("hub poll every 10 ms: INSERT -> SELECT", poll),
+                    *([_spread_row("hub poll every 10 ms: INSERT -> SELECT", poll)] if poll else []),
                     _spread_row("psycopg2 NOTIFY -> LISTEN (floor)", lat["notify"]),
                     _spread_row("psycopg2 INSERT+NOTIFY commit -> LISTEN", lat["insert_notify"]),
                 ],
             )
         )
         for name, figure in (("push", push), ("poll", poll)):
+            if figure is None:
+                continue
             ack, after = figure["write_to_ack"], figure["ack_to_event"]
             print(
                 f"  {name}: INSERT -> its answer p50 {ack['p50_us']:,.0f} p99 {ack['p99_us']:,.0f} us; "
@@ -1108,7 +1119,7 @@ def main(argv=None):
     if "catchup" in options.parts:
         results["catchup"] = catch_up(options.changes, options.profile)
     if "latency" in options.parts:
-        results["latency"] = latency(options.writes, options.rate)
+        results["latency"] = latency(options.writes, options.rate, options.profile)
     if "throughput" in options.parts:
         results["throughput"] = throughput(options.ticks, options.fanout, options.profile)
     if "cost" in options.parts:
@@ -1120,6 +1131,8 @@ def main(argv=None):
         if "profile" in run:
             name = f"{run['change_log']} log, {run['subscribers']} subscribers, {run['rows_per_insert']} rows/INSERT"
             profiles[name] = run.pop("profile")
+    if "latency" in results and "profile" in results["latency"]:
+        profiles["latency, one write at a time"] = results["latency"].pop("profile")
     if "catchup" in results and "profile" in results["catchup"]:
         profiles["catch-up"] = results["catchup"].pop("profile")
     if profiles:

@@ -4,11 +4,13 @@ recorded, when, and the positions the relay gives, read back through
 ChangeLogRepository the way subscriptions read it.
 """
 
+import select
+
 import psycopg2
 from twisted.trial.unittest import TestCase
 
 from tradehub.controllers import CONTROLLERS
-from tradehub.repositories.changes import ChangeLogRepository
+from tradehub.repositories.changes import CHANNEL, ChangeLogRepository
 from tradehub.repositories.table import Repository
 from tradehub.schema.model import SQLTable
 from tradehub.schema.tables import TABLES
@@ -23,7 +25,7 @@ UPSERT_TICK = TICK + " ON CONFLICT (symbol, ts, ts_ns, seq) DO UPDATE SET price 
 REPOSITORIES = {c.table.id: Repository(c.table, c.computed_sql) for c in CONTROLLERS}
 
 
-class ChangeLogTests(TestCase):
+class ChangeLogCase(TestCase):
     async def setUp(self):
         self.dsn = await fresh_database(self)
         self.changes = ChangeLogRepository(REPOSITORIES)
@@ -53,6 +55,8 @@ class ChangeLogTests(TestCase):
     def changes_statement(self, position, through, filters):
         return self.changes.changes_statement(SQLTable.MARKET_TICK, position, through, filters, 10_000)
 
+
+class ChangeLogTests(ChangeLogCase):
     def test_every_wire_table_feeds_the_log_on_insert_update_and_delete(self):
         [(count,)] = self.run_sql(
             self.connect(),
@@ -132,3 +136,52 @@ class ChangeLogTests(TestCase):
         self.assertEqual(removed, 2)
         self.assertEqual(self.run_sql(connection, ChangeLogRepository.HEAD), [(3, 2)])
         self.assertEqual([c.position for c in self.ticks_after(0)], [3])
+
+
+class NumberAtCommitTests(ChangeLogCase):
+    """
+    A statement sent on its own after NUMBER_AT_COMMIT numbers its changes
+    (and what else is pending) as it commits, without a relay; it never waits
+    for another relay, and asks for one when it could not number.
+    """
+
+    def alone(self, connection, seq):
+        self.run_sql(connection, ChangeLogRepository.NUMBER_AT_COMMIT + TICK, "AAPL", seq, 1)
+
+    def listening(self):
+        connection = self.connect()
+        self.run_sql(connection, f"LISTEN {CHANNEL}")
+        return connection
+
+    def heard(self, connection):
+        """The NOTIFY payloads the listening connection got (waiting up to 5 s for the first)."""
+        select.select([connection], [], [], 5)
+        connection.poll()
+        payloads = [n.payload for n in connection.notifies]
+        connection.notifies.clear()
+        return payloads
+
+    def test_a_statement_alone_numbers_its_change_and_what_committed_before_it(self):
+        listener = self.listening()
+        self.run_sql(self.connect(), TICK, "AAPL", 1, 1)  # committed, left to a relay
+        self.alone(self.connect(), 2)
+        self.assertEqual(self.run_sql(self.connect(), ChangeLogRepository.HEAD), [(2, 0)])
+        self.assertEqual([(c.position, c.row["seq"]) for c in self.ticks_after(0)], [(1, 1), (2, 2)])
+        self.assertEqual(self.heard(listener), ["2"])
+
+    def test_the_setting_lasts_one_transaction(self):
+        connection = self.connect()
+        self.alone(connection, 1)
+        self.run_sql(connection, TICK, "AAPL", 2, 1)
+        self.assertEqual(self.run_sql(connection, ChangeLogRepository.HEAD), [(1, 0)])
+
+    def test_while_a_relay_holds_the_head_it_commits_unnumbered_and_asks_for_a_relay(self):
+        listener = self.listening()
+        relay = self.connect(autocommit=False)
+        self.run_sql(relay, "SELECT * FROM change_log_head FOR UPDATE")
+        self.alone(self.connect(), 1)  # does not wait for the relay's lock
+        self.assertEqual(self.heard(listener), [ChangeLogRepository.PENDING])
+        relay.rollback()
+        self.assertEqual(self.run_sql(self.connect(), ChangeLogRepository.HEAD), [(0, 0)])
+        self.assertEqual(self.relay(), 1)
+        self.assertEqual([c.row["seq"] for c in self.ticks_after(0)], [1])

@@ -89,6 +89,41 @@ class LostCommitTests(TestCase):
         self.assertEqual(await self.stored_ticks(controller), [])
 
 
+class LostStatementTests(TestCase):
+    """The same for an INSERT sent as one statement on its own: the statement is its commit."""
+
+    async def setUp(self):
+        self.pool = make_pool(await fresh_database(self), size_min=1, size_max=1, statement_timeout=0.2)
+        await self.pool.start()
+        self.addCleanup(self.pool.close)
+        self.controller = MarketTickController(self.pool)
+
+    async def test_a_statement_stored_before_its_answer_was_lost_is_answered_stored(self):
+        [(backend,)] = await self.pool.query("SELECT pg_backend_pid()")
+        # The INSERT reaches the stopped server; the hub drops the connection
+        # after statement timeout + 1 s, then the server wakes, commits and
+        # finds its client gone.
+        os.kill(backend, signal.SIGSTOP)
+        reactor.callLater(1.5, os.kill, backend, signal.SIGCONT)
+        self.addCleanup(_resume, backend)
+        self.assertEqual(await self.controller.insert([tick(1)]), [])
+        self.assertEqual(await self.pool.query("SELECT seq FROM market_tick"), [(1,)])
+
+    async def test_a_statement_not_stored_is_written_again_once(self):
+        write, sent = self.pool.write, []
+
+        async def lose_the_first(statement, params):
+            sent.append(statement)
+            if len(sent) == 1:
+                raise CommitOutcomeUnknown("connection lost before the answer")
+            return await write(statement, params)
+
+        self.pool.write = lose_the_first
+        self.assertEqual(await self.controller.insert_batches([[tick(1)], [tick(2)]]), [[], []])
+        self.assertEqual(len(sent), 2)
+        self.assertEqual(await self.pool.query("SELECT seq FROM market_tick ORDER BY seq"), [(1,), (2,)])
+
+
 def _resume(backend):
     try:
         os.kill(backend, signal.SIGCONT)

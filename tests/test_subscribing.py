@@ -543,6 +543,11 @@ class FeedTests(SynchronousTestCase):
         self.feed.notified(Notify("3"))
         self.assertEqual(self.feed.head, 3)
 
+    def test_a_pending_notify_runs_a_relay(self):
+        self.log.write(rows.prediction(MODEL))  # committed by a statement that could not number it
+        self.feed.notified(type("Notify", (), {"payload": ChangeLogRepository.PENDING}))
+        self.assertEqual((self.log.last, self.feed.head), (1, 1))
+
     def test_a_window_whose_read_failed_is_read_again_at_the_next_relay(self):
         hub = Hub()
         hub.handshake()

@@ -134,7 +134,10 @@ class Feed:
             ensureDeferred(self._advance()).addErrback(lambda f: self.log.failure("change-log read failed", f))
 
     def notified(self, notify: Any) -> None:
-        """A NOTIFY on the change channel: its payload is the last position."""
+        """A NOTIFY on the change channel: the last position, or that changes wait for a relay."""
+        if notify.payload == ChangeLogRepository.PENDING:
+            self.relay()
+            return
         try:
             last = int(notify.payload)
         except (TypeError, ValueError):

@@ -88,7 +88,7 @@ class OrderController(TableController):
         if not any(row["submit"] for row in rows):
             return await super().insert(rows)
         parent, legs = self._submission(self.checked(rows))
-        await self._inserted(self._insert_or_resume, [parent, *legs])
+        await self._inserted(self.in_transaction(self._insert_or_resume), [parent, *legs])
         return await self._submit(parent, legs)
 
     async def insert_batches(self, batches):

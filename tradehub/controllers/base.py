@@ -11,15 +11,17 @@ a batch, the refusal names that row's index.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
 import attrs
+import psycopg2
 
 from ..db.failures import ROW_ERRORS, CommitOutcomeUnknown, is_transient, row_refusal
 from ..db.pool import Pool
 from ..errors import Invalid, invalid, not_found
-from ..repositories.table import Repository, Row
+from ..repositories.changes import ChangeLogRepository
+from ..repositories.table import GUARD_REFUSED, Repository, Row
 from ..schema.kinds import text
 from ..schema.model import MAX_LIMIT, Table
 from ..schema.timestamp import Timestamp
@@ -50,6 +52,10 @@ class TableController:
     table: ClassVar[Table]
     repository_class: ClassVar[type[Repository]] = Repository
     computed_sql: ClassVar[dict[str, str] | None] = None
+    # An SQL condition on each new row (named u) that holds exactly when
+    # prepare() accepts it on INSERT. With it, or with neither prepare() nor
+    # written(), an INSERT is one statement on its own: one round trip.
+    insert_guard: ClassVar[str | None] = None
 
     def __init__(self, pool: Pool, broker: Any = None) -> None:
         self.pool = pool
@@ -58,6 +64,10 @@ class TableController:
         self._checked = [c for c in self.table.columns if c.checked]
         self._hub_defaults = [c.name for c in self.table.columns if c.hub_default]
         self._key_checked = [c for c in self._checked if c.name in self.table.key]
+        cls = type(self)
+        self._insert_alone = self.insert_guard is not None or (
+            cls.prepare is TableController.prepare and cls.written is TableController.written
+        )
 
     # Row checks
 
@@ -87,13 +97,13 @@ class TableController:
 
     async def insert(self, rows: list[Row]) -> list[Row]:
         """The rows as stored (none when the table does not echo writes)."""
-        return await self._inserted(self._insert, self.checked(rows))
+        return await self._new(self.checked(rows))
 
     async def insert_batches(self, batches: list[list[Row]]) -> list[list[Row]]:
-        """Coalesced INSERTs: one transaction, one statement, the stored rows of each batch."""
+        """Coalesced INSERTs: one statement, the stored rows of each batch."""
         for batch in batches:
             self.checked(batch)
-        stored = await self._inserted(self._insert, [row for batch in batches for row in batch])
+        stored = await self._new([row for batch in batches for row in batch])
         if not self.table.echo_writes:
             return [[] for _ in batches]
         answers, start = [], 0
@@ -101,6 +111,31 @@ class TableController:
             answers.append(stored[start : start + len(batch)])
             start += len(batch)
         return answers
+
+    async def _new(self, rows: list[Row]) -> list[Row]:
+        """
+        INSERT new rows: as one statement on its own where the table allows
+        it. When the database refuses that statement (a row, or the guard),
+        it stored nothing: the transaction that follows names the row and why.
+        """
+        if self._insert_alone:
+            try:
+                return await self._inserted(self._alone, rows)
+            except ROW_ERRORS:
+                pass
+            except psycopg2.Error as error:
+                if error.pgcode != GUARD_REFUSED:
+                    raise
+        return await self._inserted(self.in_transaction(self._insert), rows)
+
+    def in_transaction(self, write) -> Callable[[list[Row]], Awaitable[list[Row]]]:
+        """An attempt for L{_inserted}: C{write(cursor, rows, one_by_one)} in one transaction."""
+        return lambda rows: self._in_transaction(write, rows)
+
+    async def _alone(self, rows: list[Row]) -> list[Row]:
+        statement, params = self.repository.insert_statement(rows, self.insert_guard)
+        records = await self.pool.write(ChangeLogRepository.NUMBER_AT_COMMIT + statement, params)
+        return self.repository.stored_rows(records)
 
     async def _in_transaction(self, write, rows: list[Row]) -> list[Row]:
         """
@@ -113,10 +148,12 @@ class TableController:
         except _BatchRefused:
             return await self.pool.transaction(write, rows, True)
 
-    async def _inserted(self, write, rows: list[Row], lost_commits: int = 0) -> list[Row]:
+    async def _inserted(
+        self, attempt: Callable[[list[Row]], Awaitable[list[Row]]], rows: list[Row], lost_commits: int = 0
+    ) -> list[Row]:
         """
-        Insert new rows, learning the truth when the answer to COMMIT is lost:
-        the rows went in one transaction, so either every key is stored or
+        Insert new rows (C{attempt(rows)}), learning the truth when the answer
+        to COMMIT is lost: the rows went in one transaction, so either every key is stored or
         none of them by it. Once the server process that received the COMMIT
         has ended, the keys tell which: all present, the rows were stored;
         otherwise they were not, and are written again (a key someone else
@@ -124,7 +161,7 @@ class TableController:
         error stands: the client hears DB_UNAVAILABLE saying so.
         """
         try:
-            return await self._in_transaction(write, rows)
+            return await attempt(rows)
         except CommitOutcomeUnknown as outcome:
             if lost_commits >= MAX_LOST_COMMITS:
                 raise
@@ -138,7 +175,7 @@ class TableController:
             keys = [self.table.key_of(row) for row in rows]
             if all(key in found for key in keys):
                 return [found[key] for key in keys] if self.table.echo_writes else []
-            return await self._inserted(write, rows, lost_commits + 1)
+            return await self._inserted(attempt, rows, lost_commits + 1)
 
     async def _insert(self, cursor, rows: list[Row], one_by_one: bool) -> list[Row]:
         await self.prepare(cursor, rows, "INSERT", {})

@@ -36,6 +36,8 @@ class ModelController(TableController):
 class PredictionController(TableController):
     table = ML_PREDICTION
     models = Repository(ML_MODEL)
+    # What prepare() checks, for the one-statement INSERT.
+    insert_guard = "EXISTS (SELECT FROM ml_model m WHERE m.id = u.model_id AND m.status = 'ready')"
 
     def rules(self, row, index):
         _finite(row, index, "value", "confidence")

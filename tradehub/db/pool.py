@@ -238,6 +238,17 @@ class Pool:
         """Run one statement on its own (autocommit) and return its rows."""
         return await self._retrying(self._run_query, sql, params)
 
+    async def write(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple]:
+        """
+        Run one writing statement on its own (autocommit: it is its own
+        transaction) and return its rows. Lost with its connection, the
+        statement may have committed: that is L{CommitOutcomeUnknown}, never
+        retried; a failure before it was sent is tried again. The commit
+        observers are not called: such a statement does what must follow its
+        commit itself.
+        """
+        return await self._retrying(self._run_write, sql, params)
+
     async def _retrying(self, run, *args):
         """Try C{run(connection, *args)} on a pooled connection until it succeeds or stops being worth retrying."""
         return await retrying(
@@ -278,6 +289,15 @@ class Pool:
         cursor = self._cursor(connection, begin=False)
         await cursor.execute(sql, params)
         return cursor.fetchall() if cursor.description is not None else []
+
+    async def _run_write(self, connection, sql, params):
+        try:
+            rows = await self._run_query(connection, sql, params)
+        except Exception as error:
+            if connection_is_gone(error):
+                raise CommitOutcomeUnknown(str(error).strip(), connection.backend) from error
+            raise
+        return rows
 
     async def _run_transaction(self, connection, work, args):
         cursor = self._cursor(connection, begin=True)

@@ -52,6 +52,11 @@ class Head:
 
 class ChangeLogRepository:
     RELAY = "SELECT change_log_relay(%s)"
+    # Put before a statement sent on its own, it makes the statement number
+    # its changes as it commits (schema/0014_insert_alone.sql): no relay after.
+    NUMBER_AT_COMMIT = "SELECT set_config('tradehub.number_at_commit', 'on', true); "
+    # A NOTIFY payload: changes are pending that only a relay will number.
+    PENDING = "pending"
     TRIM = "SELECT change_log_trim(now() - %s * interval '1 second', %s)"
     HEAD = "SELECT last_position, trimmed_through FROM change_log_head"
 

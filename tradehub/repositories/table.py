@@ -13,6 +13,9 @@ from ..schema.model import DEFAULT_LIMIT, Column, Table
 
 Row = dict[str, Any]
 
+# The SQLSTATE of tradehub_guard_refused() (schema/0014_insert_guard.sql).
+GUARD_REFUSED = "TH001"
+
 
 def quote(identifier: str) -> str:
     """Identifiers come from code only; quoting keeps reserved words (order, values) usable."""
@@ -52,6 +55,10 @@ class Repository:
         )
         self._row_template = "(" + ", ".join(placeholders) + ")"
         self._insert_one = f"INSERT INTO {self.name} AS t ({column_list}) VALUES {self._row_template}"
+        self._insert_one_from = (
+            f"INSERT INTO {self.name} AS t ({column_list})"
+            f" SELECT * FROM (VALUES {self._row_template}) AS u ({column_list})"
+        )
         self.select_list = ", ".join(selected)
         self._returning = f" RETURNING {self.select_list}"
         keys = [table.by_name[k] for k in table.key]
@@ -111,17 +118,34 @@ class Repository:
         return await self._insert(cursor, self._upsert_tail, rows)
 
     async def _insert(self, cursor, tail: str, rows: list[Row]) -> list[Row]:
-        # One row: plain VALUES. Several: one array per column through unnest,
-        # one statement whatever the count.
-        if len(rows) == 1:
-            statement, params = self._insert_one + tail, self.params(rows[0])
-        else:
-            statement, params = self._unnest + tail, [list(c) for c in zip(*map(self.params, rows), strict=True)]
-        if self.table.echo_writes:
-            await cursor.execute(statement + self._returning, params)
-            return [self.row(r) for r in cursor.fetchall()]
+        statement, params = self.insert_statement(rows, tail=tail)
         await cursor.execute(statement, params)
-        return []
+        return self.stored_rows(cursor.fetchall() if self.table.echo_writes else [])
+
+    def insert_statement(self, rows: list[Row], guard: str | None = None, tail: str = "") -> tuple[str, list]:
+        """
+        One INSERT of all rows, returning the stored rows when the table
+        echoes writes. One row: plain VALUES. Several: one array per column
+        through unnest, one statement whatever the count. C{guard} is an SQL
+        condition on each new row (named C{u}): a row for which it does not
+        hold fails the whole statement with L{GUARD_REFUSED}.
+        """
+        many = len(rows) > 1
+        if many:
+            statement, params = self._unnest, [list(c) for c in zip(*map(self.params, rows), strict=True)]
+        else:
+            statement, params = self._insert_one, self.params(rows[0])
+        if guard is not None:
+            if not many:
+                statement = self._insert_one_from
+            statement += f" WHERE CASE WHEN {guard} THEN true ELSE tradehub_guard_refused() END"
+        statement += tail
+        if self.table.echo_writes:
+            statement += self._returning
+        return statement, params
+
+    def stored_rows(self, records: list[tuple]) -> list[Row]:
+        return [self.row(r) for r in records]
 
     async def update(self, cursor, row: Row) -> Row:
         """Replace the stored row with row's key (the caller locked it); returns it as stored."""
