@@ -17,6 +17,7 @@ from tradehub.db.failures import (
     is_transient,
     refusal,
 )
+from tradehub.db.pool import prepared
 from tradehub.errors import Busy
 
 from .support import blocking_query, fresh_database, make_pool
@@ -121,6 +122,18 @@ class PoolTests(PoolCase):
             " WHERE datname = current_database() AND pid <> pg_backend_pid()",
         )
         self.assertEqual(await pool.query("SELECT 42"), [(42,)])
+
+    async def test_a_prepared_statement_is_prepared_again_on_the_connection_that_replaces_a_lost_one(self):
+        pool = await self.start_pool(size_min=1, size_max=1)
+        statement = prepared("SELECT %s::int + 1")
+        listed = "SELECT name FROM pg_prepared_statements"
+        self.assertEqual(await pool.query(statement, (1,)), [(2,)])
+        self.assertEqual(await pool.query(listed), [(statement.name,)])
+        [pid] = await self.backend_pids()
+        await _terminate(self.dsn, pid)  # what a restart does to every connection
+        self.assertEqual(await pool.query(statement, (2,)), [(3,)])
+        self.assertNotEqual(await self.backend_pids(), [pid])
+        self.assertEqual(await pool.query(listed), [(statement.name,)])
 
     async def test_constraint_violation_is_not_retried(self):
         pool = await self.start_pool()
@@ -365,6 +378,20 @@ def _within(deferred, seconds):
 
 def _terminate(dsn, pid):
     return deferToThread(blocking_query, dsn, "SELECT pg_terminate_backend(%s)", pid)
+
+
+class PreparedTests(SynchronousTestCase):
+    def test_placeholders_become_numbered_parameters_cast_again_by_execute(self):
+        statement = prepared("SELECT %s::uuid[], %s, %s::double precision WHERE x LIKE '%%a'", "SET y; ")
+        self.assertEqual(
+            statement.prepare,
+            f"PREPARE {statement.name} AS SELECT $1::uuid[], $2, $3::double precision WHERE x LIKE '%a'",
+        )
+        self.assertEqual(statement.execute, f"SET y; EXECUTE {statement.name} (%s::uuid[], %s, %s::double precision)")
+
+    def test_the_name_follows_the_statement(self):
+        self.assertEqual(prepared("SELECT %s").name, prepared("SELECT %s", "SET y; ").name)
+        self.assertNotEqual(prepared("SELECT %s").name, prepared("SELECT %s + 1").name)
 
 
 class ClassificationTests(SynchronousTestCase):

@@ -10,6 +10,9 @@ import struct
 import termios
 
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
@@ -17,6 +20,7 @@ from twisted.trial.unittest import TestCase
 from tradehub.client import BlockingClient
 from tradehub.client.calls import select_payload
 from tradehub.protocol.enums import HEADER_SIZE, Role, SQLCommand, SQLTable
+from tradehub.server.connection import write_now
 
 from . import wire
 from .hub import start_hub, table_registry
@@ -83,3 +87,40 @@ async def _the_session(hub):
     while session._lane is None:
         await deferLater(reactor, 0.01, lambda: None)
     return session
+
+
+class WriteNowTests(TestCase):
+    """An answer leaves at once when nothing waits before it; otherwise it queues behind what waits."""
+
+    async def connected(self):
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        self.addCleanup(listener.close)
+        made = Deferred()
+
+        class Remembers(Protocol):
+            def connectionMade(self):
+                made.callback(self.transport)
+
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", listener.getsockname()[1])
+        protocol = await endpoint.connect(Factory.forProtocol(Remembers))
+        self.addCleanup(protocol.transport.abortConnection)
+        transport = await made
+        peer, _ = listener.accept()
+        peer.setblocking(False)
+        self.addCleanup(peer.close)
+        return transport, peer
+
+    async def test_with_an_empty_buffer_the_bytes_are_sent_before_the_reactor_turns(self):
+        transport, peer = await self.connected()
+        write_now(transport, b"answer")
+        self.assertEqual(peer.recv(100), b"answer")
+
+    async def test_behind_buffered_bytes_it_keeps_their_order(self):
+        transport, peer = await self.connected()
+        transport.write(b"first ")  # buffered until the reactor turns
+        write_now(transport, b"second")
+        self.assertRaises(BlockingIOError, peer.recv, 100)
+        await deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual(peer.recv(100), b"first second")

@@ -15,6 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from tradehub.changes.feed import RELAY_BATCH, WINDOW, Feed
 from tradehub.changes.subscription import PAGE
 from tradehub.client.calls import decode_event, subscribe_payload
+from tradehub.db.pool import prepared
 from tradehub.ops.metrics import Metrics
 from tradehub.protocol.enums import FLAG_CANCEL, FLAG_MORE, ErrorCode, MessageType, Role, SQLCommand, SQLTable
 from tradehub.protocol.messages import SUBSCRIBED, encode_frame
@@ -102,7 +103,7 @@ class FakeLog:
             return [(self.last,)]
         if statement == ChangeLogRepository.TRIM:
             return [(0,)]
-        assert statement == "changes", statement
+        assert statement == prepared("changes"), statement
         self.reads += 1
         table, after, through, filters, limit = params
         found = [

@@ -23,7 +23,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from ..db.listener import Listener
-from ..db.pool import Pool
+from ..db.pool import Pool, prepared
 from ..repositories.changes import CHANNEL, Change, ChangeLogRepository, Head
 from ..schema.model import SQLTable
 
@@ -169,7 +169,7 @@ class Feed:
     ) -> list[Change]:
         """At most C{limit} changes of C{table} positioned in (after, through] that match C{filters}, in order."""
         statement, params = self.repository.changes_statement(table, after, through, filters, limit)
-        return self.repository.changes(table, await self.pool.query(statement, params))
+        return self.repository.changes(table, await self.pool.query(prepared(statement), params))
 
     async def _trim(self) -> None:
         removed = 1

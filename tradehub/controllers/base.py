@@ -18,7 +18,7 @@ import attrs
 import psycopg2
 
 from ..db.failures import ROW_ERRORS, CommitOutcomeUnknown, is_transient, row_refusal
-from ..db.pool import Pool
+from ..db.pool import Pool, prepared
 from ..errors import Invalid, invalid, not_found
 from ..repositories.changes import ChangeLogRepository
 from ..repositories.table import GUARD_REFUSED, Repository, Row
@@ -134,7 +134,7 @@ class TableController:
 
     async def _alone(self, rows: list[Row]) -> list[Row]:
         statement, params = self.repository.insert_statement(rows, self.insert_guard)
-        records = await self.pool.write(ChangeLogRepository.NUMBER_AT_COMMIT + statement, params)
+        records = await self.pool.write(prepared(statement, ChangeLogRepository.NUMBER_AT_COMMIT), params)
         return self.repository.stored_rows(records)
 
     async def _in_transaction(self, write, rows: list[Row]) -> list[Row]:

@@ -7,10 +7,16 @@ connections idle longer than C{idle_timeout} back down to C{size_min}, and
 retries transient failures on a fresh connection with exponential backoff.
 """
 
+from __future__ import annotations
+
+import functools
+import hashlib
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import attrs
 import psycopg2
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred, gatherResults, maybeDeferred
 from twisted.internet.interfaces import IDelayedCall, IReactorFDSet, IReactorTime
@@ -72,6 +78,8 @@ class WatchedConnection(Connection):
         self._watched: int | None = None
         self.stalled = False
         self.backend: int | None = None
+        # The names of the statements this connection has prepared (L{Prepared}).
+        self.prepared: set[str] = set()
         # Whose work it runs, since when (the pool's fair queue counts it).
         self.owner: Any = None
         self.lent_at = 0.0
@@ -234,11 +242,11 @@ class Pool:
         """
         return await self._retrying(self._run_transaction, work, args)
 
-    async def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> list[tuple]:
+    async def query(self, sql: str | Prepared, params: Sequence[Any] | Mapping[str, Any] | None = None) -> list[tuple]:
         """Run one statement on its own (autocommit) and return its rows."""
         return await self._retrying(self._run_query, sql, params)
 
-    async def write(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple]:
+    async def write(self, sql: str | Prepared, params: Sequence[Any] | None = None) -> list[tuple]:
         """
         Run one writing statement on its own (autocommit: it is its own
         transaction) and return its rows. Lost with its connection, the
@@ -468,6 +476,41 @@ class Pool:
             connection.close()
 
 
+@attrs.frozen
+class Prepared:
+    """
+    A hot statement, planned once per connection instead of at every call:
+    a connection sends C{prepare} the first time it runs it (a new connection,
+    after a reconnect, prepares it again), then only C{execute}, which
+    begins with C{prefix} (statements sent ahead of it in the same round
+    trip). Made by L{prepared}.
+    """
+
+    name: str
+    prepare: str
+    execute: str
+
+
+@functools.lru_cache(maxsize=1024)
+def prepared(statement: str, prefix: str = "") -> Prepared:
+    """C{statement}, written with %s placeholders like any other, as a L{Prepared} statement."""
+    arguments = []
+
+    def placeholder(match: re.Match) -> str:
+        if match.group() == "%%":
+            return "%"
+        # EXECUTE casts each value as the statement does: a value whose
+        # literal has another type (an array of text for uuid[]) is then
+        # converted, not refused.
+        arguments.append("%s" + (match.group(1) or ""))
+        return f"${len(arguments)}{match.group(1) or ''}"
+
+    body = re.sub(r"%%|%s(::(?:double precision|[a-z0-9_]+)(?:\[\])?)?", placeholder, statement)
+    name = "th_" + hashlib.blake2b(body.encode(), digest_size=10).hexdigest()
+    listed = f" ({', '.join(arguments)})" if arguments else ""
+    return Prepared(name, f"PREPARE {name} AS {body}", f"{prefix}EXECUTE {name}{listed}")
+
+
 class _TimedCursor:
     """
     A txpostgres cursor whose statements may not stall: the server cancels a
@@ -486,6 +529,14 @@ class _TimedCursor:
         self.began = not begin
 
     async def execute(self, statement, params=None):
+        if isinstance(statement, Prepared):
+            if statement.name not in self._connection.prepared:
+                await self._send(statement.prepare)
+                self._connection.prepared.add(statement.name)
+            statement = statement.execute
+        return await self._send(statement, params)
+
+    async def _send(self, statement, params=None):
         if not self.began:
             self.began = True
             statement = (b"BEGIN; " if isinstance(statement, bytes) else "BEGIN; ") + statement

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 from typing import Protocol as Interface
 
+from twisted.internet.abstract import FileDescriptor
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 
@@ -64,6 +65,32 @@ def bound_send_buffer(transport: Any, size: int) -> None:
     handle = getattr(transport, "getHandle", lambda: None)()
     if isinstance(handle, socket.socket):
         handle.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+
+
+def write_now(transport: Any, data: bytes) -> None:
+    """
+    Send C{data} at once when nothing waits in the transport's buffer, as
+    Twisted would at the next turn of the reactor: an answer leaves without
+    that turn and without asking epoll to watch the socket for writing and
+    then to stop. What the socket does not take, and any transport that is
+    not a plain socket (TLS), goes through C{write} as usual.
+    """
+    if (
+        isinstance(transport, FileDescriptor)
+        and transport.connected
+        and not transport.disconnecting
+        and not transport._writeDisconnected
+        and not transport.dataBuffer
+        and not transport._tempDataLen
+    ):
+        sent = transport.writeSomeData(data)
+        # An error (an exception, returned) sends nothing: write() buffers
+        # the data and the reactor's next attempt reports the lost connection.
+        if isinstance(sent, int):
+            if sent == len(data):
+                return
+            data = data[sent:]
+    transport.write(data)
 
 
 def describe(address: Any) -> str:

@@ -31,7 +31,7 @@ from ..protocol.enums import (
 from ..protocol.errors import ProtocolError
 from ..protocol.framing import FrameDecoder
 from ..protocol.messages import ERROR, HELLO, HELLO_ACK, SHUTDOWN, SHUTDOWN_ACK, HelloAck, encode_frame, split_frames
-from .connection import Connection, Timers, bound_send_buffer, describe
+from .connection import Connection, Timers, bound_send_buffer, describe, write_now
 from .lanes import Answer, Lane, Task
 from .requests import RequestFrames, admit
 from .routes import as_protocol_error, serve_group
@@ -475,7 +475,7 @@ class HubProtocol(Protocol):
     def _write(self, frames):
         self._last_sent = self.clock.seconds()
         self.hub.metrics.bytes_sent += len(frames)
-        self.transport.write(frames)
+        write_now(self.transport, frames)
 
     def _send_error(self, error, request_id):
         payload = ERROR.encode({"code": error.code, "row_index": error.row_index, "message": error.message[:4000]})
