@@ -419,6 +419,17 @@ class CoalescingTests(SessionCase):
         self.assertEqual([h.request_id for h, _ in frames], [1, 10, 11, 12, 13, 14])
         self.assertEqual([NOTES.decode(p)["notes"] for _, p in frames[1:]], [["n0"], ["n1"], ["n2"], ["n3"], ["n4"]])
 
+    def test_a_groups_answers_leave_in_one_write(self):
+        self.queue_behind_a_running_request(5)
+        self.controller.calls[0][1].callback(notes("first"))
+        self.hub.frames()
+        writes = []
+        self.hub.transport.write = writes.append
+        self.queue_behind_a_running_request(3)
+        self.controller.calls[-1][1].callback(notes("first"))
+        self.assertEqual(len(writes), 2, "the lone request's answer, then the group's three in one write")
+        self.assertEqual([h.request_id for h, _ in wire.Reader().feed(b"".join(writes))], [1, 10, 11, 12])
+
     def test_failed_group_gives_each_request_its_own_answer(self):
         self.controller.fail_group = True
         self.hub.send(wire.request(SQLCommand.INSERT, SQLTable.MARKET_TICK, notes("first"), request_id=1))

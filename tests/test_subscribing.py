@@ -280,6 +280,16 @@ class SubscribeTests(SubscriptionCase):
         [(_, event)] = hub.events(frames)
         self.assertEqual(event.row, row)
 
+    def test_a_windows_events_leave_in_one_write(self):
+        self.hub.subscribe()
+        self.hub.frames()
+        writes = []
+        self.hub.transport.write = writes.append
+        self.log.numbered_writes(3)
+        self.hub.feed.learned(self.log.last)
+        self.assertEqual(len(writes), 1)
+        self.assertEqual(self.positions(wire.Reader().feed(writes[0])), [1, 2, 3])
+
     def test_a_change_is_encoded_once_for_all_its_live_subscribers(self):
         layout = LAYOUTS[SQLTable.ML_PREDICTION].event
         encoded = []

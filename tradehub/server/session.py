@@ -92,6 +92,8 @@ class HubProtocol(Protocol):
         self._writes_paused: Deferred[None] | None = None
         self._timers = Timers(self.clock)
         self._last_sent = self._last_received = 0.0
+        # While a group's answers are made, their frames wait here to leave in one write.
+        self._held: list[bytes] | None = None
         # Live push subscriptions, by the request_id that names them.
         self.subscriptions: dict[int, Any] = {}
         self._frame_handlers = {
@@ -264,9 +266,9 @@ class HubProtocol(Protocol):
     def closed(self) -> bool:
         return self.state is not State.READY
 
-    def send_event(self, frames: bytes) -> None:
+    def send_events(self, frames: bytes, count: int) -> None:
         if self.state is not State.CLOSED:
-            self.hub.metrics.events_sent += 1
+            self.hub.metrics.events_sent += count
             self._write(frames)
 
     def writable(self) -> Deferred[None] | None:
@@ -331,8 +333,12 @@ class HubProtocol(Protocol):
             results = [first.error]
         else:
             results = await serve_group(first.route, [task.value for task in tasks])
-        for task, result in zip(tasks, results, strict=True):
-            self._answer(task, result)
+        self._held = []
+        try:
+            for task, result in zip(tasks, results, strict=True):
+                self._answer(task, result)
+        finally:
+            self._release_held()
 
     def _answer(self, task, result):
         self.in_flight -= 1
@@ -475,7 +481,15 @@ class HubProtocol(Protocol):
     def _write(self, frames):
         self._last_sent = self.clock.seconds()
         self.hub.metrics.bytes_sent += len(frames)
-        write_now(self.transport, frames)
+        if self._held is not None:
+            self._held.append(frames)
+        else:
+            write_now(self.transport, frames)
+
+    def _release_held(self):
+        held, self._held = self._held, None
+        if held:
+            write_now(self.transport, b"".join(held))
 
     def _send_error(self, error, request_id):
         payload = ERROR.encode({"code": error.code, "row_index": error.row_index, "message": error.message[:4000]})
@@ -495,6 +509,7 @@ class HubProtocol(Protocol):
         """
         if self.state is State.CLOSED:
             return
+        self._release_held()
         self._enter(State.CLOSED)
         self._end_subscriptions()
         self._drop_pending("closing")
