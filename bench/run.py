@@ -152,8 +152,9 @@ with the hub's own statement, 500 per page (the floor).
 ### What the change log costs writes
 
 The capture triggers (`market_tick_change_*`, `order_change_*`) enabled against disabled
-(`ALTER TABLE ... DISABLE TRIGGER`, those triggers only), {w["rounds"]} interleaved rounds each, means. The hub
-still runs its relay after each commit when they are off (it finds nothing to number).
+(`ALTER TABLE ... DISABLE TRIGGER`, those triggers only), {w["rounds"]} interleaved rounds each, means. With
+them on, a tick INSERT (one statement) also numbers its change as it commits, and an ORDER INSERT
+(a transaction) is followed by the hub's relay; with them off there is nothing to number.
 
 | load | triggers on | triggers off | on / off |
 |---|---|---|---|
@@ -163,20 +164,23 @@ still runs its relay after each commit when they are off (it finds nothing to nu
 
 ### What bounds push
 
-- Latency: the push path after a write's commit is the relay (`change_log_relay`, its own
-  transaction and WAL flush) and then a read of the new changes, two round trips on the pool,
-  before the EVENT is encoded. The write's own answer is {ack["p50_us"] / 1000:,.1f} ms of the total at p50: at
-  {lat["rate"]:,} writes/s the hub spends {push_cpu:,.0f} us of CPU on each, {busy:.0f}% of its core, so writes
+- Latency: a one-row INSERT the hub sends as one statement numbers its own change as it commits
+  (its capture trigger takes the change-log head if no relay holds it), so no relay round trip
+  follows; the hub hears the NOTIFY on its LISTEN connection and reads the new changes (one
+  prepared statement) before it encodes the EVENT. After the write's answer that costs p50
+  {after["p50_us"]:,.0f} us. The write's own answer is {ack["p50_us"] / 1000:,.1f} ms of the total at p50: at
+  {lat["rate"]:,} writes/s the hub spends {push_cpu:,.0f} us of CPU on each, {busy:.0f}% of one core, and
+  PostgreSQL, the writer and the subscriber share the machine's other core with it, so writes
   queue. The floor of a committed write's NOTIFY is {floor:,.0f} us.
-- Event rate: one subscriber costs the hub about {one_cpu:,.0f} us per event on top of ingest, and with
-  {fan["subscribers"]} subscribers {fan_cpu:,.0f} us per event delivered: every subscription encodes every
-  change again. With one core for the hub, ingest and push share it, so the subscriber falls
-  behind while the writers run and catches up after them.
-- A live subscription drops to catching up whenever one window of the feed (1,000 positions, about
-  97 KB of tick EVENTs) fills the connection's 64 KiB write buffer, however fast its client reads.
-  On a change log without planner statistics, catching up reads each 500-change page by turning
-  every change between the position and the head from jsonb into a row before sorting and
-  limiting, so a page costs time in proportion to how far behind it is: see the "new" row.
+- Event rate: one subscriber costs the hub about {one_cpu:,.0f} us per event on top of ingest
+  (measured alone: psycopg2 turning the change's columns into Python values about 8 us, the row
+  about 4 us, the EVENT's encoding about 7 us), and with {fan["subscribers"]} subscribers {fan_cpu:,.0f} us per
+  event delivered (a change is encoded once for all of them). With one core for the hub, ingest
+  and push share it, so a subscriber falls behind while the writers run and catches up after
+  them: the hub's CPU per tick row and per event (issue 13's work) is what bounds this.
+- A live subscription holds at most one window of the feed (1,000 positions) in the hub: when
+  its client has not taken the previous window yet, it reads the log itself, a page at a time,
+  as fast as its client reads, then goes live again.
 """
 
 
