@@ -7,13 +7,14 @@ PostgreSQL.
 
 import psycopg2
 from prometheus_client import REGISTRY
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred, fail
 from twisted.internet.error import ConnectionLost
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from tradehub.alpaca.stream import Stream, StreamState
 from tradehub.db.failures import CommitOutcomeUnknown, PoolClosed, failure_kind
 from tradehub.errors import Invalid
 from tradehub.ops.metrics import Metrics
@@ -281,3 +282,33 @@ class RegistryTests(SynchronousTestCase):
         self.assertEqual(first.registry.get_sample_value("tradehub_requests_total", labels), 1)
         self.assertIsNone(second.registry.get_sample_value("tradehub_requests_total", labels))
         self.assertIsNone(REGISTRY.get_sample_value("tradehub_requests_total", labels))
+
+
+class StreamStateTests(SynchronousTestCase):
+    def test_each_stream_shows_its_one_state_and_counts_its_connection_attempts(self):
+        metrics = Metrics()
+        clock = Clock()
+        stream = Stream(
+            "trading",
+            "wss://paper-api.example/stream",
+            None,
+            reactor=clock,
+            endpoint=_Refusing(),
+            backoff=(1.0, 8.0),
+            jitter=lambda: 0.0,
+            on_state=metrics.stream_changed,
+        )
+        stream.startService()
+        clock.advance(0.5)  # refused twice: two attempts, down again
+
+        def sample(name, **labels):
+            return metrics.registry.get_sample_value(name, dict(stream="trading", **labels))
+
+        self.assertEqual(sample("tradehub_alpaca_stream_connects_total"), 2)
+        states = {state.value: sample("tradehub_alpaca_stream_state", state=state.value) for state in StreamState}
+        self.assertEqual(states, {"down": 1, "connecting": 0, "open": 0, "streaming": 0, "stopped": 0})
+
+
+class _Refusing:
+    def connect(self, factory):
+        return fail(ConnectionLost())

@@ -11,11 +11,12 @@ and unanswered requests, the pool) is read off the objects at scrape time.
 
 from __future__ import annotations
 
+import enum
 import functools
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from ..db.failures import failure_kind
@@ -71,6 +72,18 @@ class Metrics:
             ["kind"],
             registry=self.registry,
         )
+        self.stream_state = Gauge(
+            "tradehub_alpaca_stream_state",
+            "1 for the state each Alpaca stream is in (down, connecting, open, streaming, stopped), 0 for the others",
+            ["stream", "state"],
+            registry=self.registry,
+        )
+        self.stream_connects = Counter(
+            "tradehub_alpaca_stream_connects",
+            "Connection attempts to an Alpaca stream",
+            ["stream"],
+            registry=self.registry,
+        )
         # Sessions add what they read and write; a scrape reads the sums.
         self.bytes_received = 0
         self.bytes_sent = 0
@@ -95,6 +108,13 @@ class Metrics:
         kind = failure_kind(error)
         if kind is not None:
             self.db_failures.labels(kind).inc()
+
+    def stream_changed(self, stream: str, state: enum.Enum) -> None:
+        """An Alpaca stream changed state (a L{tradehub.alpaca.stream.StreamState})."""
+        for each in type(state):
+            self.stream_state.labels(stream, each.value).set(1 if each is state else 0)
+        if state.value == "connecting":
+            self.stream_connects.labels(stream).inc()
 
     def watch(self, sessions: Iterable[HubProtocol], pool: Pool, feed: Feed | None = None) -> None:
         """Report these sessions, this pool and the change feed at every scrape."""
