@@ -188,5 +188,70 @@ class BackoffTests(SynchronousTestCase):
         stream.streaming()
         self.assertEqual(stream.attempts, 0)
 
+    def test_the_wait_stays_at_the_ceiling_however_long_the_outage(self):
+        stream = self.stream(jitter=1.0)
+        stream.attempts = 5000
+        [call] = self.clock.getDelayedCalls()
+        call.cancel()
+        stream._again()
+        [call] = self.clock.getDelayedCalls()
+        self.assertEqual(call.getTime() - self.clock.seconds(), 8)
+
+    def test_stopping_while_connecting_cancels_the_attempt(self):
+        cancelled = []
+        clock = Clock()
+
+        class Pending:
+            def connect(self, factory):
+                return Deferred(lambda d: cancelled.append(True))
+
+        stream = Stream("test", "wss://stream.example/v2", Recorder(), reactor=clock, endpoint=Pending())
+        stream.startService()
+        self.successResultOf(stream.stopService())
+        self.assertEqual((cancelled, clock.getDelayedCalls()), ([True], []))
+
+    def test_a_late_message_or_close_after_stopping_does_not_bring_it_back(self):
+        clock = Clock()
+
+        class Opening:
+            def connect(self, factory):
+                return Deferred()
+
+        stream = Stream("test", "wss://stream.example/v2", Recorder(), reactor=clock, endpoint=Opening())
+        stream.startService()
+        connection = FakeConnection()
+        stream._made(connection)
+        stream._opened(connection)
+        gone = stream.stopService()
+        self.assertEqual(connection.calls, [("send", b'{"action": "auth", "key": "k"}'), "close"])
+        stream._received(connection, b'[{"T": "subscription"}]')
+        stream.streaming()  # what a handler would do on that confirmation
+        stream._closed(connection, 1000, None)
+        self.successResultOf(gone)
+        self.assertEqual((stream.state, clock.getDelayedCalls()), (StreamState.STOPPED, []))
+        self.assertEqual(stream.handler.messages, [])
+
     def test_only_websocket_urls_are_accepted(self):
         self.assertRaises(ValueError, endpoint_for, Clock(), "https://paper-api.alpaca.markets/stream")
+
+
+class FakeConnection:
+    """What the stream calls on its connection, recorded."""
+
+    state = WebSocketServerProtocol.STATE_OPEN
+
+    def __init__(self):
+        self.calls = []
+
+    def sendMessage(self, payload):
+        self.calls.append(("send", payload))
+
+    def sendClose(self):
+        self.calls.append("close")
+        self.state = WebSocketServerProtocol.STATE_CLOSING
+
+    def sendPing(self):
+        self.calls.append("ping")
+
+    def dropConnection(self, abort=False):
+        self.calls.append("drop")

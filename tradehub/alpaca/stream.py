@@ -141,6 +141,7 @@ class Stream(Service):
         self._connection: _Connection | None = None
         self._open = False
         self._next: IDelayedCall | None = None
+        self._connecting: Deferred[Any] | None = None
         self._timer: IDelayedCall | None = None
         self._gone: list[Deferred[None]] = []
         self._factory = _Factory(url)
@@ -151,6 +152,7 @@ class Stream(Service):
 
     def startService(self) -> None:
         super().startService()
+        self.state = StreamState.DOWN
         self._connect()
 
     def stopService(self) -> Deferred[None]:
@@ -161,6 +163,8 @@ class Stream(Service):
         super().stopService()
         self._set(StreamState.STOPPED)
         _cancel(self._next)
+        if self._connecting is not None:
+            self._connecting.cancel()
         if self._connection is None:
             return succeed(None)
         gone: Deferred[None] = Deferred()
@@ -179,12 +183,14 @@ class Stream(Service):
     # What the handler may do
 
     def send(self, message: Any) -> None:
-        """Send one JSON message on the open connection (dropped when there is none)."""
-        if self._connection is not None and self._open:
+        """Send one JSON message on the open connection (dropped when there is none, or it is closing)."""
+        if self._connection is not None and self._connection.state == _Connection.STATE_OPEN:
             self._connection.sendMessage(json.dumps(message).encode())
 
     def streaming(self) -> None:
         """The handler's stream flows (authenticated and subscribed): the backoff starts over."""
+        if self.state is StreamState.STOPPED:
+            return
         self.attempts = 0
         self._set(StreamState.STREAMING)
 
@@ -206,9 +212,16 @@ class Stream(Service):
             return
         self._set(StreamState.CONNECTING)
         self.attempts += 1
-        self._endpoint.connect(self._factory).addErrback(self._failed)
+        self._connecting = self._endpoint.connect(self._factory)
+        self._connecting.addBoth(self._connect_ended).addErrback(self._failed)
+
+    def _connect_ended(self, result: Any) -> Any:
+        self._connecting = None
+        return result
 
     def _failed(self, failure: Any) -> None:
+        if self.state is StreamState.STOPPED:
+            return
         self.log.warn(
             "alpaca {name} stream: cannot connect: {reason}", name=self.label, reason=failure.getErrorMessage()
         )
@@ -219,7 +232,8 @@ class Stream(Service):
             return
         self._set(StreamState.DOWN)
         first, longest = self._backoff
-        ceiling = min(longest, first * 2 ** max(self.attempts - 1, 0))
+        # The exponent stops growing long after the ceiling is reached (a float would overflow).
+        ceiling = min(longest, first * 2 ** min(max(self.attempts - 1, 0), 32))
         # Half the wait is fixed, half is random: never zero, never all together.
         delay = max(ceiling / 2 + self._jitter() * ceiling / 2, self._hold_off)
         self._hold_off = 0.0
@@ -243,6 +257,8 @@ class Stream(Service):
         self.handler.opened(self)
 
     def _received(self, connection: _Connection, payload: bytes) -> None:
+        if self.state is StreamState.STOPPED:
+            return  # what was on its way when the hub stopped the stream
         self._heard(connection)
         try:
             message = json.loads(payload)

@@ -251,7 +251,9 @@ class Pool:
         Run one writing statement on its own (autocommit: it is its own
         transaction) and return its rows. Lost with its connection, the
         statement may have committed: that is L{CommitOutcomeUnknown}, never
-        retried; a failure before it was sent is tried again. The commit
+        retried blindly (a connection lost before the statement went out
+        looks the same, and is settled the same way); a failure to get a
+        connection is tried again. The commit
         observers are not called: such a statement does what must follow its
         commit itself.
         """
