@@ -171,14 +171,10 @@ class Stream(Service):
         self._gone.append(gone)
         if self._open:
             self._connection.sendClose()
-            self._after(self._ping_timeout, self._give_up_closing)
+            self._after(self._ping_timeout, lambda: self.drop("the server did not close in time"))
         else:
             self._connection.dropConnection(abort=True)
         return gone
-
-    def _give_up_closing(self) -> None:
-        if self._connection is not None:
-            self._connection.dropConnection(abort=True)
 
     # What the handler may do
 

@@ -142,11 +142,10 @@ class Subscription:
         """Their EVENTs in one write: a window or a page costs one system call, not one per change."""
         if not changes:
             return
-        frames = []
+        frames, layouts = [], self._layouts
         for change in changes:
             payload = change.event
             if payload is None:
-                layouts = self._layouts
                 layout = layouts.deleted_event if change.op == SQLCommand.DELETE else layouts.event
                 payload = change.event = layout.encode(dict(change.row, position=change.position))
             frames.append(

@@ -13,7 +13,7 @@ from ..schema.model import DEFAULT_LIMIT, Column, Table
 
 Row = dict[str, Any]
 
-# The SQLSTATE of tradehub_guard_refused() (schema/0014_insert_guard.sql).
+# The SQLSTATE of tradehub_guard_refused() (schema/0014_insert_alone.sql).
 GUARD_REFUSED = "TH001"
 
 
