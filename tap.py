@@ -13,7 +13,9 @@ from twisted.python import usage
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from tradehub.alpaca.client import AlpacaClient
+from tradehub.alpaca.stream import Stream
 from tradehub.alpaca.sync import AlpacaSync
+from tradehub.alpaca.trade_updates import TradeUpdates, stream_url
 from tradehub.changes.feed import build_feed
 from tradehub.config import SETTINGS, ConfigError, Settings, load_settings, redact_url
 from tradehub.controllers import build_controllers
@@ -145,12 +147,26 @@ def makeService(options: Options) -> HubService:
     elif not options["migrate-only"]:
         log.info("Alpaca keys are not configured: the Alpaca sync and order submission are off")
     controllers = build_controllers(pool, broker)
-    sync = None
+    sync = trade_updates = None
     if broker is not None:
         sync = AlpacaSync(
             broker, controllers, reactor, settings.alpaca_sync_seconds, settings.alpaca_assets_seconds, http_pool
         )
         steps.append(sync)
+        if settings.alpaca_trade_stream:
+            trade_updates = TradeUpdates(
+                sync,
+                settings.apca_api_key_id,
+                settings.apca_api_secret_key,
+                lambda handler: Stream(
+                    "trading",
+                    stream_url(settings.apca_api_base_url),
+                    handler,
+                    reactor=reactor,
+                    on_state=metrics.stream_changed,
+                ),
+            )
+            steps.append(trade_updates)
     if not options["migrate-only"]:
         feed, listener = build_feed(
             pool,
@@ -183,7 +199,7 @@ def makeService(options: Options) -> HubService:
         steps += [SessionsService(factory, settings.shutdown_deadline), *listeners]
         if settings.ops_endpoint:
             # After the client listeners, whose being up it reports; stopped first.
-            readiness = hub_readiness(reactor, pool, SCHEMA, listeners, sync)
+            readiness = hub_readiness(reactor, pool, SCHEMA, listeners, sync, trade_updates)
             site = ops_site(reactor, readiness, metrics.registry)
             steps.append(ListenerService("ops", reactor, settings.ops_endpoint, site))
 

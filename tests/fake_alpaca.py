@@ -2,15 +2,22 @@
 A fake Alpaca on 127.0.0.1 for the tests: twisted.web serving bodies shaped
 like Alpaca's documented ones, paginating, answering queued failures (429
 with rate-limit headers, 5xx, 4xx with an error body, silence past the
-client's timeout), and recording every request it receives.
+client's timeout), and recording every request it receives. On the same
+port, /stream is the trading stream (autobahn's server, binary frames like
+Alpaca's paper endpoint): it checks the keys, acknowledges listen, and
+sends trade_updates events as the fake's orders move; it can drop its
+connections, go silent, and repeat an event.
 """
 
 import itertools
 import json
 import uuid
+from decimal import Decimal
 from urllib.parse import urlsplit
 
 import attrs
+from autobahn.twisted.resource import WebSocketResource
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from twisted.internet import reactor
 from twisted.internet.endpoints import serverFromString
 from twisted.web.resource import Resource
@@ -136,6 +143,8 @@ class FakeAlpaca(Resource):
         self.assets = [dict(a) for a in ASSETS]
         self.positions = [dict(POSITION)]
         self.orders = []
+        self.activities = []
+        self.trade_stream = TradeStream()
         self.received = []
         self.failures = []
         self.held = []
@@ -212,6 +221,80 @@ class FakeAlpaca(Resource):
         }
         return order
 
+    # Orders moving at Alpaca
+
+    def fill(self, order, qty, price):
+        """
+        Alpaca fills C{qty} of an order at C{price}: the order and the
+        position move, a FILL activity is recorded, and a listening stream
+        hears the event (a stream that is down never does).
+        """
+        qty, price = Decimal(qty), Decimal(price)
+        done = Decimal(order["filled_qty"])
+        average = (Decimal(order["filled_avg_price"] or 0) * done + price * qty) / (done + qty)
+        now = stamp()
+        order.update(
+            filled_qty=str(done + qty),
+            filled_avg_price=format(average.quantize(Decimal("1e-9")).normalize(), "f"),
+            status="filled" if done + qty >= Decimal(order["qty"]) else "partially_filled",
+            updated_at=now,
+        )
+        if order["status"] == "filled":
+            order["filled_at"] = now
+        execution_id = str(uuid.uuid4())
+        position_qty = self._move_position(order, qty if order["side"] == "buy" else -qty, price)
+        kind = "fill" if order["status"] == "filled" else "partial_fill"
+        self.activities.append(
+            {
+                "id": f"{now[:23].replace('-', '').replace(':', '').replace('T', '').replace('.', '')}::{execution_id}",
+                "activity_type": "FILL",
+                "transaction_time": now,
+                "type": kind,
+                "price": str(price),
+                "qty": str(qty),
+                "side": order["side"],
+                "symbol": order["symbol"],
+                "leaves_qty": str(Decimal(order["qty"]) - done - qty),
+                "order_id": order["id"],
+                "cum_qty": order["filled_qty"],
+                "order_status": order["status"],
+            }
+        )
+        return self.trade_stream.publish(
+            kind,
+            order,
+            execution_id=execution_id,
+            price=str(price),
+            qty=str(qty),
+            position_qty=str(position_qty),
+            timestamp=now,
+        )
+
+    def move(self, order, event, **changes):
+        """Any other event (canceled, expired, replaced...): the order changes, a listening stream hears it."""
+        now = stamp()
+        order.update(status=changes.pop("status", event), updated_at=now, **changes)
+        return self.trade_stream.publish(event, order, timestamp=now)
+
+    def _move_position(self, order, change, price):
+        held = next((p for p in self.positions if p["symbol"] == order["symbol"]), None)
+        qty = (Decimal(held["qty"]) if held else Decimal(0)) + change
+        if held is None:
+            held = dict(POSITION, symbol=order["symbol"], avg_entry_price=str(price), asset_id=order["asset_id"])
+            self.positions.append(held)
+        if qty == 0:
+            self.positions.remove(held)
+        else:
+            entry = Decimal(held["avg_entry_price"])
+            held.update(
+                qty=str(qty),
+                qty_available=str(qty),
+                side="long" if qty > 0 else "short",
+                cost_basis=str(qty * entry),
+                market_value=str(qty * price),
+            )
+        return qty
+
     # twisted.web
 
     def render(self, request):
@@ -250,6 +333,8 @@ class FakeAlpaca(Resource):
             return self._answer(request, 200, self.positions)
         if (method, path) == ("GET", "/v2/orders"):
             return self._answer(request, 200, self._list_orders(query))
+        if (method, path) == ("GET", "/v2/account/activities/FILL"):
+            return self._answer(request, 200, self._list_activities(query))
         if (method, path) == ("POST", "/v2/orders"):
             return self._create_order(request, body)
         if (method, path) == ("GET", "/v2/orders:by_client_order_id"):
@@ -326,6 +411,15 @@ class FakeAlpaca(Resource):
             orders = [o for o in orders if o["created_at"] > after]
         return orders[:limit]
 
+    def _list_activities(self, query):
+        after = query["after"][0]
+        size = int(query.get("page_size", ["100"])[0])
+        token = query.get("page_token", [None])[0]
+        found = [a for a in self.activities if a["transaction_time"] > after]
+        if token:
+            found = found[[a["id"] for a in found].index(token) + 1 :]
+        return found[:size]
+
     def _create_order(self, request, body):
         if any(o["client_order_id"] == body.get("client_order_id") for o in self.orders):
             return self._answer(request, 422, {"code": 40010001, "message": "client_order_id must be unique"})
@@ -376,10 +470,87 @@ def _other(side):
     return "sell" if side == "buy" else "buy"
 
 
+class _StreamConnection(WebSocketServerProtocol):
+    """One client of the fake trading stream."""
+
+    listening = False
+
+    def onOpen(self):
+        self.factory.stream.connections.append(self)
+
+    def onMessage(self, payload, isBinary):
+        stream = self.factory.stream
+        message = json.loads(payload)
+        stream.heard.append(message)
+        if stream.silent:
+            return
+        if message.get("action") == "auth":
+            good = (message.get("key"), message.get("secret")) == (KEY_ID, SECRET) and not stream.refuse_keys
+            data = {"action": "authenticate", "status": "authorized" if good else "unauthorized"}
+            if not good:
+                data["message"] = "access key verification failed"
+            self.authorized = good
+            self.send("authorization", data)
+        elif message.get("action") == "listen" and getattr(self, "authorized", False):
+            streams = [s for s in message["data"]["streams"] if s == "trade_updates"]
+            self.listening = bool(streams)
+            self.send("listening", {"streams": streams})
+
+    def onPing(self, payload):
+        if not self.factory.stream.silent:
+            self.sendPong(payload)
+
+    def onClose(self, wasClean, code, reason):
+        if self in self.factory.stream.connections:
+            self.factory.stream.connections.remove(self)
+
+    def send(self, stream, data):
+        self.sendMessage(json.dumps({"stream": stream, "data": data}).encode(), isBinary=True)
+
+
+class TradeStream:
+    """The fake's trading stream: what its clients said, and what it sends them."""
+
+    def __init__(self):
+        self.connections = []
+        self.heard = []
+        self.sent = []
+        self.silent = False
+        self.refuse_keys = False
+
+    def listening(self):
+        return [c for c in self.connections if c.listening]
+
+    def publish(self, event, order, **fields):
+        """Send a trade_updates event carrying the order as it is now to every listening client."""
+        data = {"event": event, "order": json.loads(json.dumps(order)), **fields}
+        self.sent.append(data)
+        self.repeat(data)
+        return data
+
+    def repeat(self, data):
+        """Send an event (again) to every listening client."""
+        for connection in self.listening():
+            connection.send("trade_updates", data)
+
+    def drop(self):
+        """Drop every connection: from now until a client listens again, events are lost."""
+        for connection in list(self.connections):
+            connection.listening = False
+            connection.dropConnection(abort=True)
+
+
 async def start_fake_alpaca(test):
     fake = FakeAlpaca()
-    port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(Site(fake))
+    factory = WebSocketServerFactory()
+    factory.protocol = _StreamConnection
+    factory.stream = fake.trade_stream
+    root = Resource()
+    root.putChild(b"v2", fake)
+    root.putChild(b"stream", WebSocketResource(factory))
+    port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(Site(root))
     test.addCleanup(port.stopListening)
+    test.addCleanup(fake.trade_stream.drop)
     test.addCleanup(fake.release)
     fake.url = f"http://127.0.0.1:{port.getHost().port}"
     return fake

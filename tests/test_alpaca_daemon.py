@@ -85,6 +85,21 @@ class AlpacaDaemonTests(TestCase):
         self.assertEqual(canceled["status"], "canceled")
         self.assertEqual({o["client_order_id"] for o in fake.orders}, {"from-alpaca", "via-hub"})
         self.assertEqual([o["status"] for o in fake.orders if o["client_order_id"] == "via-hub"], ["canceled"])
+
+        # A fill reaches the hub through the trading stream: the sync never reads executions.
+        parts = (await ready_soon(f"http://127.0.0.1:{daemon.ops_port}"))["parts"]
+        self.assertTrue(parts["alpaca_trade_stream"]["ready"], parts)
+        [order] = [o for o in fake.orders if o["client_order_id"] == "from-alpaca"]
+        fill = fake.fill(order, "1", "188.5")
+
+        def filled():
+            return blocking_query(
+                dsn,
+                'SELECT t.id::text, o.status FROM trade t JOIN "order" o USING (client_order_id)'
+                " WHERE client_order_id = 'from-alpaca'",
+            ) == [(fill["execution_id"], "filled")]
+
+        await deferToThread(wait_until, filled)
         daemon.signal(signal.SIGTERM)
         self.assertEqual(await deferToThread(daemon.wait), 0)
         self.assertNotIn(SECRET, daemon.output() + daemon.errors())

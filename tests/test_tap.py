@@ -8,6 +8,7 @@ from twisted.trial.unittest import SynchronousTestCase
 import tap
 from tradehub.alpaca.client import AlpacaClient
 from tradehub.alpaca.sync import AlpacaSync
+from tradehub.alpaca.trade_updates import TradeUpdates
 from tradehub.config import SETTINGS
 from tradehub.protocol.enums import SQLCommand, SQLTable
 from tradehub.service import (
@@ -124,6 +125,14 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertFalse(any(step.running for step in hub))
         self.assertEqual(self.reactor.tcpServers, [])
 
+    def test_the_trading_stream_can_be_left_off(self):
+        self.environ.update(
+            APCA_API_KEY_ID="key-id", APCA_API_SECRET_KEY="secret-key", TRADEHUB_ALPACA_TRADE_STREAM="off"
+        )
+        names = [name for _, name in self.steps(self.build())]
+        self.assertIn("alpaca-sync", names)
+        self.assertNotIn("alpaca-trade-updates", names)
+
     def test_alpaca_sync_after_migrations_only_when_keys_are_given(self):
         self.environ.update(APCA_API_KEY_ID="key-id", APCA_API_SECRET_KEY="secret-key")
         hub = self.build()
@@ -133,6 +142,7 @@ class MakeServiceTests(SynchronousTestCase):
                 (PoolService, "pool"),
                 (MigrationService, "migrations"),
                 (AlpacaSync, "alpaca-sync"),
+                (TradeUpdates, "alpaca-trade-updates"),
                 (ChangeFeedService, "change-feed"),
                 (SessionsService, "sessions"),
                 (ListenerService, "frontend"),
@@ -142,6 +152,8 @@ class MakeServiceTests(SynchronousTestCase):
         )
         sync = hub.getServiceNamed("alpaca-sync")
         self.assertIsInstance(sync.alpaca, AlpacaClient)
+        stream = hub.getServiceNamed("alpaca-trade-updates").stream
+        self.assertEqual(stream.url, "wss://paper-api.alpaca.markets/stream")
         self.assertIs(sync.clock, self.reactor)
         self.assertIn("alpaca https://paper-api.alpaca.markets", hub.ready_message)
         # The sync and the wire share one controller per table; the ORDER one submits through Alpaca.

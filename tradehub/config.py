@@ -113,6 +113,13 @@ def _http_url(value: str) -> str:
     return value
 
 
+def _switch(value: str) -> bool:
+    value = value.strip().lower()
+    if value not in ("on", "off"):
+        raise ValueError(f"expected on or off, got {value!r}")
+    return value == "on"
+
+
 def _log_format(value: str) -> str:
     value = value.strip().lower()
     if value not in LOG_FORMATS:
@@ -301,6 +308,13 @@ SETTINGS = (
         "seconds between syncs of the asset list",
         "alpaca-assets-seconds",
     ),
+    Setting(
+        "TRADEHUB_ALPACA_TRADE_STREAM",
+        "on",
+        _switch,
+        "on: hold Alpaca's trading stream (wss://{APCA_API_BASE_URL host}/stream) for fills as they happen",
+        "alpaca-trade-stream",
+    ),
     Setting("TRADEHUB_ALPACA_TIMEOUT", "10", _seconds, "seconds an Alpaca call may take", "alpaca-timeout"),
     Setting(
         "TRADEHUB_ALPACA_RETRY_ATTEMPTS",
@@ -357,6 +371,7 @@ class Settings:
     apca_api_data_url: str
     alpaca_sync_seconds: float
     alpaca_assets_seconds: float
+    alpaca_trade_stream: bool
     alpaca_timeout: float
     alpaca_retry_attempts: int
 

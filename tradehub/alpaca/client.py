@@ -25,6 +25,7 @@ from ..retry import retrying
 from . import convert
 
 PAGE_LIMIT = 500
+ACTIVITY_PAGE = 100
 MAX_WAIT = 60.0
 _NETWORK_FAILURES = (
     CancelledError,
@@ -207,6 +208,19 @@ class AlpacaClient:
             if len(page) < PAGE_LIMIT:
                 return rows
             after = page[-1]["created_at"]
+
+    async def fills(self, after: str) -> list:
+        """The account's executions after a time (RFC 3339), oldest first, page by page."""
+        executions, token = [], None
+        while True:
+            params = {"after": after, "direction": "asc", "page_size": str(ACTIVITY_PAGE)}
+            if token:
+                params["page_token"] = token
+            page = await self._call("GET", self.base_url, "/v2/account/activities/FILL", params)
+            executions += [convert.fill_activity(body) for body in page]
+            if len(page) < ACTIVITY_PAGE:
+                return executions
+            token = page[-1]["id"]
 
     async def order_by_client_order_id(self, client_order_id: str, account_id: str | None = None) -> list[dict] | None:
         body = await self._call(

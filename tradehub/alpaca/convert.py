@@ -7,6 +7,7 @@ Decimal), exactly; RFC 3339 timestamps to nanoseconds, UTC.
 from decimal import Decimal
 
 from ..schema.timestamp import Timestamp
+from .ledger import Execution, PositionReport
 
 
 def timestamp(text):
@@ -115,6 +116,51 @@ def order(body, account_id=None, submit=False, parent=None):
     }
     legs = [order(leg, account_id, submit, body["client_order_id"]) for leg in body.get("legs") or ()]
     return [row] + [leg for group in legs for leg in group]
+
+
+# trade_updates events that report an execution.
+FILL_EVENTS = frozenset({"fill", "partial_fill"})
+
+
+def trade_update(data, account_id):
+    """
+    A trade_updates event: the order rows as it left them, the execution it
+    reports (fill, partial_fill) and the position after it, when it says.
+    """
+    orders = order(data["order"], account_id)
+    execution = position_report = None
+    if data["event"] in FILL_EVENTS and data.get("execution_id") and data.get("qty") and data.get("price"):
+        execution = Execution(
+            order_id=orders[0]["id"],
+            id=data["execution_id"],
+            qty=decimal(data["qty"]),
+            price=decimal(data["price"]),
+            executed_at=timestamp(data.get("timestamp")) or orders[0]["updated_at"],
+        )
+        if data.get("position_qty") is not None:
+            position_report = PositionReport(
+                account_id=account_id,
+                symbol=orders[0]["symbol"],
+                qty=decimal(data["position_qty"]),
+                price=execution.price,
+                asset_id=orders[0]["asset_id"],
+                asset_class=orders[0]["asset_class"],
+            )
+    return orders, execution, position_report
+
+
+def fill_activity(body):
+    """
+    A FILL account activity as an execution. Its id is "<time>::<uuid>";
+    the uuid is the execution id the trading stream reports for that fill.
+    """
+    return Execution(
+        order_id=body["order_id"],
+        id=body["id"].rpartition("::")[2],
+        qty=decimal(body["qty"]),
+        price=decimal(body["price"]),
+        executed_at=timestamp(body["transaction_time"]),
+    )
 
 
 def position(body, account_id):

@@ -12,6 +12,13 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from ..schema.model import SQLTable
+from ..schema.timestamp import Timestamp
+from .ledger import Ledger
+
+# A reconciliation looks this far before the last event stored: Alpaca's
+# `after` is exclusive and events of one instant may straddle it; what is
+# fetched twice is stored once.
+OVERLAP_NS = 5 * 10**9
 
 
 class AlpacaSync(Service):
@@ -27,6 +34,8 @@ class AlpacaSync(Service):
         self.accounts = controllers[SQLTable.ACCOUNT]
         self.assets = controllers[SQLTable.ASSET]
         self.orders = controllers[SQLTable.ORDER]
+        self.ledger = Ledger(controllers)
+        self.account_id = None
         self.positions = controllers[SQLTable.POSITION]
         self.last_success = {}
         self.last_error = {}
@@ -78,16 +87,39 @@ class AlpacaSync(Service):
         if changes:
             self.log.info("{job}: {changes}", job=name, changes=", ".join(changes))
 
-    async def sync_trading(self):
-        """Account, then positions, then orders; returns what changed, for the log."""
+    async def sync_trading(self, since=None):
+        """
+        Account, then positions, then orders; returns what changed, for the
+        log. C{since} (a Timestamp) reconciles a gap in the trading stream:
+        the orders submitted and the executions made since then come too.
+        """
         account = await self.alpaca.account()
         changes = await self._upsert(self.accounts, [account], "account", ignore=("updated_at",))
-        account_id = account["id"]
+        self.account_id = account_id = account["id"]
         positions = await self.alpaca.positions(account_id)
         changes += await self._upsert(self.positions, positions, "positions", ignore=("updated_at",))
         changes += await self._forget_closed_positions(account_id, {p["symbol"] for p in positions})
-        changes += await self._upsert(self.orders, await self._orders(account_id), "orders")
-        return changes
+        orders, executions = await self._orders(account_id), []
+        if since is not None:
+            after = since.to_rfc3339()
+            orders += await self.alpaca.orders(account_id, status="all", after=after)
+            executions = await self.alpaca.fills(after)
+        recorded = await self.ledger.record(_unique(orders), executions)
+        for reason in recorded.skipped:
+            self.log.warn("alpaca sync skipped {reason}", reason=reason)
+        return changes + recorded.summary()
+
+    async def reconcile(self, since):
+        """
+        After a gap in the trading stream whose last event stored was at
+        C{since} (None: since the last update of an order stored, as after a
+        restart): sync, with the orders and executions since then. Returns
+        where it started and what changed.
+        """
+        if since is None:
+            since = await self.orders.pool.transaction(self.orders.repository.last_reported)
+        start = None if since is None else Timestamp(since.ns - OVERLAP_NS)
+        return start, await self.sync_trading(since=start)
 
     async def sync_assets(self):
         return await self._upsert(self.assets, await self.alpaca.assets(), "assets", ignore=("updated_at",))
@@ -100,23 +132,6 @@ class AlpacaSync(Service):
         for alpaca_id in live:
             if alpaca_id not in seen:
                 orders += await self.alpaca.order(alpaca_id, account_id)
-        return await self._keep_our_identities(orders)
-
-    async def _keep_our_identities(self, orders):
-        """
-        Rows the hub submitted keep their client_order_id (legs' ids are ours,
-        not Alpaca's) and their submit flag, matched by Alpaca's order id.
-        """
-        ids = [o["id"] for o in orders]
-        if not ids:
-            return orders
-        by_id = await self.orders.pool.transaction(self.orders.repository.identities, ids)
-        renamed = {o["client_order_id"]: by_id[o["id"]][0] for o in orders if o["id"] in by_id}
-        for order in orders:
-            if order["id"] in by_id:
-                order["client_order_id"], order["submit"], order["parent_client_order_id"] = by_id[order["id"]]
-            elif order["parent_client_order_id"] in renamed:
-                order["parent_client_order_id"] = renamed[order["parent_client_order_id"]]
         return orders
 
     async def _upsert(self, controller, rows, what, ignore=()):
@@ -137,6 +152,11 @@ class AlpacaSync(Service):
             return []
         await self.positions.delete(closed)
         return [f"positions: {len(closed)} closed"]
+
+
+def _unique(orders):
+    """Each order once (the open ones, the live ones by id and the recent ones overlap)."""
+    return list({order["id"]: order for order in orders}.values())
 
 
 def _differs(old, new, ignore):

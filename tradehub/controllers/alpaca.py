@@ -262,6 +262,21 @@ class TradeController(TableController):
     def deletable(self, row, index):
         raise invalid(index, "id", "is an execution: deleting it would leave its order's fills wrong")
 
+    async def record_in(self, cursor, rows):
+        """
+        Executions Alpaca reported with their orders' state, which the caller
+        stored in this transaction: each is stored once (an id already stored
+        is a repeat), and its order is not moved again, since Alpaca's filled
+        quantity and average price are already its own. Returns those stored.
+        """
+        rows = list({self.table.key_of(row): row for row in self.checked(rows)}.values())
+        stored = await self.repository.locked(cursor, rows)
+        new = [row for row in rows if self.table.key_of(row) not in stored]
+        if new:
+            await self.prepare(cursor, new, "INSERT", {})
+            await self._write(cursor, new, self.repository.insert, True)
+        return new
+
     async def written(self, cursor, rows, command):
         for index, row in enumerate(rows):
             try:

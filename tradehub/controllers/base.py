@@ -186,6 +186,10 @@ class TableController:
     async def upsert(self, rows: list[Row]) -> list[Row]:
         return await self._in_transaction(self._upsert, self.checked(rows))
 
+    async def upsert_in(self, cursor, rows: list[Row]) -> list[Row]:
+        """UPSERT within the caller's transaction, beside other tables' writes that stand or fall with it."""
+        return await self._upsert(cursor, self.checked(rows), True)
+
     async def _upsert(self, cursor, rows: list[Row], one_by_one: bool) -> list[Row]:
         self._no_repeated_keys(rows)
         existing = await self.repository.locked(cursor, rows)
@@ -219,9 +223,13 @@ class TableController:
 
     async def delete(self, keys: list[Row]) -> int:
         """How many rows were deleted: every key must name a stored row."""
+        return await self.pool.transaction(self.delete_in, keys)
+
+    async def delete_in(self, cursor, keys: list[Row]) -> int:
+        """DELETE within the caller's transaction."""
         for index, key in enumerate(keys):
             _normalize(self._key_checked, key, index)
-        return await self.pool.transaction(self._delete, keys)
+        return await self._delete(cursor, keys)
 
     async def _delete(self, cursor, keys: list[Row]) -> int:
         self._no_repeated_keys(keys)

@@ -15,6 +15,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
 from ..alpaca.sync import AlpacaSync
+from ..alpaca.trade_updates import TradeUpdates
 from ..db.migrations import applied_versions, discover
 from ..db.pool import Pool
 from ..server.connection import describe
@@ -156,17 +157,34 @@ def alpaca(sync: AlpacaSync) -> Check:
     return check
 
 
+def trade_stream(updates: TradeUpdates) -> Check:
+    """
+    The trading stream is up and reconciled. While it is not, fills still
+    reach the hub through the REST sync, only later; orders are still submitted.
+    """
+
+    async def check() -> str:
+        if not updates.trusted:
+            raise NotReady(updates.describe())
+        return updates.describe()
+
+    return check
+
+
 def hub_readiness(
     clock: IReactorTime,
     pool: Pool,
     schema: Path,
     listeners: Sequence[ListenerService],
     sync: AlpacaSync | None,
+    trade_updates: TradeUpdates | None = None,
 ) -> Readiness:
     """The daemon's parts: its database, its schema, its client listeners and, when configured, Alpaca."""
     checks = {"database": database(pool), "migrations": migrations(pool, schema), "listeners": listening(listeners)}
     if sync is not None:
         checks["alpaca"] = alpaca(sync)
+    if trade_updates is not None:
+        checks["alpaca_trade_stream"] = trade_stream(trade_updates)
     return Readiness(clock, CHECK_TIMEOUT, checks)
 
 

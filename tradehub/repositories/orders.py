@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..schema.tables import FINAL_STATUSES
+from ..schema.timestamp import Timestamp
 from .table import Repository
 
 _FINAL = sorted(FINAL_STATUSES)
@@ -48,6 +49,15 @@ class OrderRepository(Repository):
         """Alpaca ids of the orders stored as still live."""
         await cursor.execute(f"SELECT id::text FROM {self.name} WHERE id IS NOT NULL AND status <> ALL(%s)", (_FINAL,))
         return [alpaca_id for (alpaca_id,) in cursor.fetchall()]
+
+    async def last_reported(self, cursor) -> Timestamp | None:
+        """The latest update Alpaca reported of any stored order: where a reconciliation starts after a restart."""
+        await cursor.execute(
+            f"SELECT updated_at, updated_at_ns FROM {self.name} WHERE id IS NOT NULL"
+            " ORDER BY updated_at DESC, updated_at_ns DESC LIMIT 1"
+        )
+        found = cursor.fetchall()
+        return Timestamp.from_pg(*found[0]) if found else None
 
     async def identities(self, cursor, alpaca_ids: list[str]) -> dict[str, list]:
         """{Alpaca id: (client_order_id, submit, parent_client_order_id)} of the stored orders among them."""

@@ -1,0 +1,207 @@
+"""
+Alpaca's word on the account's orders, executions and positions, stored
+through the controllers' rules: from the trading stream one event at a
+time, from the REST sync and the reconciliation after a gap a batch at a
+time. Each report is one transaction, so an order, its fill and the
+position it moved are stored together or not at all, and together they
+reach subscribers through the change log.
+
+Reports arrive late and twice (the stream and REST overlap), so:
+an order report behind the stored row changes nothing; an execution
+already stored is not stored again; and an order's filled quantity and
+average price are always Alpaca's own, never summed by the hub, so no
+overlap can count a fill twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+
+import attrs
+
+from ..repositories.table import Row
+from ..schema.model import SQLTable
+from ..schema.tables import ORDER_PROGRESS, status_may_move
+from ..schema.timestamp import Timestamp
+
+NANO = Decimal("1e-9")
+
+
+@attrs.frozen
+class Execution:
+    """One fill of the Alpaca order C{order_id}: a TRADE row but for its order, which the ledger fills in."""
+
+    order_id: str
+    id: str
+    qty: Decimal
+    price: Decimal
+    executed_at: Timestamp
+
+
+@attrs.frozen
+class PositionReport:
+    """The stream's word on a position after a fill: its new quantity (negative when short)."""
+
+    account_id: str
+    symbol: str
+    qty: Decimal
+    price: Decimal
+    asset_id: str | None
+    asset_class: str
+
+
+@attrs.define
+class Recorded:
+    """What a report changed: for the log lines."""
+
+    new_orders: int = 0
+    changed_orders: int = 0
+    executions: int = 0
+    positions: int = 0
+    skipped: list[str] = attrs.field(factory=list)
+
+    def summary(self) -> list[str]:
+        parts = []
+        if self.new_orders or self.changed_orders:
+            parts.append(f"orders: {self.new_orders} new, {self.changed_orders} changed")
+        if self.executions:
+            parts.append(f"trades: {self.executions} new")
+        if self.positions:
+            parts.append(f"positions: {self.positions} moved")
+        return parts
+
+
+class Ledger:
+    def __init__(self, controllers: dict[SQLTable, Any]) -> None:
+        self.orders = controllers[SQLTable.ORDER]
+        self.trades = controllers[SQLTable.TRADE]
+        self.positions = controllers[SQLTable.POSITION]
+
+    @property
+    def pool(self) -> Any:
+        return self.orders.pool
+
+    async def record(
+        self, orders: list[Row], executions: Sequence[Execution] = (), positions: Sequence[PositionReport] = ()
+    ) -> Recorded:
+        """Store one report (orders as Alpaca last saw them, their new executions, moved positions)."""
+        return await self.pool.transaction(self._record, orders, list(executions), list(positions))
+
+    async def _record(self, cursor, orders, executions, positions) -> Recorded:
+        recorded = Recorded()
+        orders = await self._ours(cursor, orders)
+        stored = await self.orders.repository.locked(cursor, orders)
+        key_of = self.orders.table.key_of
+        changed = [o for o in orders if _news(stored.get(key_of(o)), o)]
+        if changed:
+            await self.orders.upsert_in(cursor, changed)
+            recorded.new_orders = sum(1 for o in changed if key_of(o) not in stored)
+            recorded.changed_orders = len(changed) - recorded.new_orders
+        if executions:
+            recorded.executions = len(await self._executions(cursor, executions, recorded))
+        for report in positions:
+            recorded.positions += await self._position(cursor, report)
+        return recorded
+
+    async def _ours(self, cursor, orders: list[Row]) -> list[Row]:
+        """
+        Orders the hub submitted keep their client_order_id (legs' ids are
+        the hub's, not Alpaca's) and their submit flag, matched by Alpaca's id.
+        """
+        ids = [o["id"] for o in orders]
+        if not ids:
+            return orders
+        by_id = await self.orders.repository.identities(cursor, ids)
+        renamed = {o["client_order_id"]: by_id[o["id"]][0] for o in orders if o["id"] in by_id}
+        for order in orders:
+            if order["id"] in by_id:
+                order["client_order_id"], order["submit"], order["parent_client_order_id"] = by_id[order["id"]]
+            elif order["parent_client_order_id"] in renamed:
+                order["parent_client_order_id"] = renamed[order["parent_client_order_id"]]
+        return orders
+
+    async def _executions(self, cursor, executions: list[Execution], recorded: Recorded) -> list[Row]:
+        """TRADE rows for the executions of stored orders, each stored once; an unknown order's are skipped."""
+        known = await self.orders.repository.where_in(cursor, "id", {e.order_id for e in executions})
+        by_alpaca_id = {str(o["id"]): o for o in known}
+        rows = []
+        for execution in executions:
+            order = by_alpaca_id.get(execution.order_id)
+            if order is None:
+                recorded.skipped.append(f"execution {execution.id}: order {execution.order_id} is not stored")
+                continue
+            rows.append(
+                {
+                    "id": execution.id,
+                    "client_order_id": order["client_order_id"],
+                    "symbol": order["symbol"],
+                    "side": order["side"],
+                    "qty": execution.qty,
+                    "price": execution.price,
+                    "fee": Decimal(0),
+                    "liquidity": None,
+                    "executed_at": execution.executed_at,
+                }
+            )
+        return await self.trades.record_in(cursor, rows) if rows else []
+
+    async def _position(self, cursor, report: PositionReport) -> int:
+        """The position after a fill, until the REST sync confirms Alpaca's own figures; 1 when it moved."""
+        key = {"account_id": report.account_id, "symbol": report.symbol}
+        old = (await self.positions.repository.locked(cursor, [key])).get(self.positions.table.key_of(key))
+        if report.qty == 0:
+            return await self.positions.delete_in(cursor, [key]) if old is not None else 0
+        if old is not None and old["qty"] == report.qty:
+            return 0
+        await self.positions.upsert_in(cursor, [moved(old, report)])
+        return 1
+
+
+def _news(old: Row | None, new: Row) -> bool:
+    """Whether Alpaca's report of an order says something the stored row does not, and is not behind it."""
+    if old is None:
+        return True
+    if not status_may_move(old["status"], new["status"]):
+        return False
+    if new["filled_qty"] != old["filled_qty"]:
+        return new["filled_qty"] > old["filled_qty"]
+    if ORDER_PROGRESS[new["status"]] == ORDER_PROGRESS[old["status"]] and new["updated_at"] < old["updated_at"]:
+        return False
+    return any(old[name] != value for name, value in new.items() if name in old)
+
+
+def moved(old: Row | None, report: PositionReport) -> Row:
+    """
+    A position moved to the reported quantity: the entry price averages in
+    the fill's price while it grows, stays while it shrinks, and starts over
+    when it flips side. Figures that need a market price are left to the sync.
+    """
+    qty, price = report.qty, report.price
+    if old is None or old["qty"] == 0 or (old["qty"] > 0) != (qty > 0):
+        entry = price
+    elif abs(qty) > abs(old["qty"]):
+        entry = ((old["qty"] * old["avg_entry_price"] + (qty - old["qty"]) * price) / qty).quantize(NANO)
+    else:
+        entry = old["avg_entry_price"]
+    row: Row = dict(old) if old is not None else {"exchange": "", "current_price": None, "lastday_price": None}
+    row.update(
+        account_id=report.account_id,
+        symbol=report.symbol,
+        asset_id=row.get("asset_id") or report.asset_id,
+        asset_class=row.get("asset_class") or report.asset_class,
+        side="long" if qty > 0 else "short",
+        qty=qty,
+        qty_available=qty,
+        avg_entry_price=entry,
+        cost_basis=(qty * entry).quantize(NANO),
+        market_value=None,
+        unrealized_pl=None,
+        unrealized_plpc=None,
+        unrealized_intraday_pl=None,
+        unrealized_intraday_plpc=None,
+        change_today=None if old is None else old["change_today"],
+        updated_at=Timestamp.now(),
+    )
+    return row
