@@ -3,6 +3,7 @@ twistd tradehub: command-line options and the service tree they build.
 """
 
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +14,11 @@ from twisted.python import usage
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from tradehub.alpaca.client import AlpacaClient
+from tradehub.alpaca.market_data import MarketData, is_crypto
 from tradehub.alpaca.stream import Stream
 from tradehub.alpaca.sync import AlpacaSync
 from tradehub.alpaca.trade_updates import TradeUpdates, stream_url
-from tradehub.changes.feed import build_feed
+from tradehub.changes.feed import Feed, build_feed
 from tradehub.config import SETTINGS, ConfigError, Settings, load_settings, redact_url
 from tradehub.controllers import build_controllers
 from tradehub.data_folder import DataFolderLock
@@ -26,6 +28,7 @@ from tradehub.logs import json_observer
 from tradehub.ops.http import ops_site
 from tradehub.ops.metrics import Metrics
 from tradehub.ops.readiness import hub_readiness
+from tradehub.schema.model import SQLTable
 from tradehub.server.hub import HubFactory
 from tradehub.server.routes import build_registry
 from tradehub.server.subscribing import Subscriptions
@@ -104,6 +107,30 @@ def _installed_reactor() -> Any:
     return reactor
 
 
+def market_data(settings: Settings, ticks: Any, feed: Feed, reactor: Any, metrics: Metrics) -> list[MarketData]:
+    """Alpaca's market-data streams, stocks and (when on) crypto, following the hub's MARKET_TICK subscribers."""
+    streams = []
+    for name, on, path, takes in (
+        ("stocks", settings.alpaca_market_data, f"/v2/{settings.alpaca_feed}", lambda s: not is_crypto(s)),
+        ("crypto", settings.alpaca_crypto, "/v1beta3/crypto/us", is_crypto),
+    ):
+        if not on:
+            continue
+        url = settings.apca_api_data_stream_url + path
+        stream = MarketData(
+            name,
+            ticks,
+            settings.apca_api_key_id,
+            settings.apca_api_secret_key,
+            [s for s in settings.alpaca_symbols if takes(s)],
+            takes,
+            partial(Stream, name, url, reactor=reactor, on_state=metrics.stream_changed),
+        )
+        feed.watch_symbols(SQLTable.MARKET_TICK, stream.followed)
+        streams.append(stream)
+    return streams
+
+
 def makeService(options: Options) -> HubService:
     """The service tree, from the settings and reactor the parsed options hold."""
     settings = options.settings
@@ -178,6 +205,8 @@ def makeService(options: Options) -> HubService:
             connect_timeout=settings.db_connect_timeout,
         )
         steps.append(ChangeFeedService(feed, listener, pool))
+        if broker is not None:
+            steps += market_data(settings, controllers[SQLTable.MARKET_TICK], feed, reactor, metrics)
         factory = HubFactory(
             build_registry(controllers),
             settings.tokens,

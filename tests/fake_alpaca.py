@@ -540,6 +540,106 @@ class TradeStream:
             connection.dropConnection(abort=True)
 
 
+class _MarketConnection(WebSocketServerProtocol):
+    """One client of a fake market-data stream: text frames, every message an array, as Alpaca's."""
+
+    def onOpen(self):
+        market = self.factory.market
+        market.connections.append(self)
+        self.subscribed = set()
+        self.authenticated = False
+        if len(market.connections) > market.max_connections:
+            self.send({"T": "error", "code": 406, "msg": "connection limit exceeded"})
+            self.sendClose()
+            return
+        self.send({"T": "success", "msg": "connected"})
+
+    def onMessage(self, payload, isBinary):
+        market = self.factory.market
+        message = json.loads(payload)
+        market.heard.append(message)
+        action = message.get("action")
+        if action == "auth":
+            if (message.get("key"), message.get("secret")) != (KEY_ID, SECRET):
+                self.send({"T": "error", "code": 402, "msg": "auth failed"})
+                self.sendClose()
+                return
+            self.authenticated = True
+            self.send({"T": "success", "msg": "authenticated"})
+        elif action in ("subscribe", "unsubscribe") and self.authenticated:
+            symbols = set(message.get("trades", ())) | set(message.get("quotes", ()))
+            self.subscribed = self.subscribed | symbols if action == "subscribe" else self.subscribed - symbols
+            listed = sorted(self.subscribed)
+            self.send({"T": "subscription", "trades": listed, "quotes": listed, "bars": []})
+
+    def onClose(self, wasClean, code, reason):
+        if self in self.factory.market.connections:
+            self.factory.market.connections.remove(self)
+
+    def send(self, *items):
+        self.sendMessage(json.dumps(list(items)).replace('"@@', "").replace('@@"', "").encode())
+
+
+class MarketStream:
+    """A fake market-data stream (stocks or crypto): what its clients asked, and the ticks it sends them."""
+
+    def __init__(self):
+        self.connections = []
+        self.heard = []
+        self.max_connections = 1
+
+    def subscribed(self):
+        return set().union(*(c.subscribed for c in self.connections)) if self.connections else set()
+
+    def send(self, *items):
+        """One message (an array) of trades and quotes, to every client subscribed to their symbols."""
+        for connection in list(self.connections):
+            wanted = [item for item in items if item["S"] in connection.subscribed]
+            if wanted:
+                connection.send(*wanted)
+
+    def drop(self):
+        for connection in list(self.connections):
+            connection.dropConnection(abort=True)
+
+
+def trade(symbol, t, price, size=100, i=1, c=("@",), z="C", x="V"):
+    """A stream trade, its price a JSON number written with every digit."""
+    return {"T": "t", "S": symbol, "i": i, "x": x, "p": Decimal_like(price), "s": size, "t": t, "c": list(c), "z": z}
+
+
+def quote(symbol, t, bid, ask, bid_size=3, ask_size=2, c=("R",), z="C"):
+    return {
+        "T": "q",
+        "S": symbol,
+        "bx": "Q",
+        "bp": Decimal_like(bid),
+        "bs": bid_size,
+        "ax": "V",
+        "ap": Decimal_like(ask),
+        "as": ask_size,
+        "t": t,
+        "c": list(c),
+        "z": z,
+    }
+
+
+def _market_site(stocks, crypto):
+    root = Resource()
+    for path, market in ((b"v2/iex", stocks), (b"v1beta3/crypto/us", crypto)):
+        factory = WebSocketServerFactory()
+        factory.protocol = _MarketConnection
+        factory.market = market
+        parent = root
+        *parents, leaf = path.split(b"/")
+        for name in parents:
+            child = parent.children.get(name) or Resource()
+            parent.putChild(name, child)
+            parent = child
+        parent.putChild(leaf, WebSocketResource(factory))
+    return Site(root)
+
+
 async def start_fake_alpaca(test):
     fake = FakeAlpaca()
     factory = WebSocketServerFactory()
@@ -553,4 +653,10 @@ async def start_fake_alpaca(test):
     test.addCleanup(fake.trade_stream.drop)
     test.addCleanup(fake.release)
     fake.url = f"http://127.0.0.1:{port.getHost().port}"
+    fake.stocks, fake.crypto = MarketStream(), MarketStream()
+    data = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(_market_site(fake.stocks, fake.crypto))
+    test.addCleanup(data.stopListening)
+    test.addCleanup(fake.stocks.drop)
+    test.addCleanup(fake.crypto.drop)
+    fake.data_stream_url = f"ws://127.0.0.1:{data.getHost().port}"
     return fake

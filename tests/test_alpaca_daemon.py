@@ -7,6 +7,8 @@ and cancels an order through it.
 import signal
 import time
 
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
@@ -16,6 +18,7 @@ from tradehub.protocol.enums import Role, SQLTable
 from . import rows
 from .daemon import TOKENS, Daemon
 from .fake_alpaca import KEY_ID, SECRET, start_fake_alpaca
+from .fake_alpaca import trade as stream_trade
 from .support import blocking_query, fresh_database
 from .test_daemon import _url
 from .test_ops import ready_soon
@@ -28,6 +31,14 @@ def wait_until(check, timeout=30):
             return
         time.sleep(0.1)
     raise AssertionError("condition not met in time")
+
+
+async def until_subscribed(market, symbols, timeout=30):
+    deadline = time.monotonic() + timeout
+    while market.subscribed() != symbols:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"never subscribed to {symbols}")
+        await deferLater(reactor, 0.05, lambda: None)
 
 
 class AlpacaDaemonTests(TestCase):
@@ -53,6 +64,8 @@ class AlpacaDaemonTests(TestCase):
             "APCA_API_KEY_ID": KEY_ID,
             "APCA_API_SECRET_KEY": SECRET,
             "APCA_API_BASE_URL": fake.url,
+            "APCA_API_DATA_STREAM_URL": fake.data_stream_url,
+            "TRADEHUB_ALPACA_SYMBOLS": "AAPL",
             "APCA_API_DATA_URL": fake.url,
             "TRADEHUB_ALPACA_SYNC_SECONDS": "0.5",
         }
@@ -100,6 +113,15 @@ class AlpacaDaemonTests(TestCase):
             ) == [(fill["execution_id"], "filled")]
 
         await deferToThread(wait_until, filled)
+
+        # Market data: a trade on the stock stream lands as a MARKET_TICK.
+        await until_subscribed(fake.stocks, {"AAPL"})
+        fake.stocks.send(stream_trade("AAPL", "2026-11-24T14:30:00.123456789Z", "188.25", i=7))
+
+        def ticked():
+            return blocking_query(dsn, "SELECT price::text, seq FROM market_tick") == [("188.250000000", 7)]
+
+        await deferToThread(wait_until, ticked)
         daemon.signal(signal.SIGTERM)
         self.assertEqual(await deferToThread(daemon.wait), 0)
         self.assertNotIn(SECRET, daemon.output() + daemon.errors())

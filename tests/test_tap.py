@@ -7,6 +7,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 import tap
 from tradehub.alpaca.client import AlpacaClient
+from tradehub.alpaca.market_data import MarketData
 from tradehub.alpaca.sync import AlpacaSync
 from tradehub.alpaca.trade_updates import TradeUpdates
 from tradehub.config import SETTINGS
@@ -125,13 +126,23 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertFalse(any(step.running for step in hub))
         self.assertEqual(self.reactor.tcpServers, [])
 
-    def test_the_trading_stream_can_be_left_off(self):
+    def test_each_alpaca_stream_can_be_left_off_or_crypto_turned_on(self):
         self.environ.update(
-            APCA_API_KEY_ID="key-id", APCA_API_SECRET_KEY="secret-key", TRADEHUB_ALPACA_TRADE_STREAM="off"
+            APCA_API_KEY_ID="key-id",
+            APCA_API_SECRET_KEY="secret-key",
+            TRADEHUB_ALPACA_TRADE_STREAM="off",
+            TRADEHUB_ALPACA_MARKET_DATA="off",
+            TRADEHUB_ALPACA_CRYPTO="on",
+            TRADEHUB_ALPACA_SYMBOLS="aapl, btc/usd",
         )
-        names = [name for _, name in self.steps(self.build())]
+        hub = self.build()
+        names = [name for _, name in self.steps(hub)]
         self.assertIn("alpaca-sync", names)
         self.assertNotIn("alpaca-trade-updates", names)
+        self.assertNotIn("alpaca-stocks", names)
+        crypto = hub.getServiceNamed("alpaca-crypto")
+        self.assertEqual(crypto.stream.url, "wss://stream.data.alpaca.markets/v1beta3/crypto/us")
+        self.assertEqual(crypto.wanted, {"BTC/USD"})
 
     def test_alpaca_sync_after_migrations_only_when_keys_are_given(self):
         self.environ.update(APCA_API_KEY_ID="key-id", APCA_API_SECRET_KEY="secret-key")
@@ -144,6 +155,7 @@ class MakeServiceTests(SynchronousTestCase):
                 (AlpacaSync, "alpaca-sync"),
                 (TradeUpdates, "alpaca-trade-updates"),
                 (ChangeFeedService, "change-feed"),
+                (MarketData, "alpaca-stocks"),
                 (SessionsService, "sessions"),
                 (ListenerService, "frontend"),
                 (ListenerService, "ml"),
@@ -154,6 +166,8 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertIsInstance(sync.alpaca, AlpacaClient)
         stream = hub.getServiceNamed("alpaca-trade-updates").stream
         self.assertEqual(stream.url, "wss://paper-api.alpaca.markets/stream")
+        stocks = hub.getServiceNamed("alpaca-stocks").stream
+        self.assertEqual(stocks.url, "wss://stream.data.alpaca.markets/v2/iex")
         self.assertIs(sync.clock, self.reactor)
         self.assertIn("alpaca https://paper-api.alpaca.markets", hub.ready_message)
         # The sync and the wire share one controller per table; the ORDER one submits through Alpaca.

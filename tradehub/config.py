@@ -19,9 +19,13 @@ from decouple import Config, RepositoryEmpty, RepositoryEnv
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IReactorCore
 
+from .schema.kinds import symbol
+
 ROOT = Path(__file__).resolve().parent.parent
 ENV_EXAMPLE = ROOT / ".env.example"
 LOG_FORMATS = ("text", "json")
+# Alpaca's stock data feeds (the URL's last part).
+ALPACA_FEEDS = ("iex", "sip", "delayed_sip", "boats", "overnight", "test")
 
 
 class ConfigError(Exception):
@@ -111,6 +115,24 @@ def _http_url(value: str) -> str:
     if urlsplit(value).scheme not in ("http", "https") or not urlsplit(value).netloc:
         raise ValueError(f"expected an http(s):// URL, got {value!r}")
     return value
+
+
+def _ws_url(value: str) -> str:
+    value = value.strip().rstrip("/")
+    if urlsplit(value).scheme not in ("ws", "wss") or not urlsplit(value).netloc:
+        raise ValueError(f"expected a ws(s):// URL, got {value!r}")
+    return value
+
+
+def _feed(value: str) -> str:
+    value = value.strip().lower()
+    if value not in ALPACA_FEEDS:
+        raise ValueError(f"expected one of {', '.join(ALPACA_FEEDS)}, got {value!r}")
+    return value
+
+
+def _symbols(value: str) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(symbol(part) for part in value.split(",") if part.strip()))
 
 
 def _switch(value: str) -> bool:
@@ -315,6 +337,35 @@ SETTINGS = (
         "on: hold Alpaca's trading stream (wss://{APCA_API_BASE_URL host}/stream) for fills as they happen",
         "alpaca-trade-stream",
     ),
+    Setting(
+        "TRADEHUB_ALPACA_MARKET_DATA",
+        "on",
+        _switch,
+        "on: hold Alpaca's stock market-data stream and store its trades and quotes as MARKET_TICK rows",
+        "alpaca-market-data",
+    ),
+    Setting(
+        "APCA_API_DATA_STREAM_URL",
+        "wss://stream.data.alpaca.markets",
+        _ws_url,
+        "Alpaca's market-data streams: stocks at /v2/{feed}, crypto at /v1beta3/crypto/us",
+        "alpaca-data-stream-url",
+    ),
+    Setting("TRADEHUB_ALPACA_FEED", "iex", _feed, "stock data feed: " + ", ".join(ALPACA_FEEDS), "alpaca-feed"),
+    Setting(
+        "TRADEHUB_ALPACA_CRYPTO",
+        "off",
+        _switch,
+        "on: also hold Alpaca's crypto market-data stream (symbols such as BTC/USD)",
+        "alpaca-crypto",
+    ),
+    Setting(
+        "TRADEHUB_ALPACA_SYMBOLS",
+        "",
+        _symbols,
+        "symbols whose trades and quotes are always streamed (comma-separated); subscribers' symbols are added",
+        "alpaca-symbols",
+    ),
     Setting("TRADEHUB_ALPACA_TIMEOUT", "10", _seconds, "seconds an Alpaca call may take", "alpaca-timeout"),
     Setting(
         "TRADEHUB_ALPACA_RETRY_ATTEMPTS",
@@ -372,6 +423,11 @@ class Settings:
     alpaca_sync_seconds: float
     alpaca_assets_seconds: float
     alpaca_trade_stream: bool
+    alpaca_market_data: bool
+    apca_api_data_stream_url: str
+    alpaca_feed: str
+    alpaca_crypto: bool
+    alpaca_symbols: tuple[str, ...]
     alpaca_timeout: float
     alpaca_retry_attempts: int
 

@@ -17,6 +17,7 @@ import enum
 import json
 import random
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -24,7 +25,7 @@ from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientPr
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
-from twisted.internet.interfaces import IDelayedCall, IStreamClientEndpoint
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IStreamClientEndpoint
 from twisted.internet.ssl import optionsForClientTLS
 from twisted.logger import Logger
 
@@ -194,6 +195,15 @@ class Stream(Service):
         """Wait at least C{seconds} before the next attempt (Alpaca said to stay away)."""
         self._hold_off = max(self._hold_off, seconds)
 
+    def pause(self) -> None:
+        """Read nothing more for now (what was read cannot be stored as fast as it comes)."""
+        if self._connection is not None:
+            IPushProducer(self._connection.transport).pauseProducing()
+
+    def resume(self) -> None:
+        if self._connection is not None:
+            IPushProducer(self._connection.transport).resumeProducing()
+
     def drop(self, reason: str) -> None:
         """End the connection (it is reconnected as any other that ends)."""
         self.log.warn("alpaca {name} stream: {reason}; dropping the connection", name=self.label, reason=reason)
@@ -257,7 +267,7 @@ class Stream(Service):
             return  # what was on its way when the hub stopped the stream
         self._heard(connection)
         try:
-            message = json.loads(payload)
+            message = json.loads(payload, parse_float=Decimal)  # prices exact, as Alpaca wrote them
         except ValueError:
             self.drop(f"a message that is not JSON ({payload[:80]!r})")
             return

@@ -14,7 +14,7 @@ changes up to it were handed out, so nothing falls between the two.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import ensureDeferred, gatherResults
@@ -54,6 +54,8 @@ class Feed:
         self.head = 0
         self._known = 0
         self._followers: dict[SQLTable, set[Subscription]] = defaultdict(set)
+        self._symbol_watchers: dict[SQLTable, list[Callable[[frozenset[str]], None]]] = defaultdict(list)
+        self._symbols: dict[SQLTable, frozenset[str]] = defaultdict(frozenset)
         self._relaying = False
         self._relay_again = False
         self._advancing = False
@@ -89,9 +91,28 @@ class Feed:
 
     def follow(self, subscription: Subscription) -> None:
         self._followers[subscription.table].add(subscription)
+        self._followers_changed(subscription.table)
 
     def unfollow(self, subscription: Subscription) -> None:
         self._followers[subscription.table].discard(subscription)
+        self._followers_changed(subscription.table)
+
+    def watch_symbols(self, table: SQLTable, watcher: Callable[[frozenset[str]], None]) -> None:
+        """
+        Tell C{watcher(symbols)}, now and whenever they change, the symbols
+        this hub's followers of C{table} name (Alpaca's market data follows them).
+        """
+        self._symbol_watchers[table].append(watcher)
+        watcher(self._symbols[table])
+
+    def _followers_changed(self, table: SQLTable) -> None:
+        if not self._symbol_watchers[table]:
+            return
+        symbols = frozenset(s for f in self._followers[table] for s in f.filters.get("symbol", ()))
+        if symbols != self._symbols[table]:
+            self._symbols[table] = symbols
+            for watcher in self._symbol_watchers[table]:
+                watcher(symbols)
 
     # Numbering
 

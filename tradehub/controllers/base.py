@@ -12,6 +12,7 @@ a batch, the refusal names that row's index.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any, ClassVar
 
 import attrs
@@ -112,7 +113,23 @@ class TableController:
             start += len(batch)
         return answers
 
-    async def _new(self, rows: list[Row]) -> list[Row]:
+    async def insert_feed(self, rows: list[Row]) -> list[str]:
+        """
+        INSERT what a feed reports (Alpaca's market data): a row that breaks
+        a rule is left out, and why is returned; a row whose key is stored
+        already is a repeat, and skipped; the rest go in together.
+        """
+        kept, left = [], []
+        for index, row in enumerate(rows):
+            try:
+                kept += self.checked([row])
+            except Invalid as error:
+                left.append(f"row {index}: {error.message.removeprefix('row 0: ')}")
+        if kept:
+            await self._new(kept, skip_stored=True)
+        return left
+
+    async def _new(self, rows: list[Row], skip_stored: bool = False) -> list[Row]:
         """
         INSERT new rows: as one statement on its own where the table allows
         it. When the database refuses that statement (a row, or the guard),
@@ -120,20 +137,21 @@ class TableController:
         """
         if self._insert_alone:
             try:
-                return await self._inserted(self._alone, rows)
+                return await self._inserted(lambda rows: self._alone(rows, skip_stored), rows)
             except ROW_ERRORS:
                 pass
             except psycopg2.Error as error:
                 if error.pgcode != GUARD_REFUSED:
                     raise
-        return await self._inserted(self.in_transaction(self._insert), rows)
+        return await self._inserted(self.in_transaction(partial(self._insert, skip_stored=skip_stored)), rows)
 
     def in_transaction(self, write) -> Callable[[list[Row]], Awaitable[list[Row]]]:
         """An attempt for L{_inserted}: C{write(cursor, rows, one_by_one)} in one transaction."""
         return lambda rows: self._in_transaction(write, rows)
 
-    async def _alone(self, rows: list[Row]) -> list[Row]:
-        statement, params = self.repository.insert_statement(rows, self.insert_guard)
+    async def _alone(self, rows: list[Row], skip_stored: bool) -> list[Row]:
+        tail = self.repository.skip_stored if skip_stored else ""
+        statement, params = self.repository.insert_statement(rows, self.insert_guard, tail)
         records = await self.pool.write(prepared(statement, ChangeLogRepository.NUMBER_AT_COMMIT), params)
         return self.repository.stored_rows(records)
 
@@ -177,9 +195,10 @@ class TableController:
                 return [found[key] for key in keys] if self.table.echo_writes else []
             return await self._inserted(attempt, rows, lost_commits + 1)
 
-    async def _insert(self, cursor, rows: list[Row], one_by_one: bool) -> list[Row]:
+    async def _insert(self, cursor, rows: list[Row], one_by_one: bool, skip_stored: bool = False) -> list[Row]:
         await self.prepare(cursor, rows, "INSERT", {})
-        stored = await self._write(cursor, rows, self.repository.insert, one_by_one)
+        write = self.repository.insert_new if skip_stored else self.repository.insert
+        stored = await self._write(cursor, rows, write, one_by_one)
         await self.written(cursor, rows, "INSERT")
         return stored
 

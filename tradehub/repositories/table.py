@@ -65,6 +65,8 @@ class Repository:
         key_sql = [name for column in keys for name in _sql_columns(column)]
         self._key_list = ", ".join(key_sql)
         self._key_template = "(" + ", ".join(f"%s::{p.sql}" for column in keys for p in column.kind.parts) + ")"
+        # A feed's repeated rows are skipped, not refused.
+        self.skip_stored = f" ON CONFLICT ({self._key_list}) DO NOTHING"
         updates = [n for n in names if n not in key_sql]
         self._upsert_tail = f" ON CONFLICT ({self._key_list}) DO UPDATE SET " + ", ".join(
             f"{n} = EXCLUDED.{n}" for n in updates
@@ -116,6 +118,10 @@ class Repository:
 
     async def upsert(self, cursor, rows: list[Row]) -> list[Row]:
         return await self._insert(cursor, self._upsert_tail, rows)
+
+    async def insert_new(self, cursor, rows: list[Row]) -> list[Row]:
+        """Like insert, skipping the rows whose keys are stored already."""
+        return await self._insert(cursor, self.skip_stored, rows)
 
     async def _insert(self, cursor, tail: str, rows: list[Row]) -> list[Row]:
         statement, params = self.insert_statement(rows, tail=tail)
