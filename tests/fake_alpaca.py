@@ -9,8 +9,8 @@ sends trade_updates events as the fake's orders move; it can drop its
 connections, go silent, and repeat an event.
 """
 
-import itertools
 import json
+import time
 import uuid
 from decimal import Decimal
 from urllib.parse import urlsplit
@@ -23,16 +23,25 @@ from twisted.internet.endpoints import serverFromString
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
+from tradehub.schema.timestamp import Timestamp
+
 KEY_ID = "PKTESTKEYID"
 SECRET = "test-secret-key-never-logged"
 OPEN = ("new", "accepted", "pending_new", "partially_filled", "held", "pending_cancel", "pending_replace")
-_clock = itertools.count(1)
+_last = _ahead = 0
 
 
 def stamp():
-    """Distinct, increasing RFC 3339 times with nanoseconds, as Alpaca writes them."""
-    n = next(_clock)
-    return f"2026-11-24T14:30:{n // 1000 % 60:02d}.{n % 1000:03d}456789Z"
+    """Now, as Alpaca writes it (RFC 3339, nanoseconds): distinct and increasing."""
+    global _last
+    _last = max(time.time_ns() + _ahead, _last + 1)
+    return Timestamp(_last).to_rfc3339()
+
+
+def advance(seconds):
+    """Alpaca's times from now on are this much later (what happens meanwhile, in a test that cannot wait)."""
+    global _ahead
+    _ahead += int(seconds * 1e9)
 
 
 ACCOUNT = {
@@ -143,6 +152,8 @@ class FakeAlpaca(Resource):
         self.assets = [dict(a) for a in ASSETS]
         self.positions = [dict(POSITION)]
         self.orders = []
+        self.answer_delay = 0.0  # seconds before answering a POST /v2/orders
+        self.fill_on_submit = None  # a price: each new order fills at once, before the answer
         self.activities = []
         self.trade_stream = TradeStream()
         self.received = []
@@ -458,7 +469,16 @@ class FakeAlpaca(Resource):
             )
         order["legs"] = legs or None
         self.orders.append(order)
-        return self._answer(request, 200, order)
+        # Alpaca's stream may speak of the order before its answer to the POST arrives.
+        self.trade_stream.publish("new", dict(order, status="new"), timestamp=order["updated_at"])
+        if self.fill_on_submit:
+            self.fill(order, order["qty"], self.fill_on_submit)
+        if not self.answer_delay:
+            return self._answer(request, 200, order)
+        answer = json.dumps(order).encode()  # as it was when accepted
+        request.setResponseCode(200)
+        reactor.callLater(self.answer_delay, lambda: request.finished or (request.write(answer), request.finish()))
+        return NOT_DONE_YET
 
 
 def Decimal_like(text):

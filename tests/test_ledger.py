@@ -7,7 +7,8 @@ from decimal import Decimal
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tradehub.alpaca.ledger import PositionReport, _news, moved
+from tradehub.alpaca.ledger import PositionReport, moved
+from tradehub.controllers.alpaca import _news
 from tradehub.schema.timestamp import Timestamp
 
 ACCOUNT = "904837e3-3b76-47ec-b432-046db621571b"
@@ -17,8 +18,8 @@ def order(status, filled, at, **changes):
     return dict(status=status, filled_qty=Decimal(filled), updated_at=Timestamp(at), symbol="AAPL", **changes)
 
 
-def report(qty, price):
-    return PositionReport(ACCOUNT, "AAPL", Decimal(qty), Decimal(price), None, "us_equity")
+def report(qty, price, at=1):
+    return PositionReport(ACCOUNT, "AAPL", Decimal(qty), Decimal(price), None, "us_equity", Timestamp(at))
 
 
 class NewsTests(SynchronousTestCase):
@@ -30,6 +31,12 @@ class NewsTests(SynchronousTestCase):
         self.assertFalse(_news(stored, order("new", 0, 20)), "status behind, even with a later time")
         self.assertFalse(_news(stored, order("partially_filled", 2, 20)), "fewer filled")
         self.assertFalse(_news(order("canceled", 4, 10), order("filled", 10, 20)), "a final status stays")
+
+    def test_a_refused_cancel_or_replace_moves_the_order_back_unless_the_report_is_older(self):
+        for pending in ("pending_cancel", "pending_replace"):
+            stored = order(pending, 0, 10)
+            self.assertTrue(_news(stored, order("new", 0, 20)), pending)
+            self.assertFalse(_news(stored, order("new", 0, 5)), f"{pending}: a report from before it")
 
     def test_a_report_ahead_is_news_whatever_its_time(self):
         stored = order("pending_new", 0, 10)
@@ -70,3 +77,4 @@ class MovedTests(SynchronousTestCase):
         row = moved(old, report("12", "110"))
         self.assertIsNone(row["market_value"])
         self.assertEqual(row["current_price"], 120)
+        self.assertEqual(row["updated_at"], Timestamp(1), "as of the fill")

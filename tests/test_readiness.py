@@ -11,9 +11,11 @@ from twisted.internet.task import Clock
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from tradehub.alpaca.stream import Stream
 from tradehub.alpaca.sync import AlpacaSync
+from tradehub.alpaca.trade_updates import TradeUpdates
 from tradehub.db.migrations import discover
-from tradehub.ops.readiness import NotReady, Readiness, alpaca, database, listening, migrations
+from tradehub.ops.readiness import NotReady, Readiness, alpaca, database, listening, migrations, trade_stream
 from tradehub.schema import SQLTable
 from tradehub.service import ListenerService
 
@@ -199,3 +201,34 @@ class AlpacaPartTests(SynchronousTestCase):
         self.sync.last_success["sync_trading"] = 0
         self.sync.last_error["sync_assets"] = (1, "a bad asset row")
         self.assertTrue(self.part()["ready"])
+
+
+class TradeStreamPartTests(SynchronousTestCase):
+    """The trading stream down leaves the hub ready (it still takes orders) and says so: degraded."""
+
+    def setUp(self):
+        self.clock = Clock()
+        self.stream = Stream("trading", "ws://127.0.0.1:1/stream", None, reactor=self.clock, endpoint=object())
+        self.updates = TradeUpdates(
+            AlpacaSync(None, dict.fromkeys(SQLTable), self.clock, 15, 86400), "k", "s", lambda h: self.stream
+        )
+
+    def part(self):
+        readiness = Readiness(self.clock, 1, {"alpaca_trade_stream": trade_stream(self.updates)})
+        return self.successResultOf(ensureDeferred(readiness.report()))["alpaca_trade_stream"]
+
+    def test_down_is_degraded_and_still_ready(self):
+        self.stream.attempts = 3
+        self.assertEqual(
+            self.part(),
+            {
+                "ready": True,
+                "degraded": True,
+                "detail": "the trading stream is down (attempt 3): "
+                "fills reach the hub through the REST sync until it is back",
+            },
+        )
+
+    def test_streaming_once_reconciled(self):
+        self.updates.trusted = True
+        self.assertEqual(self.part(), {"ready": True, "detail": "streaming; 0 events stored, the last at -"})

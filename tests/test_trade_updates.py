@@ -30,8 +30,8 @@ from tradehub.errors import Invalid
 from tradehub.protocol.enums import Role, SQLCommand, SQLTable
 from tradehub.schema.timestamp import Timestamp
 
-from . import wire
-from .fake_alpaca import KEY_ID, SECRET, start_fake_alpaca
+from . import rows, wire
+from .fake_alpaca import KEY_ID, SECRET, advance, start_fake_alpaca
 from .hub import start_hub, table_registry
 from .support import blocking_query
 from .test_alpaca_client import alpaca_for
@@ -58,7 +58,8 @@ class TradeStreamTests(TestCase):
 
     async def setUp(self):
         self.fake = await start_fake_alpaca(self)
-        self.hub = await start_hub(self, table_registry, push=True)
+        broker = alpaca_for(self.fake)
+        self.hub = await start_hub(self, lambda pool: table_registry(pool, broker), push=True)
         self.sync = AlpacaSync(
             alpaca_for(self.fake), build_controllers(self.hub.pool), reactor, every=15, assets_every=86400
         )
@@ -174,6 +175,21 @@ class TradeStreamTests(TestCase):
         [(later,)] = await self.query("SELECT count(*) FROM change_log")
         self.assertEqual(later - changes, 1)
 
+    async def test_a_position_the_sync_saw_after_a_fill_is_not_moved_back_by_it(self):
+        order = self.order_at_alpaca("old-fill")
+        an_hour_ago = Timestamp(Timestamp.now().ns - 3600 * 10**9).to_rfc3339()
+        self.fake.trade_stream.publish(
+            "fill",
+            dict(order, status="filled", filled_qty="10", filled_avg_price="189"),
+            execution_id="0e6c1b58-1b4f-4b8e-9d3f-0c1d2e3f4a5b",
+            qty="10",
+            price="189",
+            position_qty="999",
+            timestamp=an_hour_ago,
+        )
+        await until(lambda: self._trades("old-fill", 1))
+        self.assertEqual(await self.query("SELECT qty::text FROM position WHERE symbol = 'AAPL'"), [("5.000000000",)])
+
     async def test_a_late_report_does_not_move_an_order_back(self):
         order = self.order_at_alpaca("late")
         self.fake.fill(order, "10", "189.10")
@@ -239,6 +255,104 @@ class TradeStreamTests(TestCase):
         self.assertEqual(change.row["filled_qty"], Decimal(10))
         trade = await trades.__anext__()
         self.assertEqual(trade.row["id"], fill["execution_id"])
+
+    async def test_after_a_restart_executions_missed_meanwhile_are_found(self):
+        order = self.order_at_alpaca("restart")
+        first = self.fake.fill(order, "2", "190")
+        await until(lambda: self._trades("restart", 1))
+        await self.updates.stopService()
+        # Minutes apart: more than the reconciliation's overlap.
+        advance(60)
+        missed = [self.fake.fill(order, "3", "191")]
+        advance(60)
+        missed.append(self.fake.fill(order, "5", "192"))
+        # The periodic sync moves the order on while no stream listens; it never reads executions.
+        await self.sync.sync_trading()
+        self.assertEqual((await self.stored("restart"))[:2], ("filled", "10.000000000"))
+        self.assertTrue(await self._trades("restart", 1))
+        restarted = TradeUpdates(
+            AlpacaSync(alpaca_for(self.fake), build_controllers(self.hub.pool), reactor, every=15, assets_every=86400),
+            KEY_ID,
+            SECRET,
+            self.stream_for,
+        )
+        restarted.startService()
+        self.addCleanup(restarted.stopService)
+        await until(lambda: restarted.trusted)
+        self.assertEqual(
+            await self.query("SELECT id::text FROM trade WHERE client_order_id = 'restart' ORDER BY executed_at"),
+            [(e["execution_id"],) for e in [first, *missed]],
+        )
+
+    async def test_an_order_the_rules_refuse_does_not_keep_the_others_out_of_a_sync(self):
+        bad = self.order_at_alpaca("no-quantity")
+        bad["qty"] = None
+        self.order_at_alpaca("fine")
+        with capturedLogs() as logs:
+            changes = await self.sync.sync_trading()
+        self.assertIn("orders: 1 new, 0 changed", changes)
+        self.assertIsNotNone(await self.stored("fine"))
+        self.assertIsNone(await self.stored("no-quantity"))
+        self.assertIn("skipped order no-quantity", " ".join(formatEvent(e) for e in logs))
+
+    # The hub's own submissions, whose events the stream may bring before Alpaca's answer to the POST.
+
+    async def test_a_fill_reported_before_alpacas_answer_keeps_the_hubs_order_and_legs(self):
+        self.fake.answer_delay = 0.3
+        self.fake.fill_on_submit = "189.5"
+        parent = rows.order(
+            client_order_id="bracket-1", submit=True, order_class="bracket", type="market", limit_price=None
+        )
+        legs = [
+            rows.order(
+                client_order_id="bracket-1-tp",
+                parent_client_order_id="bracket-1",
+                submit=True,
+                order_class="bracket",
+                side="sell",
+                type="limit",
+                limit_price=Decimal("200"),
+            ),
+            rows.order(
+                client_order_id="bracket-1-sl",
+                parent_client_order_id="bracket-1",
+                submit=True,
+                order_class="bracket",
+                side="sell",
+                type="stop",
+                limit_price=None,
+                stop_price=Decimal("180"),
+            ),
+        ]
+        frontend = await connect(reactor, f"tcp:127.0.0.1:{self.hub.port}", Role.FRONTEND, wire.FRONTEND_TOKEN)
+        self.addCleanup(frontend.transport.loseConnection)
+        answer = await frontend.insert(SQLTable.ORDER, [parent, *legs])
+        self.assertEqual([r["status"] for r in answer.rows][:1], ["filled"], "the answer is the order as stored")
+        stored = await self.query(
+            'SELECT client_order_id, submit, id IS NOT NULL, parent_client_order_id, status FROM "order"'
+            " ORDER BY client_order_id"
+        )
+        self.assertEqual(
+            stored,
+            [
+                ("bracket-1", True, True, None, "filled"),
+                ("bracket-1-sl", True, True, "bracket-1", "held"),
+                ("bracket-1-tp", True, True, "bracket-1", "held"),
+            ],
+        )
+        [(trade_order,)] = await self.query("SELECT client_order_id FROM trade")
+        self.assertEqual(trade_order, "bracket-1")
+
+    async def test_a_refused_cancel_moves_the_order_back(self):
+        order = self.order_at_alpaca("cancel-refused")
+        self.fake.move(order, "pending_cancel")
+        await until(lambda: self._status("cancel-refused", "pending_cancel"))
+        self.fake.move(order, "order_cancel_rejected", status="new")
+        await until(lambda: self._status("cancel-refused", "new"))
+
+    async def _status(self, client_order_id, status):
+        found = await self.stored(client_order_id)
+        return found is not None and found[0] == status
 
 
 class Hand:

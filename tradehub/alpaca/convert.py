@@ -145,6 +145,7 @@ def trade_update(data, account_id):
                 price=execution.price,
                 asset_id=orders[0]["asset_id"],
                 asset_class=orders[0]["asset_class"],
+                at=execution.executed_at,
             )
     return orders, execution, position_report
 

@@ -21,9 +21,9 @@ from typing import Any
 
 import attrs
 
+from ..errors import Refused
 from ..repositories.table import Row
 from ..schema.model import SQLTable
-from ..schema.tables import ORDER_PROGRESS, status_may_move
 from ..schema.timestamp import Timestamp
 
 NANO = Decimal("1e-9")
@@ -50,6 +50,7 @@ class PositionReport:
     price: Decimal
     asset_id: str | None
     asset_class: str
+    at: Timestamp
 
 
 @attrs.define
@@ -61,6 +62,13 @@ class Recorded:
     executions: int = 0
     positions: int = 0
     skipped: list[str] = attrs.field(factory=list)
+
+    def add(self, other: Recorded) -> None:
+        self.new_orders += other.new_orders
+        self.changed_orders += other.changed_orders
+        self.executions += other.executions
+        self.positions += other.positions
+        self.skipped += other.skipped
 
     def summary(self) -> list[str]:
         parts = []
@@ -86,41 +94,36 @@ class Ledger:
     async def record(
         self, orders: list[Row], executions: Sequence[Execution] = (), positions: Sequence[PositionReport] = ()
     ) -> Recorded:
-        """Store one report (orders as Alpaca last saw them, their new executions, moved positions)."""
-        return await self.pool.transaction(self._record, orders, list(executions), list(positions))
+        """
+        Store one report (orders as Alpaca last saw them, their executions,
+        moved positions). When the rules refuse one order of several (a sync's),
+        the others are stored each on its own, then the rest, and the refused
+        one is named in C{skipped}.
+        """
+        try:
+            return await self.pool.transaction(self._record, orders, list(executions), list(positions))
+        except Refused:
+            if len(orders) < 2:
+                raise
+        recorded = Recorded()
+        for order in orders:
+            try:
+                recorded.add(await self.pool.transaction(self._record, [order], [], []))
+            except Refused as refusal:
+                recorded.skipped.append(f"order {order['client_order_id']}: {refusal.message}")
+        recorded.add(await self.pool.transaction(self._record, [], list(executions), list(positions)))
+        return recorded
 
     async def _record(self, cursor, orders, executions, positions) -> Recorded:
         recorded = Recorded()
-        orders = await self._ours(cursor, orders)
-        stored = await self.orders.repository.locked(cursor, orders)
-        key_of = self.orders.table.key_of
-        changed = [o for o in orders if _news(stored.get(key_of(o)), o)]
-        if changed:
-            await self.orders.upsert_in(cursor, changed)
-            recorded.new_orders = sum(1 for o in changed if key_of(o) not in stored)
-            recorded.changed_orders = len(changed) - recorded.new_orders
+        if orders:
+            reported = await self.orders.reported_in(cursor, orders)
+            recorded.new_orders, recorded.changed_orders = reported.new, reported.changed
         if executions:
             recorded.executions = len(await self._executions(cursor, executions, recorded))
         for report in positions:
             recorded.positions += await self._position(cursor, report)
         return recorded
-
-    async def _ours(self, cursor, orders: list[Row]) -> list[Row]:
-        """
-        Orders the hub submitted keep their client_order_id (legs' ids are
-        the hub's, not Alpaca's) and their submit flag, matched by Alpaca's id.
-        """
-        ids = [o["id"] for o in orders]
-        if not ids:
-            return orders
-        by_id = await self.orders.repository.identities(cursor, ids)
-        renamed = {o["client_order_id"]: by_id[o["id"]][0] for o in orders if o["id"] in by_id}
-        for order in orders:
-            if order["id"] in by_id:
-                order["client_order_id"], order["submit"], order["parent_client_order_id"] = by_id[order["id"]]
-            elif order["parent_client_order_id"] in renamed:
-                order["parent_client_order_id"] = renamed[order["parent_client_order_id"]]
-        return orders
 
     async def _executions(self, cursor, executions: list[Execution], recorded: Recorded) -> list[Row]:
         """TRADE rows for the executions of stored orders, each stored once; an unknown order's are skipped."""
@@ -151,25 +154,14 @@ class Ledger:
         """The position after a fill, until the REST sync confirms Alpaca's own figures; 1 when it moved."""
         key = {"account_id": report.account_id, "symbol": report.symbol}
         old = (await self.positions.repository.locked(cursor, [key])).get(self.positions.table.key_of(key))
+        if old is not None and old["updated_at"] > report.at:
+            return 0  # the REST sync stored a later view
         if report.qty == 0:
             return await self.positions.delete_in(cursor, [key]) if old is not None else 0
         if old is not None and old["qty"] == report.qty:
             return 0
         await self.positions.upsert_in(cursor, [moved(old, report)])
         return 1
-
-
-def _news(old: Row | None, new: Row) -> bool:
-    """Whether Alpaca's report of an order says something the stored row does not, and is not behind it."""
-    if old is None:
-        return True
-    if not status_may_move(old["status"], new["status"]):
-        return False
-    if new["filled_qty"] != old["filled_qty"]:
-        return new["filled_qty"] > old["filled_qty"]
-    if ORDER_PROGRESS[new["status"]] == ORDER_PROGRESS[old["status"]] and new["updated_at"] < old["updated_at"]:
-        return False
-    return any(old[name] != value for name, value in new.items() if name in old)
 
 
 def moved(old: Row | None, report: PositionReport) -> Row:
@@ -202,6 +194,6 @@ def moved(old: Row | None, report: PositionReport) -> Row:
         unrealized_intraday_pl=None,
         unrealized_intraday_plpc=None,
         change_today=None if old is None else old["change_today"],
-        updated_at=Timestamp.now(),
+        updated_at=report.at,
     )
     return row

@@ -96,9 +96,10 @@ class AlpacaSync(Service):
         account = await self.alpaca.account()
         changes = await self._upsert(self.accounts, [account], "account", ignore=("updated_at",))
         self.account_id = account_id = account["id"]
+        fetched = Timestamp.now()
         positions = await self.alpaca.positions(account_id)
-        changes += await self._upsert(self.positions, positions, "positions", ignore=("updated_at",))
-        changes += await self._forget_closed_positions(account_id, {p["symbol"] for p in positions})
+        changes += await self._upsert(self.positions, positions, "positions", ignore=("updated_at",), since=fetched)
+        changes += await self._forget_closed_positions(account_id, {p["symbol"] for p in positions}, fetched)
         orders, executions = await self._orders(account_id), []
         if since is not None:
             after = since.to_rfc3339()
@@ -134,20 +135,33 @@ class AlpacaSync(Service):
                 orders += await self.alpaca.order(alpaca_id, account_id)
         return orders
 
-    async def _upsert(self, controller, rows, what, ignore=()):
+    async def _upsert(self, controller, rows, what, ignore=(), since=None):
+        """
+        Store the rows that differ from what is stored; with C{since} (when
+        they were fetched), not over a row the trading stream moved after it.
+        """
         if not rows:
             return []
         existing = await controller.stored(rows)
-        changed = [r for r in rows if _differs(existing.get(controller.table.key_of(r)), r, ignore)]
+        changed = [
+            r
+            for r in rows
+            if _differs(existing.get(controller.table.key_of(r)), r, ignore)
+            and not _moved_since(existing.get(controller.table.key_of(r)), since)
+        ]
         if not changed:
             return []
         await controller.upsert(changed)
         new = sum(1 for r in changed if controller.table.key_of(r) not in existing)
         return [f"{what}: {new} new, {len(changed) - new} changed"]
 
-    async def _forget_closed_positions(self, account_id, open_symbols):
+    async def _forget_closed_positions(self, account_id, open_symbols, since):
         held = await self.positions.pool.transaction(self.positions.repository.where_in, "account_id", [account_id])
-        closed = [{"account_id": account_id, "symbol": p["symbol"]} for p in held if p["symbol"] not in open_symbols]
+        closed = [
+            {"account_id": account_id, "symbol": p["symbol"]}
+            for p in held
+            if p["symbol"] not in open_symbols and not _moved_since(p, since)
+        ]
         if not closed:
             return []
         await self.positions.delete(closed)
@@ -157,6 +171,10 @@ class AlpacaSync(Service):
 def _unique(orders):
     """Each order once (the open ones, the live ones by id and the recent ones overlap)."""
     return list({order["id"]: order for order in orders}.values())
+
+
+def _moved_since(old, since):
+    return since is not None and old is not None and old["updated_at"] > since
 
 
 def _differs(old, new, ignore):

@@ -22,7 +22,7 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
 
-from ..errors import Conflict, Invalid, Missing
+from ..errors import Conflict, Invalid, Missing, Refused
 from ..schema.timestamp import Timestamp
 from . import convert
 from .stream import Stream, StreamState
@@ -32,7 +32,7 @@ LISTEN = {"action": "listen", "data": {"streams": ["trade_updates"]}}
 # Seconds to wait before trying keys Alpaca refused again.
 REFUSED_KEYS_WAIT = 60.0
 # An event whose rows the rules refuse is left; it would be refused again.
-_LEFT = (Invalid, Missing, Conflict, KeyError, TypeError, ValueError)
+_LEFT = (Invalid, Missing, Conflict, KeyError, TypeError, ValueError, AttributeError, ArithmeticError)
 
 
 def stream_url(base_url: str) -> str:
@@ -171,7 +171,15 @@ class TradeUpdates(Service):
 
     async def _store(self, data: dict) -> None:
         orders, execution, position = convert.trade_update(data, self._sync.account_id)
-        recorded = await self._ledger.record(orders, [execution] if execution else [], [position] if position else [])
+        executions, positions = [execution] if execution else [], [position] if position else []
+        try:
+            recorded = await self._ledger.record(orders, executions, positions)
+        except Refused as refusal:
+            if not executions:
+                raise
+            # The order's report is refused; its execution is a fact all the same, stored if its order is.
+            recorded = await self._ledger.record([], executions, positions)
+            recorded.skipped.append(f"order {orders[0]['client_order_id']}: {refusal.message}")
         self.events += 1
         at = execution.executed_at if execution else orders[0]["updated_at"]
         self.last_event = at if self.last_event is None else max(self.last_event, at)
@@ -185,15 +193,17 @@ class TradeUpdates(Service):
         )
 
     def _failed(self, connection: int, event: dict | None, error: Exception) -> None:
+        kind = event.get("event") if isinstance(event, dict) else None
         if event is not None and isinstance(error, _LEFT):
+            order = event.get("order") if isinstance(event, dict) else None
             self.log.error(
                 "alpaca trading stream: left a {event} event of order {order}: {error}",
-                event=event.get("event"),
-                order=(event.get("order") or {}).get("id"),
-                error=str(error),
+                event=kind,
+                order=order.get("id") if isinstance(order, dict) else None,
+                error=str(error) or repr(error),
             )
             return
-        what = "the reconciliation" if event is None else f"storing a {event.get('event')} event"
+        what = "the reconciliation" if event is None else f"storing a {kind} event"
         self.log.error("alpaca trading stream: {what} failed: {error}", what=what, error=str(error) or repr(error))
         if connection == self._connection:
             # What follows is not stored either: drop the queue and the

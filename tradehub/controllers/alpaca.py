@@ -3,12 +3,24 @@
 import re
 from decimal import Decimal
 
+import attrs
+
 from ..alpaca.client import AlpacaRejected, AlpacaUnavailable
 from ..db.failures import ROW_ERRORS, row_refusal
 from ..errors import Busy, Conflict, Invalid, ServeAlone, invalid, not_found
 from ..repositories.orders import OrderRepository
 from ..repositories.table import Repository
-from ..schema.tables import ACCOUNT, ASSET, FINAL_STATUSES, ORDER, POSITION, TRADE, status_may_move
+from ..schema.tables import (
+    ACCOUNT,
+    ASSET,
+    FINAL_STATUSES,
+    ORDER,
+    ORDER_PROGRESS,
+    POSITION,
+    TRADE,
+    report_may_move,
+    status_may_move,
+)
 from .base import TableController
 
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
@@ -42,6 +54,34 @@ def _from_alpaca(row):
         "replaced_at",
     )
     return {name: row[name] for name in names}
+
+
+# The command under which Alpaca's own reports of orders are stored.
+REPORTED = "REPORTED"
+
+
+@attrs.frozen
+class Reported:
+    """Orders as stored after Alpaca's report, and how many of them it added and changed."""
+
+    rows: list
+    new: int
+    changed: int
+
+
+def _news(old, new):
+    """Whether Alpaca's report of an order says something the stored row does not, and is not behind it."""
+    if old is None:
+        return True
+    if not report_may_move(old["status"], new["status"]):
+        return False
+    if new["filled_qty"] != old["filled_qty"]:
+        return new["filled_qty"] > old["filled_qty"]
+    forward = ORDER_PROGRESS[new["status"]] > ORDER_PROGRESS[old["status"]]
+    # A move forward is news whatever its time (the hub's own clock stamped pending_new).
+    if not forward and new["updated_at"] < old["updated_at"]:
+        return False
+    return any(old[name] != value for name, value in new.items() if name in old)
 
 
 def _positive(row, index, *names):
@@ -82,6 +122,7 @@ class OrderController(TableController):
 
     table = ORDER
     repository_class = OrderRepository
+    repository: OrderRepository
     assets = Repository(ASSET)
 
     async def insert(self, rows):
@@ -139,7 +180,66 @@ class OrderController(TableController):
                 f"Alpaca did not answer ({failure}): the order stays pending_new; "
                 "send the same request again to resume (it is never submitted twice)"
             ) from None
-        return await self.pool.transaction(self._update, _merge(parent, legs, answer))
+        reported = await self.pool.transaction(self.reported_in, _merge(parent, legs, answer))
+        return reported.rows
+
+    async def reported_in(self, cursor, orders):
+        """
+        Alpaca's word on orders (its answers, its stream, the sync), stored
+        where it says something new: an order never moves back, the orders
+        the hub submitted keep its identities, and the checks made of what
+        clients ask (price increments) are not made of what Alpaca accepted.
+        """
+        orders = await self._ours(cursor, orders)
+        stored = await self.repository.locked(cursor, orders)
+        key_of = self.table.key_of
+        news = [order for order in orders if _news(stored.get(key_of(order)), order)]
+        written = await self._upsert(cursor, self.checked(news), True, REPORTED) if news else []
+        now = {**stored, **{key_of(row): row for row in written}}
+        new = sum(1 for order in news if key_of(order) not in stored)
+        return Reported([now[key_of(order)] for order in orders], new, len(news) - new)
+
+    async def _ours(self, cursor, orders):
+        """
+        Orders the hub submitted keep their client_order_id (legs' ids are
+        the hub's, not Alpaca's), their submit flag and parent, matched by
+        Alpaca's id; or, while the hub waits for Alpaca's answer (its stream
+        may speak first), by client_order_id, and legs by their type.
+        """
+        by_id = await self.repository.identities(cursor, [o["id"] for o in orders])
+        waiting = [o for o in orders if o["id"] not in by_id]
+        if waiting:
+            submitted = {
+                row["client_order_id"]: row
+                for row in await self.repository.where_in(
+                    cursor, "client_order_id", {o["client_order_id"] for o in waiting}
+                )
+                if row["submit"] and row["id"] is None
+            }
+            legs = await self.repository.where_in(cursor, "parent_client_order_id", set(submitted)) if submitted else []
+            for order in waiting:
+                row = submitted.get(order["client_order_id"])
+                if row is None:
+                    row = next(
+                        (
+                            leg
+                            for leg in legs
+                            if leg["id"] is None
+                            and leg["parent_client_order_id"] == order["parent_client_order_id"]
+                            and leg["type"] == order["type"]
+                        ),
+                        None,
+                    )
+                if row is not None:
+                    legs = [leg for leg in legs if leg is not row]
+                    by_id[order["id"]] = [row["client_order_id"], True, row["parent_client_order_id"]]
+        renamed = {o["client_order_id"]: by_id[o["id"]][0] for o in orders if o["id"] in by_id}
+        for order in orders:
+            if order["id"] in by_id:
+                order["client_order_id"], order["submit"], order["parent_client_order_id"] = by_id[order["id"]]
+            elif order["parent_client_order_id"] in renamed:
+                order["parent_client_order_id"] = renamed[order["parent_client_order_id"]]
+        return orders
 
     async def update(self, rows):
         rows = self.checked(rows)
@@ -193,6 +293,8 @@ class OrderController(TableController):
             raise invalid(index, "parent_client_order_id", "must name another order")
 
     async def prepare(self, cursor, rows, command, existing):
+        if command == REPORTED:
+            return  # reported_in keeps only what may move, at prices Alpaca accepted
         for index, row in enumerate(rows):
             old = existing.get(self.table.key_of(row))
             if old is not None and not status_may_move(old["status"], row["status"]):

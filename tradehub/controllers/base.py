@@ -209,12 +209,12 @@ class TableController:
         """UPSERT within the caller's transaction, beside other tables' writes that stand or fall with it."""
         return await self._upsert(cursor, self.checked(rows), True)
 
-    async def _upsert(self, cursor, rows: list[Row], one_by_one: bool) -> list[Row]:
+    async def _upsert(self, cursor, rows: list[Row], one_by_one: bool, command: str = "UPSERT") -> list[Row]:
         self._no_repeated_keys(rows)
         existing = await self.repository.locked(cursor, rows)
-        await self.prepare(cursor, rows, "UPSERT", existing)
+        await self.prepare(cursor, rows, command, existing)
         stored = await self._write(cursor, rows, self.repository.upsert, one_by_one)
-        await self.written(cursor, rows, "UPSERT")
+        await self.written(cursor, rows, command)
         return stored
 
     async def update(self, rows: list[Row]) -> list[Row]:

@@ -33,6 +33,13 @@ class NotReady(Exception):
     """A part answered, and is not ready; str() says why."""
 
 
+class Degraded(Exception):
+    """
+    A part works, less well than it should: the hub stays ready (serving
+    its clients), and the part says what is missing; str() says what.
+    """
+
+
 class Readiness:
     """Each part's check, run together, each bounded by C{timeout} seconds on C{clock}."""
 
@@ -55,6 +62,8 @@ class Readiness:
         return {"ready": True, "detail": detail}
 
     def _not_ready(self, failure: Failure) -> dict[str, Any]:
+        if failure.check(Degraded):
+            return {"ready": True, "degraded": True, "detail": str(failure.value)}
         if failure.check(TimeoutError):
             detail = f"no answer within {self._timeout:g}s"
         else:
@@ -159,13 +168,14 @@ def alpaca(sync: AlpacaSync) -> Check:
 
 def trade_stream(updates: TradeUpdates) -> Check:
     """
-    The trading stream is up and reconciled. While it is not, fills still
-    reach the hub through the REST sync, only later; orders are still submitted.
+    The trading stream is up and reconciled. While it is not, the hub is
+    degraded, not unready: orders are still submitted, and fills still
+    reach it through the REST sync, only later.
     """
 
     async def check() -> str:
         if not updates.trusted:
-            raise NotReady(updates.describe())
+            raise Degraded(updates.describe())
         return updates.describe()
 
     return check

@@ -51,12 +51,22 @@ class OrderRepository(Repository):
         return [alpaca_id for (alpaca_id,) in cursor.fetchall()]
 
     async def last_reported(self, cursor) -> Timestamp | None:
-        """The latest update Alpaca reported of any stored order: where a reconciliation starts after a restart."""
+        """
+        Where a reconciliation starts after a restart: the last execution
+        stored of an Alpaca order (the sync moves orders on, never their
+        executions), or, before the first, the latest update of one.
+        """
         await cursor.execute(
-            f"SELECT updated_at, updated_at_ns FROM {self.name} WHERE id IS NOT NULL"
-            " ORDER BY updated_at DESC, updated_at_ns DESC LIMIT 1"
+            f"SELECT t.executed_at, t.executed_at_ns FROM trade AS t JOIN {self.name} AS o USING (client_order_id)"
+            " WHERE o.id IS NOT NULL ORDER BY t.executed_at DESC, t.executed_at_ns DESC LIMIT 1"
         )
         found = cursor.fetchall()
+        if not found:
+            await cursor.execute(
+                f"SELECT updated_at, updated_at_ns FROM {self.name} WHERE id IS NOT NULL"
+                " ORDER BY updated_at DESC, updated_at_ns DESC LIMIT 1"
+            )
+            found = cursor.fetchall()
         return Timestamp.from_pg(*found[0]) if found else None
 
     async def identities(self, cursor, alpaca_ids: list[str]) -> dict[str, list]:

@@ -165,7 +165,9 @@ class Repository:
             return {}
         values, params = self._key_values(keys)
         await cursor.execute(
-            f"SELECT {self.select_list} FROM {self.name} AS t WHERE ({self._key_list}) IN (VALUES {values}) FOR UPDATE",
+            # In key order, so that transactions locking the same rows take them in the same order.
+            f"SELECT {self.select_list} FROM {self.name} AS t WHERE ({self._key_list}) IN (VALUES {values})"
+            f" ORDER BY {self._key_list} FOR UPDATE",
             params,
         )
         rows = [self.row(r) for r in cursor.fetchall()]

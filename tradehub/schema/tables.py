@@ -55,6 +55,11 @@ def status_may_move(old: str, new: str) -> bool:
     return old == new or (old not in FINAL_STATUSES and ORDER_PROGRESS[new] >= ORDER_PROGRESS[old])
 
 
+def report_may_move(old: str, new: str) -> bool:
+    """Alpaca may also refuse a cancel or a replace: the order goes back to where it was."""
+    return status_may_move(old, new) or old in ("pending_cancel", "pending_replace")
+
+
 ACCOUNT_STATUSES = (
     "ONBOARDING",
     "SUBMISSION_FAILED",
