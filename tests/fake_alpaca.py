@@ -469,15 +469,15 @@ class FakeAlpaca(Resource):
             )
         order["legs"] = legs or None
         self.orders.append(order)
+        accepted = json.dumps(order).encode()  # the answer: the order as it was when accepted
         # Alpaca's stream may speak of the order before its answer to the POST arrives.
         self.trade_stream.publish("new", dict(order, status="new"), timestamp=order["updated_at"])
         if self.fill_on_submit:
             self.fill(order, order["qty"], self.fill_on_submit)
-        if not self.answer_delay:
-            return self._answer(request, 200, order)
-        answer = json.dumps(order).encode()  # as it was when accepted
         request.setResponseCode(200)
-        reactor.callLater(self.answer_delay, lambda: request.finished or (request.write(answer), request.finish()))
+        if not self.answer_delay:
+            return accepted
+        reactor.callLater(self.answer_delay, lambda: request.finished or (request.write(accepted), request.finish()))
         return NOT_DONE_YET
 
 
