@@ -8,6 +8,7 @@ from decimal import Decimal
 from twisted.internet.defer import gatherResults
 from twisted.internet.task import Clock
 from twisted.internet.threads import deferToThread
+from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import TestCase
 
 from tradehub.alpaca.sync import AlpacaSync
@@ -70,6 +71,52 @@ class SyncTests(TestCase):
         self.assertEqual(await self.sync.sync_trading(), [])
         self.assertEqual(await self.sync.sync_assets(), [])
         self.assertEqual(await self.query('SELECT count(*) FROM "order"'), [(1,)])
+
+    async def test_odd_bodies_are_skipped_one_by_one_and_counted_and_crypto_is_stored(self):
+        aapl, crypto = self.fake.assets
+        for flag in ("marginable", "shortable", "easy_to_borrow"):
+            del crypto[flag]
+        no_flag = dict(aapl, id="1f1b1b1b-0000-4000-8000-000000000001", symbol="NOFLAG")
+        del no_flag["fractionable"]
+        nameless = dict(aapl, id="1f1b1b1b-0000-4000-8000-000000000002")
+        del nameless["symbol"]
+        no_tick = dict(aapl, id="1f1b1b1b-0000-4000-8000-000000000003", symbol="ZERO", price_increment="0")
+        self.fake.assets = [nameless, no_flag, no_tick, aapl, crypto]
+        odd = self.fake.order_json(
+            {
+                "client_order_id": "odd",
+                "symbol": "AAPL",
+                "qty": "1",
+                "side": "buy",
+                "type": "market",
+                "time_in_force": "day",
+            }
+        )
+        del odd["side"]
+        self.fake.orders.append(odd)
+        self.fake.positions.append({"symbol": "MSFT", "side": "long"})
+        with capturedLogs() as logs:
+            self.assertEqual(await self.sync.sync_assets(), ["assets: 3 new, 0 changed", "assets: 2 skipped"])
+            trading = await self.sync.sync_trading()
+        self.assertIn("positions: 1 skipped", trading)
+        self.assertIn("orders: 1 skipped", trading)
+        self.assertEqual(
+            await self.query(
+                "SELECT symbol, class, fractionable, marginable, min_order_size::text, price_increment::text"
+                " FROM asset ORDER BY symbol"
+            ),
+            [
+                ("AAPL", "us_equity", True, True, "0.000000001", "0.010000000"),
+                ("BTC/USD", "crypto", True, False, "0.000100000", "1.000000000"),
+                ("NOFLAG", "us_equity", False, True, "0.000000001", "0.010000000"),
+            ],
+        )
+        text = " ".join(formatEvent(e) for e in logs)
+        self.assertIn("alpaca asset 1f1b1b1b-0000-4000-8000-000000000002 skipped: no symbol", text)
+        self.assertIn("alpaca assets 1f1b1b1b-0000-4000-8000-000000000003 skipped:", text)
+        self.assertIn("price_increment must be above 0", text)
+        self.assertIn("alpaca position MSFT skipped: no qty", text)
+        self.assertIn(f"alpaca order {odd['id']} skipped: no side", text)
 
     async def test_sync_follows_changes_and_closed_positions(self):
         self.fake.orders.append(

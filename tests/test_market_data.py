@@ -23,7 +23,7 @@ from tradehub.protocol.enums import Role, SQLTable
 from tradehub.schema.timestamp import Timestamp
 
 from . import wire
-from .fake_alpaca import KEY_ID, SECRET, quote, start_fake_alpaca, trade
+from .fake_alpaca import KEY_ID, SECRET, Decimal_like, quote, start_fake_alpaca, trade
 from .hub import start_hub, table_registry
 from .test_trade_updates import until
 
@@ -81,6 +81,45 @@ class MarketStreamTests(TestCase):
         self.assertEqual((rows[0]["exchange"], rows[0]["tape"]), ("V", "C"))
         self.assertEqual((rows[1]["bid_price"], rows[1]["ask_price"]), (Decimal("189.11"), Decimal("189.13")))
         self.assertEqual(self.market.stored, 2)
+
+    async def test_crypto_streams_from_its_own_endpoint_and_lands_exactly(self):
+        crypto = MarketData(
+            "crypto",
+            build_controllers(self.hub.pool)[SQLTable.MARKET_TICK],
+            KEY_ID,
+            SECRET,
+            ["BTC/USD"],
+            is_crypto,
+            lambda handler: Stream(
+                "crypto", self.fake.data_stream_url + "/v1beta3/crypto/us", handler, reactor=reactor
+            ),
+        )
+        self.hub.feed.watch_symbols(SQLTable.MARKET_TICK, crypto.followed)
+        crypto.startService()
+        self.addCleanup(crypto.stopService)
+        await until(lambda: crypto.upstream == {"BTC/USD"})
+        client = await self.ml()
+        await client.subscribe(SQLTable.MARKET_TICK, symbols=["ETH/USD", "MSFT"])
+        await until(lambda: crypto.upstream == {"BTC/USD", "ETH/USD"} and self.market.upstream == {"AAPL", "MSFT"})
+        # Crypto trades carry a taker side and no tape or conditions.
+        self.fake.crypto.send(
+            {
+                "T": "t",
+                "S": "BTC/USD",
+                "p": Decimal_like("97123.5"),
+                "s": Decimal_like("0.000123456"),
+                "t": T1,
+                "i": 4711,
+                "tks": "B",
+            }
+        )
+        await until(lambda: crypto.stored == 1 and crypto._writing is None)
+        page = await client.select(SQLTable.MARKET_TICK, symbol="BTC/USD", limit=10)
+        [row] = page.rows
+        self.assertEqual(
+            (row["price"], row["size"], row["seq"], row["conditions"], row["tape"]),
+            (Decimal("97123.5"), Decimal("0.000123456"), 4711, [], None),
+        )
 
     async def test_quotes_of_one_instant_are_all_kept_and_a_repeat_is_stored_once(self):
         client = await self.ml()

@@ -177,14 +177,17 @@ class AlpacaClient:
     async def account(self) -> dict:
         return convert.account(await self._call("GET", self.base_url, "/v2/account"))
 
-    async def assets(self, status: str = "active", asset_class: str | None = None) -> list[dict]:
+    async def assets(self, status: str = "active", asset_class: str | None = None) -> convert.Rows:
         params = {"status": status}
         if asset_class:
             params["asset_class"] = asset_class
-        return [convert.asset(a) for a in await self._call("GET", self.base_url, "/v2/assets", params)]
+        return convert.each(
+            convert.asset, await self._call("GET", self.base_url, "/v2/assets", params), "asset", self.log
+        )
 
-    async def positions(self, account_id: str) -> list[dict]:
-        return [convert.position(p, account_id) for p in await self._call("GET", self.base_url, "/v2/positions")]
+    async def positions(self, account_id: str) -> convert.Rows:
+        bodies = await self._call("GET", self.base_url, "/v2/positions")
+        return convert.each(lambda body: convert.position(body, account_id), bodies, "position", self.log)
 
     async def orders(
         self, account_id: str, status: str = "all", after: str | None = None, until: str | None = None
@@ -193,7 +196,7 @@ class AlpacaClient:
         Every order (legs nested in their parents) from oldest to newest, page by
         page through `after` until a page comes back short.
         """
-        rows, seen = [], set()
+        rows, seen = convert.Rows(), set[str]()
         while True:
             params = {"status": status, "limit": str(PAGE_LIMIT), "direction": "asc", "nested": "true"}
             if after:
@@ -201,10 +204,11 @@ class AlpacaClient:
             if until:
                 params["until"] = until
             page = await self._call("GET", self.base_url, "/v2/orders", params)
-            for body in page:
-                if body["id"] not in seen:
-                    seen.add(body["id"])
-                    rows += convert.order(body, account_id)
+            fresh = [body for body in page if body.get("id") not in seen]
+            seen.update(body.get("id") for body in fresh)
+            converted = convert.each(lambda body: convert.order(body, account_id), fresh, "order", self.log)
+            rows += converted
+            rows.skipped += converted.skipped
             if len(page) < PAGE_LIMIT:
                 return rows
             after = page[-1]["created_at"]

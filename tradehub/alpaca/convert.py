@@ -10,6 +10,32 @@ from ..schema.timestamp import Timestamp
 from .ledger import Execution, PositionReport
 
 
+class Rows(list):
+    """Rows converted from Alpaca's bodies, and how many bodies were skipped (named in the log)."""
+
+    skipped = 0
+
+
+def each(convert, bodies, what, log):
+    """
+    C{convert(body)} of each body (a row, or a list of rows). A body that
+    lacks what the hub needs is skipped, with one log line naming it and
+    why, so that one odd object never keeps the others out.
+    """
+    rows = Rows()
+    for body in bodies:
+        try:
+            converted = convert(body)
+        except (KeyError, TypeError, ValueError, ArithmeticError) as error:
+            rows.skipped += 1
+            name = body.get("id") or body.get("symbol") if isinstance(body, dict) else None
+            reason = f"no {error.args[0]}" if isinstance(error, KeyError) else f"{type(error).__name__}: {error}"
+            log.warn("alpaca {what} {name} skipped: {reason}", what=what, name=name or "?", reason=reason)
+            continue
+        rows += converted if isinstance(converted, list) else [converted]
+    return rows
+
+
 def timestamp(text):
     """An RFC 3339 timestamp, every digit kept; None stays None."""
     return None if text is None else Timestamp.from_rfc3339(text)
@@ -63,11 +89,12 @@ def asset(body):
         "symbol": body["symbol"],
         "name": body.get("name") or body["symbol"],
         "status": body["status"],
-        "tradable": bool(body["tradable"]),
-        "marginable": bool(body["marginable"]),
-        "shortable": bool(body["shortable"]),
-        "easy_to_borrow": bool(body["easy_to_borrow"]),
-        "fractionable": bool(body["fractionable"]),
+        # Flags Alpaca leaves out of some bodies (crypto, options) are false.
+        "tradable": bool(body.get("tradable")),
+        "marginable": bool(body.get("marginable")),
+        "shortable": bool(body.get("shortable")),
+        "easy_to_borrow": bool(body.get("easy_to_borrow")),
+        "fractionable": bool(body.get("fractionable")),
         "min_order_size": decimal(body.get("min_order_size")),
         "min_trade_increment": decimal(body.get("min_trade_increment")),
         "price_increment": decimal(body.get("price_increment")),

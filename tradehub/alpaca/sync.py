@@ -11,6 +11,7 @@ from twisted.internet.defer import ensureDeferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from ..errors import Refused
 from ..schema.model import SQLTable
 from ..schema.timestamp import Timestamp
 from .ledger import Ledger
@@ -101,14 +102,17 @@ class AlpacaSync(Service):
         changes += await self._upsert(self.positions, positions, "positions", ignore=("updated_at",), since=fetched)
         changes += await self._forget_closed_positions(account_id, {p["symbol"] for p in positions}, fetched)
         orders, executions = await self._orders(account_id), []
+        skipped = orders.skipped
         if since is not None:
             after = since.to_rfc3339()
-            orders += await self.alpaca.orders(account_id, status="all", after=after)
+            recent = await self.alpaca.orders(account_id, status="all", after=after)
+            orders, skipped = orders + recent, skipped + recent.skipped
             executions = await self.alpaca.fills(after)
         recorded = await self.ledger.record(_unique(orders), executions)
         for reason in recorded.skipped:
             self.log.warn("alpaca sync skipped {reason}", reason=reason)
-        return changes + recorded.summary()
+        skipped += len(recorded.skipped)
+        return changes + recorded.summary() + ([f"orders: {skipped} skipped"] if skipped else [])
 
     async def reconcile(self, since):
         """
@@ -140,8 +144,9 @@ class AlpacaSync(Service):
         Store the rows that differ from what is stored; with C{since} (when
         they were fetched), not over a row the trading stream moved after it.
         """
+        skipped = getattr(rows, "skipped", 0)
         if not rows:
-            return []
+            return [f"{what}: {skipped} skipped"] if skipped else []
         existing = await controller.stored(rows)
         changed = [
             r
@@ -149,11 +154,31 @@ class AlpacaSync(Service):
             if _differs(existing.get(controller.table.key_of(r)), r, ignore)
             and not _moved_since(existing.get(controller.table.key_of(r)), since)
         ]
-        if not changed:
-            return []
-        await controller.upsert(changed)
+        if changed:
+            try:
+                await controller.upsert(changed)
+            except Refused:
+                if len(changed) == 1:
+                    raise
+                changed, refused = await self._one_by_one(controller, changed, what)
+                skipped += refused
         new = sum(1 for r in changed if controller.table.key_of(r) not in existing)
-        return [f"{what}: {new} new, {len(changed) - new} changed"]
+        counts = [f"{what}: {new} new, {len(changed) - new} changed"] if changed else []
+        return counts + ([f"{what}: {skipped} skipped"] if skipped else [])
+
+    async def _one_by_one(self, controller, rows, what):
+        """The rows the rules take, each on its own; one they refuse is named in the log and skipped."""
+        stored, refused = [], 0
+        for row in rows:
+            try:
+                await controller.upsert([row])
+            except Refused as refusal:
+                refused += 1
+                key = "+".join(str(row[k]) for k in controller.table.key)
+                self.log.warn("alpaca {what} {key} skipped: {why}", what=what, key=key, why=refusal.message)
+            else:
+                stored.append(row)
+        return stored, refused
 
     async def _forget_closed_positions(self, account_id, open_symbols, since):
         held = await self.positions.pool.transaction(self.positions.repository.where_in, "account_id", [account_id])
