@@ -6,6 +6,7 @@ machine described, to docs/benchmarks.md.
     .venv/bin/python bench/run.py            (make bench)
     .venv/bin/python bench/run.py --render   (rewrite the document from the last results)
     .venv/bin/python bench/run.py --push     (only bench/push.py: its figures replace the Push section)
+    .venv/bin/python bench/run.py --alpaca   (only bench/alpaca.py: its figures replace the Alpaca section)
 """
 
 import json
@@ -16,6 +17,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+import alpaca
 import codec
 import fairness
 import ingest
@@ -32,6 +34,7 @@ DOCUMENT = ROOT / "docs" / "benchmarks.md"
 # bench/push.py at full size: the catch-up reads a million changes.
 PUSH_ARGS = ["--changes", "1000000"]
 PUSH_HEADING = "## Push subscriptions (`bench/push.py`)"
+ALPACA_HEADING = "## Alpaca's streams (`bench/alpaca.py`)"
 
 
 def machine():
@@ -188,14 +191,71 @@ def _cost(figures, key):
     return f"{figures['on'][key]:,.0f} | {figures['off'][key]:,.0f} | {figures['ratio'][key]:.2f}x"
 
 
-def splice_push(document, section):
-    """The document with its Push section replaced by C{section} (or put before the closing section)."""
-    start = document.find(PUSH_HEADING)
+def splice(document, heading, section):
+    """The document with the section under C{heading} replaced by C{section} (or put before the closing section)."""
+    start = document.find(heading)
     if start == -1:
         start = end = document.index("## What bounds the figures that miss their targets")
     else:
-        end = document.index("\n## ", start + len(PUSH_HEADING)) + 1
+        end = document.index("\n## ", start + len(heading)) + 1
     return document[:start] + section + "\n" + document[end:]
+
+
+def _us_row(figure):
+    return " | ".join(f"{figure[k]:,.0f}" for k in ("p50_us", "p90_us", "p99_us", "max_us"))
+
+
+def render_alpaca(a, date=None):
+    """The Alpaca section; C{date} when it comes from a run of its own (`bench/run.py --alpaca`)."""
+    f, i = a["fills"], a["ingest"]
+    s, lag = f["stream"], i["lag"]
+    when = (
+        f"\nThese figures come from a run of `bench/alpaca.py` on its own (`bench/run.py --alpaca`), {date}.\n"
+        if date
+        else ""
+    )
+    return f"""{ALPACA_HEADING}
+{when}
+The real daemon against the fake Alpaca of the tests (`tests/fake_alpaca.py`, on a reactor in a
+thread of the benchmark's process), all on one machine and unpinned: the fake's trading stream and
+market-data stream speak Alpaca's message shapes over loopback WebSockets.
+
+### Fill latency
+
+The fake's trading stream sends a fill event ({f["fills"]:,} of them, {f["rate"]}/s); a frontend subscribed to
+ORDER stamps the EVENT of the filled order. From the fake's send to the EVENT's arrival, microseconds
+(goal: p50 at most 2,000). The baseline is the path the stream replaces: without it a fill waits for the
+next REST sync: half the sync interval ({f["sync_seconds"] / 2:g} s of {f["sync_seconds"]:g} s) on average.
+
+| path | p50 | p90 | p99 | max | hub CPU us per fill |
+|---|---|---|---|---|---|
+| trading stream | {_us_row(s)} | {f["hub_cpu_us_per_fill"]:,.0f} |
+| REST sync (mean) | {f["rest_polling_mean_us"]:,.0f} | | | | |
+
+The stream is {f["rest_polling_mean_us"] / s["p50_us"]:,.0f}x sooner than the sync's mean at p50. Each fill is one
+transaction of about nine statements (the order's identity, its row locked and upserted, the execution
+locked and inserted, the position locked and upserted, BEGIN and COMMIT), then the change log's relay and
+the EVENT. What bounds it (a cProfile of this part, `bench/alpaca.py --parts fills --profile DIR`): the
+hub's CPU per fill, about a third of it in psycopg2's `execute` (some 16 statements per fill with the
+relay and the feed's read, the order's 40-parameter upsert the largest, its parameters formatted on the
+client) and the rest in the Deferred and reactor turns of each round trip. Fewer round trips (the fill
+as one statement, or prepared statements for the ledger's) is where the 2 ms goal lies.
+
+### Market-data ingest
+
+{i["messages"]:,} trades and quotes from one fake stream, in messages of {i["batch"]} as Alpaca batches them,
+sent as fast as the connection takes them; an ML client subscribed to MARKET_TICK counts the EVENTs
+(goal: at least 50,000 messages/s). Lag: from the send of a message to the arrival of its EVENT.
+
+| stored and delivered msgs/s | lag p50 us | lag p99 us | hub CPU us per msg |
+|---|---|---|---|
+| {i["msgs_per_s"]:,.0f} | {lag["p50_us"]:,.0f} | {lag["p99_us"]:,.0f} | {i["hub_cpu_us_per_msg"]:,.1f} |
+
+The hub reads the stream faster than it can store and push it, so the lag is the backlog's age: ticks wait
+in the coalescing buffer while the one INSERT before them runs. The rate is bound by the hub's CPU per
+message (decoding Alpaca's JSON with exact decimals, the row checks, the INSERT's parameters, the change
+log and the EVENTs), the same per-row costs that bound tick ingest and push above.
+"""
 
 
 def render(figures, host):
@@ -293,7 +353,9 @@ declaration.
 |---|---|---|---|---|
 {codec_rows}
 
-{render_push(figures["push"]) + chr(10) if "push" in figures else ""}## What bounds the figures that miss their targets
+{render_push(figures["push"]) + chr(10) if "push" in figures else ""}{
+        render_alpaca(figures["alpaca"]) + chr(10) if "alpaca" in figures else ""
+    }## What bounds the figures that miss their targets
 
 The hub is one CPython process; each request costs it Python work that the baselines do not
 pay: decoding and encoding frames with construct, the session's lane, the controller's checks,
@@ -321,8 +383,16 @@ def main():
         date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
         figures = push.main(PUSH_ARGS)
         (RESULTS / "push.json").write_text(json.dumps({"date": date, **figures}, indent=2, default=str))
-        DOCUMENT.write_text(splice_push(DOCUMENT.read_text(), render_push(figures, date)))
+        DOCUMENT.write_text(splice(DOCUMENT.read_text(), PUSH_HEADING, render_push(figures, date)))
         print(f"\nwrote the Push section of {DOCUMENT} and {RESULTS / 'push.json'}")
+        return
+    if "--alpaca" in sys.argv[1:]:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+        figures = alpaca.main([])
+        (RESULTS / "alpaca.json").write_text(json.dumps({"date": date, **figures}, indent=2, default=str))
+        DOCUMENT.write_text(splice(DOCUMENT.read_text(), ALPACA_HEADING, render_alpaca(figures, date)))
+        print(f"\nwrote the Alpaca section of {DOCUMENT} and {RESULTS / 'alpaca.json'}")
         return
     if "--render" in sys.argv[1:]:
         figures = json.loads((RESULTS / "latest.json").read_text())
@@ -345,6 +415,8 @@ def main():
     figures["fairness"] = fairness.main(["--flooders", "50", "--lookups", "400"])
     print("\n== push")
     figures["push"] = push.main(PUSH_ARGS)
+    print("\n== alpaca")
+    figures["alpaca"] = alpaca.main([])
     host = machine()
     (RESULTS / "latest.json").write_text(json.dumps({"machine": host, **figures}, indent=2, default=str))
     DOCUMENT.write_text(render(figures, host))

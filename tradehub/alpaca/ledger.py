@@ -116,19 +116,28 @@ class Ledger:
 
     async def _record(self, cursor, orders, executions, positions) -> Recorded:
         recorded = Recorded()
+        known: dict[str, Row] = {}
         if orders:
             reported = await self.orders.reported_in(cursor, orders)
             recorded.new_orders, recorded.changed_orders = reported.new, reported.changed
+            known = {str(order["id"]): order for order in reported.rows if order["id"]}
         if executions:
-            recorded.executions = len(await self._executions(cursor, executions, recorded))
+            recorded.executions = len(await self._executions(cursor, executions, known, recorded))
         for report in positions:
             recorded.positions += await self._position(cursor, report)
         return recorded
 
-    async def _executions(self, cursor, executions: list[Execution], recorded: Recorded) -> list[Row]:
-        """TRADE rows for the executions of stored orders, each stored once; an unknown order's are skipped."""
-        known = await self.orders.repository.where_in(cursor, "id", {e.order_id for e in executions})
-        by_alpaca_id = {str(o["id"]): o for o in known}
+    async def _executions(
+        self, cursor, executions: list[Execution], known: dict[str, Row], recorded: Recorded
+    ) -> list[Row]:
+        """
+        TRADE rows for the executions of stored orders (C{known} by Alpaca
+        id: those of this report), each stored once; an unknown order's are skipped.
+        """
+        missing = {e.order_id for e in executions} - set(known)
+        by_alpaca_id = dict(known)
+        if missing:
+            by_alpaca_id.update((str(o["id"]), o) for o in await self.orders.repository.where_in(cursor, "id", missing))
         rows = []
         for execution in executions:
             order = by_alpaca_id.get(execution.order_id)
@@ -153,14 +162,15 @@ class Ledger:
     async def _position(self, cursor, report: PositionReport) -> int:
         """The position after a fill, until the REST sync confirms Alpaca's own figures; 1 when it moved."""
         key = {"account_id": report.account_id, "symbol": report.symbol}
-        old = (await self.positions.repository.locked(cursor, [key])).get(self.positions.table.key_of(key))
+        existing = await self.positions.repository.locked(cursor, [key])
+        old = existing.get(self.positions.table.key_of(key))
         if old is not None and old["updated_at"] > report.at:
             return 0  # the REST sync stored a later view
         if report.qty == 0:
             return await self.positions.delete_in(cursor, [key]) if old is not None else 0
         if old is not None and old["qty"] == report.qty:
             return 0
-        await self.positions.upsert_in(cursor, [moved(old, report)])
+        await self.positions.upsert_in(cursor, [moved(old, report)], existing)
         return 1
 
 

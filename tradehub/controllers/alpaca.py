@@ -194,7 +194,7 @@ class OrderController(TableController):
         stored = await self.repository.locked(cursor, orders)
         key_of = self.table.key_of
         news = [order for order in orders if _news(stored.get(key_of(order)), order)]
-        written = await self._upsert(cursor, self.checked(news), True, REPORTED) if news else []
+        written = await self._upsert(cursor, self.checked(news), True, REPORTED, stored) if news else []
         now = {**stored, **{key_of(row): row for row in written}}
         new = sum(1 for order in news if key_of(order) not in stored)
         return Reported([now[key_of(order)] for order in orders], new, len(news) - new)
@@ -367,15 +367,16 @@ class TradeController(TableController):
     async def record_in(self, cursor, rows):
         """
         Executions Alpaca reported with their orders' state, which the caller
-        stored in this transaction: each is stored once (an id already stored
-        is a repeat), and its order is not moved again, since Alpaca's filled
-        quantity and average price are already its own. Returns those stored.
+        stored in this transaction and made these rows from (so they name a
+        stored order, with its symbol and side): each is stored once (an id
+        already stored is a repeat), and its order is not moved again, since
+        Alpaca's filled quantity and average price are already its own.
+        Returns those stored.
         """
         rows = list({self.table.key_of(row): row for row in self.checked(rows)}.values())
         stored = await self.repository.locked(cursor, rows)
         new = [row for row in rows if self.table.key_of(row) not in stored]
         if new:
-            await self.prepare(cursor, new, "INSERT", {})
             await self._write(cursor, new, self.repository.insert, True)
         return new
 

@@ -205,13 +205,24 @@ class TableController:
     async def upsert(self, rows: list[Row]) -> list[Row]:
         return await self._in_transaction(self._upsert, self.checked(rows))
 
-    async def upsert_in(self, cursor, rows: list[Row]) -> list[Row]:
-        """UPSERT within the caller's transaction, beside other tables' writes that stand or fall with it."""
-        return await self._upsert(cursor, self.checked(rows), True)
+    async def upsert_in(self, cursor, rows: list[Row], existing: dict[tuple, Row] | None = None) -> list[Row]:
+        """
+        UPSERT within the caller's transaction, beside other tables' writes
+        that stand or fall with it; C{existing}: the rows the caller locked.
+        """
+        return await self._upsert(cursor, self.checked(rows), True, existing=existing)
 
-    async def _upsert(self, cursor, rows: list[Row], one_by_one: bool, command: str = "UPSERT") -> list[Row]:
+    async def _upsert(
+        self,
+        cursor,
+        rows: list[Row],
+        one_by_one: bool,
+        command: str = "UPSERT",
+        existing: dict[tuple, Row] | None = None,
+    ) -> list[Row]:
         self._no_repeated_keys(rows)
-        existing = await self.repository.locked(cursor, rows)
+        if existing is None:
+            existing = await self.repository.locked(cursor, rows)
         await self.prepare(cursor, rows, command, existing)
         stored = await self._write(cursor, rows, self.repository.upsert, one_by_one)
         await self.written(cursor, rows, command)
