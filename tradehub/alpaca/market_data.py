@@ -25,7 +25,7 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
 
 from . import convert
-from .stream import Stream, StreamState
+from .stream import Stream
 
 # Ticks waiting to be written beyond which the stream stops reading.
 MAX_WAITING = 50_000
@@ -224,14 +224,6 @@ class MarketData(Service):
                     self.stream.resume()
         finally:
             self._writing = None
-
-    # For /readyz
-
-    def describe(self) -> str:
-        state = self.stream.state
-        if state is StreamState.STREAMING:
-            return f"streaming {len(self.upstream)} symbols; {self.stored} ticks stored"
-        return f"the {self.name} stream is {state.value} (attempt {self.stream.attempts})"
 
 
 def _distinct(ticks: list[dict]) -> list[dict]:
