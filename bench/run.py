@@ -396,8 +396,15 @@ def main():
         return
     if "--render" in sys.argv[1:]:
         figures = json.loads((RESULTS / "latest.json").read_text())
-        DOCUMENT.write_text(render(figures, figures.pop("machine")))
-        print(f"wrote {DOCUMENT} from {RESULTS / 'latest.json'}")
+        document = render(figures, figures.pop("machine"))
+        # Sections measured in runs of their own (--push, --alpaca) stay, with their dates.
+        for name, heading, section in (("push", PUSH_HEADING, render_push), ("alpaca", ALPACA_HEADING, render_alpaca)):
+            own = RESULTS / f"{name}.json"
+            if name not in figures and own.exists():
+                part = json.loads(own.read_text())
+                document = splice(document, heading, section(part, part.pop("date")))
+        DOCUMENT.write_text(document)
+        print(f"wrote {DOCUMENT} from {RESULTS}")
         return
     RESULTS.mkdir(parents=True, exist_ok=True)
     figures = {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}
