@@ -190,6 +190,24 @@ class TradeStreamTests(TestCase):
         await until(lambda: self._trades("old-fill", 1))
         self.assertEqual(await self.query("SELECT qty::text FROM position WHERE symbol = 'AAPL'"), [("5.000000000",)])
 
+    async def test_a_refused_order_report_still_stores_its_execution(self):
+        order = self.order_at_alpaca("odd-report")
+        self.fake.move(order, "new")
+        await until(lambda: self.stored("odd-report"))
+        # Alpaca's report breaks a rule (neither qty nor notional); the execution it carries is a fact.
+        fill = self.fake.trade_stream.publish(
+            "fill",
+            dict(order, status="filled", qty=None, filled_qty="10", filled_avg_price="189"),
+            execution_id="5b1c7f0e-2d3a-4e5f-8a9b-0c1d2e3f4a5b",
+            qty="10",
+            price="189",
+            timestamp=Timestamp.now().to_rfc3339(),
+        )
+        await until(lambda: self._trades("odd-report", 1))
+        self.assertEqual((await self.stored("odd-report"))[0], "new")
+        [(trade_id,)] = await self.query("SELECT id::text FROM trade WHERE client_order_id = 'odd-report'")
+        self.assertEqual(trade_id, fill["execution_id"])
+
     async def test_a_late_report_does_not_move_an_order_back(self):
         order = self.order_at_alpaca("late")
         self.fake.fill(order, "10", "189.10")

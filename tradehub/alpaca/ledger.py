@@ -15,7 +15,7 @@ overlap can count a fill twice.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -96,22 +96,23 @@ class Ledger:
     ) -> Recorded:
         """
         Store one report (orders as Alpaca last saw them, their executions,
-        moved positions). When the rules refuse one order of several (a sync's),
-        the others are stored each on its own, then the rest, and the refused
-        one is named in C{skipped}.
+        moved positions). When the rules refuse an order, the others are
+        stored each on its own, then the executions and positions (facts all
+        the same, stored if their orders are), and the refused one is named
+        in C{skipped}.
         """
         try:
             return await self.pool.transaction(self._record, orders, list(executions), list(positions))
         except Refused:
-            if len(orders) < 2:
+            if not orders:
                 raise
+        done, refused = await one_by_one(orders, lambda order: self.pool.transaction(self._record, [order], [], []))
         recorded = Recorded()
-        for order in orders:
-            try:
-                recorded.add(await self.pool.transaction(self._record, [order], [], []))
-            except Refused as refusal:
-                recorded.skipped.append(f"order {order['client_order_id']}: {refusal.message}")
-        recorded.add(await self.pool.transaction(self._record, [], list(executions), list(positions)))
+        for _, each in done:
+            recorded.add(each)
+        recorded.skipped += [f"order {order['client_order_id']}: {why.message}" for order, why in refused]
+        if executions or positions:
+            recorded.add(await self.pool.transaction(self._record, [], list(executions), list(positions)))
         return recorded
 
     async def _record(self, cursor, orders, executions, positions) -> Recorded:
@@ -172,6 +173,20 @@ class Ledger:
             return 0
         await self.positions.upsert_in(cursor, [moved(old, report)], existing)
         return 1
+
+
+async def one_by_one(items: Sequence[Any], store: Callable[[Any], Awaitable[Any]]) -> tuple[list, list]:
+    """
+    Each item stored on its own, after the rules refused them together:
+    (item, what C{store} returned) for each it took, (item, refusal) for the others.
+    """
+    done, refused = [], []
+    for item in items:
+        try:
+            done.append((item, await store(item)))
+        except Refused as refusal:
+            refused.append((item, refusal))
+    return done, refused
 
 
 def moved(old: Row | None, report: PositionReport) -> Row:

@@ -14,7 +14,7 @@ from twisted.logger import Logger
 from ..errors import Refused
 from ..schema.model import SQLTable
 from ..schema.timestamp import Timestamp
-from .ledger import Ledger
+from .ledger import Ledger, one_by_one
 
 # A reconciliation looks this far before the last event stored: Alpaca's
 # `after` is exclusive and events of one instant may straddle it; what is
@@ -158,27 +158,15 @@ class AlpacaSync(Service):
             try:
                 await controller.upsert(changed)
             except Refused:
-                if len(changed) == 1:
-                    raise
-                changed, refused = await self._one_by_one(controller, changed, what)
-                skipped += refused
+                done, refused = await one_by_one(changed, lambda row: controller.upsert([row]))
+                changed = [row for row, _ in done]
+                skipped += len(refused)
+                for row, why in refused:
+                    key = "+".join(str(row[k]) for k in controller.table.key)
+                    self.log.warn("alpaca {what} {key} skipped: {why}", what=what, key=key, why=why.message)
         new = sum(1 for r in changed if controller.table.key_of(r) not in existing)
         counts = [f"{what}: {new} new, {len(changed) - new} changed"] if changed else []
         return counts + ([f"{what}: {skipped} skipped"] if skipped else [])
-
-    async def _one_by_one(self, controller, rows, what):
-        """The rows the rules take, each on its own; one they refuse is named in the log and skipped."""
-        stored, refused = [], 0
-        for row in rows:
-            try:
-                await controller.upsert([row])
-            except Refused as refusal:
-                refused += 1
-                key = "+".join(str(row[k]) for k in controller.table.key)
-                self.log.warn("alpaca {what} {key} skipped: {why}", what=what, key=key, why=refusal.message)
-            else:
-                stored.append(row)
-        return stored, refused
 
     async def _forget_closed_positions(self, account_id, open_symbols, since):
         held = await self.positions.pool.transaction(self.positions.repository.where_in, "account_id", [account_id])

@@ -22,7 +22,7 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
 
-from ..errors import Conflict, Invalid, Missing, Refused
+from ..errors import Conflict, Invalid, Missing
 from ..schema.timestamp import Timestamp
 from . import convert
 from .stream import Stream, StreamState
@@ -171,15 +171,7 @@ class TradeUpdates(Service):
 
     async def _store(self, data: dict) -> None:
         orders, execution, position = convert.trade_update(data, self._sync.account_id)
-        executions, positions = [execution] if execution else [], [position] if position else []
-        try:
-            recorded = await self._ledger.record(orders, executions, positions)
-        except Refused as refusal:
-            if not executions:
-                raise
-            # The order's report is refused; its execution is a fact all the same, stored if its order is.
-            recorded = await self._ledger.record([], executions, positions)
-            recorded.skipped.append(f"order {orders[0]['client_order_id']}: {refusal.message}")
+        recorded = await self._ledger.record(orders, [execution] if execution else [], [position] if position else [])
         self.events += 1
         at = execution.executed_at if execution else orders[0]["updated_at"]
         self.last_event = at if self.last_event is None else max(self.last_event, at)

@@ -119,12 +119,17 @@ class TableController:
         a rule is left out, and why is returned; a row whose key is stored
         already is a repeat, and skipped; the rest go in together.
         """
-        kept, left = [], []
-        for index, row in enumerate(rows):
-            try:
-                kept += self.checked([row])
-            except Invalid as error:
-                left.append(f"row {index}: {error.message.removeprefix('row 0: ')}")
+        kept, left = rows, []
+        try:
+            self.checked(rows)
+        except Invalid:
+            # Checking is idempotent: the rows checked before the refused one pass again.
+            kept = []
+            for index, row in enumerate(rows):
+                try:
+                    kept += self.checked([row])
+                except Invalid as error:
+                    left.append(f"row {index}: {error.message.removeprefix('row 0: ')}")
         if kept:
             await self._new(kept, skip_stored=True)
         return left
