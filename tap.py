@@ -23,6 +23,7 @@ from tradehub.config import SETTINGS, ConfigError, Settings, load_settings, reda
 from tradehub.controllers import build_controllers
 from tradehub.data_folder import DataFolderLock
 from tradehub.db.embedded import EmbeddedCluster
+from tradehub.db.leadership import Leadership
 from tradehub.db.pool import Pool
 from tradehub.logs import json_observer
 from tradehub.ops.http import ops_site
@@ -174,26 +175,7 @@ def makeService(options: Options) -> HubService:
     elif not options["migrate-only"]:
         log.info("Alpaca keys are not configured: the Alpaca sync and order submission are off")
     controllers = build_controllers(pool, broker)
-    sync = trade_updates = None
-    if broker is not None:
-        sync = AlpacaSync(
-            broker, controllers, reactor, settings.alpaca_sync_seconds, settings.alpaca_assets_seconds, http_pool
-        )
-        steps.append(sync)
-        if settings.alpaca_trade_stream:
-            trade_updates = TradeUpdates(
-                sync,
-                settings.apca_api_key_id,
-                settings.apca_api_secret_key,
-                lambda handler: Stream(
-                    "trading",
-                    stream_url(settings.apca_api_base_url),
-                    handler,
-                    reactor=reactor,
-                    on_state=metrics.stream_changed,
-                ),
-            )
-            steps.append(trade_updates)
+    sync = trade_updates = leadership = None
     if not options["migrate-only"]:
         feed, listener = build_feed(
             pool,
@@ -206,7 +188,37 @@ def makeService(options: Options) -> HubService:
         )
         steps.append(ChangeFeedService(feed, listener, pool))
         if broker is not None:
-            steps += market_data(settings, controllers[SQLTable.MARKET_TICK], feed, reactor, metrics)
+            # One hub per Alpaca key syncs and holds the streams; the others take over when it dies.
+            leadership = Leadership(
+                "alpaca-leader",
+                database_url,
+                settings.apca_api_key_id,
+                reactor=reactor,
+                clock=reactor,
+                timeout=settings.db_connect_timeout,
+                on_change=metrics.leading,
+            )
+            sync = AlpacaSync(
+                broker, controllers, reactor, settings.alpaca_sync_seconds, settings.alpaca_assets_seconds, http_pool
+            )
+            sync.setServiceParent(leadership)
+            if settings.alpaca_trade_stream:
+                trade_updates = TradeUpdates(
+                    sync,
+                    settings.apca_api_key_id,
+                    settings.apca_api_secret_key,
+                    lambda handler: Stream(
+                        "trading",
+                        stream_url(settings.apca_api_base_url),
+                        handler,
+                        reactor=reactor,
+                        on_state=metrics.stream_changed,
+                    ),
+                )
+                trade_updates.setServiceParent(leadership)
+            for stream in market_data(settings, controllers[SQLTable.MARKET_TICK], feed, reactor, metrics):
+                stream.setServiceParent(leadership)
+            steps.append(leadership)
         factory = HubFactory(
             build_registry(controllers),
             settings.tokens,
@@ -228,7 +240,7 @@ def makeService(options: Options) -> HubService:
         steps += [SessionsService(factory, settings.shutdown_deadline), *listeners]
         if settings.ops_endpoint:
             # After the client listeners, whose being up it reports; stopped first.
-            readiness = hub_readiness(reactor, pool, SCHEMA, listeners, sync, trade_updates)
+            readiness = hub_readiness(reactor, pool, SCHEMA, listeners, leadership, sync, trade_updates)
             site = ops_site(reactor, readiness, metrics.registry)
             steps.append(ListenerService("ops", reactor, settings.ops_endpoint, site))
 

@@ -569,6 +569,7 @@ class _MarketConnection(WebSocketServerProtocol):
         self.subscribed = set()
         self.authenticated = False
         if len(market.connections) > market.max_connections:
+            market.over_limit += 1
             self.send({"T": "error", "code": 406, "msg": "connection limit exceeded"})
             self.sendClose()
             return
@@ -607,6 +608,7 @@ class MarketStream:
         self.connections = []
         self.heard = []
         self.max_connections = 1
+        self.over_limit = 0  # connections refused with 406
 
     def subscribed(self):
         return set().union(*(c.subscribed for c in self.connections)) if self.connections else set()

@@ -6,6 +6,7 @@ and cancels an order through it.
 
 import signal
 import time
+from decimal import Decimal
 
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
@@ -13,6 +14,8 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from tradehub.client import BlockingClient
+from tradehub.client.asynchronous import connect
+from tradehub.ops.readiness import FOLLOWING
 from tradehub.protocol.enums import Role, SQLTable
 
 from . import rows
@@ -125,3 +128,77 @@ class AlpacaDaemonTests(TestCase):
         daemon.signal(signal.SIGTERM)
         self.assertEqual(await deferToThread(daemon.wait), 0)
         self.assertNotIn(SECRET, daemon.output() + daemon.errors())
+
+
+class TwoDaemonsTests(TestCase):
+    """Two hubs on one database and one Alpaca key: one holds Alpaca's streams, the survivor takes over."""
+
+    timeout = 180
+
+    async def test_one_hub_holds_the_streams_for_both_and_the_other_takes_over_when_it_dies(self):
+        fake = await start_fake_alpaca(self)
+        fake.orders.append(
+            fake.order_json(
+                {"client_order_id": "held", "symbol": "AAPL", "qty": "2", "side": "buy", "type": "market"}
+                | {"time_in_force": "day"}
+            )
+        )
+        dsn = await fresh_database(self)
+        env = {
+            "DATABASE_URL": _url(dsn),
+            "APCA_API_KEY_ID": KEY_ID,
+            "APCA_API_SECRET_KEY": SECRET,
+            "APCA_API_BASE_URL": fake.url,
+            "APCA_API_DATA_URL": fake.url,
+            "APCA_API_DATA_STREAM_URL": fake.data_stream_url,
+            "TRADEHUB_ALPACA_SYMBOLS": "AAPL",
+        }
+        first = Daemon(self.mktemp(), env=env).start()
+        self.addCleanup(first.kill)
+        await deferToThread(first.wait_for, "ready:")
+        second = Daemon(self.mktemp(), env=env).start()
+        self.addCleanup(second.kill)
+        await deferToThread(second.wait_for, "ready:")
+
+        # The first to start leads; the other is ready, and says who holds the streams.
+        parts = (await ready_soon(f"http://127.0.0.1:{second.ops_port}"))["parts"]
+        self.assertEqual(parts["alpaca"]["detail"], FOLLOWING)
+        self.assertEqual(parts["alpaca_trade_stream"], {"ready": True, "detail": FOLLOWING})
+        await until_subscribed(fake.stocks, {"AAPL"})
+        self.assertEqual(len(fake.trade_stream.listening()), 1)
+
+        # A subscriber of the follower is subscribed upstream by the leader.
+        ml = await connect(reactor, f"tcp:127.0.0.1:{second.ml_port}", Role.ML, TOKENS["TRADEHUB_ML_TOKEN"])
+        self.addCleanup(lambda: ml.transport.connected and ml.transport.loseConnection())
+        ticks = await ml.subscribe(SQLTable.MARKET_TICK, symbols=["MSFT"])
+        await until_subscribed(fake.stocks, {"AAPL", "MSFT"})
+
+        first.signal(signal.SIGKILL)
+        await deferToThread(first.wait)
+
+        async def streaming():
+            parts = (await ready_soon(f"http://127.0.0.1:{second.ops_port}"))["parts"]
+            return parts["alpaca_trade_stream"]["detail"].startswith("streaming")
+
+        deadline = time.monotonic() + 60
+        while not await streaming():
+            self.assertLess(time.monotonic(), deadline, "the survivor never took the trading stream")
+            await deferLater(reactor, 0.1, lambda: None)
+        await until_subscribed(fake.stocks, {"AAPL", "MSFT"})
+        self.assertEqual((len(fake.trade_stream.listening()), fake.stocks.over_limit), (1, 0))
+
+        # What the streams carry now reaches the database through the survivor.
+        [order] = fake.orders
+        fill = fake.fill(order, "2", "188.5")
+        fake.stocks.send(stream_trade("MSFT", "2026-11-25T14:30:00.5Z", "411.25", i=3))
+        tick = (await ticks.__anext__()).row
+        self.assertEqual((tick["symbol"], tick["price"]), ("MSFT", Decimal("411.25")))
+
+        def filled():
+            return blocking_query(
+                dsn, 'SELECT t.id::text, o.status FROM trade t JOIN "order" o USING (client_order_id)'
+            ) == [(fill["execution_id"], "filled")]
+
+        await deferToThread(wait_until, filled)
+        second.signal(signal.SIGTERM)
+        self.assertEqual(await deferToThread(second.wait), 0)

@@ -75,7 +75,7 @@ class ListenerTests(TestCase):
         attempts = []
 
         def observe(event):
-            if event.get("log_format", "").startswith("cannot LISTEN"):
+            if event.get("log_format", "").startswith("cannot {purpose}"):
                 attempts.append(event)
 
         globalLogPublisher.addObserver(observe)

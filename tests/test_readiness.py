@@ -14,8 +14,18 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from tradehub.alpaca.stream import Stream
 from tradehub.alpaca.sync import AlpacaSync
 from tradehub.alpaca.trade_updates import TradeUpdates
+from tradehub.db.leadership import Leadership
 from tradehub.db.migrations import discover
-from tradehub.ops.readiness import NotReady, Readiness, alpaca, database, listening, migrations, trade_stream
+from tradehub.ops.readiness import (
+    FOLLOWING,
+    NotReady,
+    Readiness,
+    alpaca,
+    database,
+    listening,
+    migrations,
+    trade_stream,
+)
 from tradehub.schema import SQLTable
 from tradehub.service import ListenerService
 
@@ -197,6 +207,18 @@ class AlpacaPartTests(SynchronousTestCase):
         self.sync.last_success["sync_trading"] = 99
         self.assertEqual(self.part(), {"ready": True, "detail": "the last sync succeeded 1s ago"})
 
+    def test_a_hub_that_does_not_lead_is_ready_and_says_who_syncs(self):
+        leadership = Leadership("alpaca-leader", "", "key", reactor=self.clock, clock=self.clock, timeout=1)
+        readiness = Readiness(self.clock, 1, {"alpaca": alpaca(self.sync, leadership)})
+        self.assertEqual(
+            self.successResultOf(ensureDeferred(readiness.report()))["alpaca"], {"ready": True, "detail": FOLLOWING}
+        )
+        leadership.leading = True
+        self.assertEqual(
+            self.successResultOf(ensureDeferred(readiness.report()))["alpaca"],
+            {"ready": False, "detail": "no sync has finished yet"},
+        )
+
     def test_the_asset_sync_does_not_count(self):
         self.sync.last_success["sync_trading"] = 0
         self.sync.last_error["sync_assets"] = (1, "a bad asset row")
@@ -228,6 +250,12 @@ class TradeStreamPartTests(SynchronousTestCase):
                 "fills reach the hub through the REST sync until it is back",
             },
         )
+
+    def test_a_hub_that_does_not_lead_holds_no_stream_and_is_not_degraded(self):
+        leadership = Leadership("alpaca-leader", "", "key", reactor=self.clock, clock=self.clock, timeout=1)
+        readiness = Readiness(self.clock, 1, {"alpaca_trade_stream": trade_stream(self.updates, leadership)})
+        part = self.successResultOf(ensureDeferred(readiness.report()))["alpaca_trade_stream"]
+        self.assertEqual(part, {"ready": True, "detail": FOLLOWING})
 
     def test_streaming_once_reconciled(self):
         self.updates.trusted = True

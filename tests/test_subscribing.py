@@ -582,7 +582,7 @@ class FeedTests(SynchronousTestCase):
         self.assertIn((ChangeLogRepository.TRIM, (60.0, RELAY_BATCH)), statements)
 
     def test_stop_ends_the_loops(self):
-        self.feed.stop()
+        self.successResultOf(ensureDeferred(self.feed.stop()))
         self.log.write(rows.prediction(MODEL))
         self.clock.advance(10)
         self.assertEqual(self.log.last, 0)

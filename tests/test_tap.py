@@ -11,6 +11,7 @@ from tradehub.alpaca.market_data import MarketData
 from tradehub.alpaca.sync import AlpacaSync
 from tradehub.alpaca.trade_updates import TradeUpdates
 from tradehub.config import SETTINGS
+from tradehub.db.leadership import Leadership
 from tradehub.protocol.enums import SQLCommand, SQLTable
 from tradehub.service import (
     ChangeFeedService,
@@ -135,12 +136,9 @@ class MakeServiceTests(SynchronousTestCase):
             TRADEHUB_ALPACA_CRYPTO="on",
             TRADEHUB_ALPACA_SYMBOLS="aapl, btc/usd",
         )
-        hub = self.build()
-        names = [name for _, name in self.steps(hub)]
-        self.assertIn("alpaca-sync", names)
-        self.assertNotIn("alpaca-trade-updates", names)
-        self.assertNotIn("alpaca-stocks", names)
-        crypto = hub.getServiceNamed("alpaca-crypto")
+        leadership = self.build().getServiceNamed("alpaca-leader")
+        self.assertEqual([s.name for s in leadership], ["alpaca-sync", "alpaca-crypto"])
+        crypto = leadership.getServiceNamed("alpaca-crypto")
         self.assertEqual(crypto.stream.url, "wss://stream.data.alpaca.markets/v1beta3/crypto/us")
         self.assertEqual(crypto.wanted, {"BTC/USD"})
 
@@ -152,21 +150,25 @@ class MakeServiceTests(SynchronousTestCase):
             [
                 (PoolService, "pool"),
                 (MigrationService, "migrations"),
-                (AlpacaSync, "alpaca-sync"),
-                (TradeUpdates, "alpaca-trade-updates"),
                 (ChangeFeedService, "change-feed"),
-                (MarketData, "alpaca-stocks"),
+                (Leadership, "alpaca-leader"),
                 (SessionsService, "sessions"),
                 (ListenerService, "frontend"),
                 (ListenerService, "ml"),
                 (ListenerService, "ops"),
             ],
         )
-        sync = hub.getServiceNamed("alpaca-sync")
+        # What one hub per Alpaca key runs: only while it leads, in this order.
+        leadership = hub.getServiceNamed("alpaca-leader")
+        self.assertEqual(
+            [(type(s), s.name) for s in leadership],
+            [(AlpacaSync, "alpaca-sync"), (TradeUpdates, "alpaca-trade-updates"), (MarketData, "alpaca-stocks")],
+        )
+        sync = leadership.getServiceNamed("alpaca-sync")
         self.assertIsInstance(sync.alpaca, AlpacaClient)
-        stream = hub.getServiceNamed("alpaca-trade-updates").stream
+        stream = leadership.getServiceNamed("alpaca-trade-updates").stream
         self.assertEqual(stream.url, "wss://paper-api.alpaca.markets/stream")
-        stocks = hub.getServiceNamed("alpaca-stocks").stream
+        stocks = leadership.getServiceNamed("alpaca-stocks").stream
         self.assertEqual(stocks.url, "wss://stream.data.alpaca.markets/v2/iex")
         self.assertIs(sync.clock, self.reactor)
         self.assertIn("alpaca https://paper-api.alpaca.markets", hub.ready_message)

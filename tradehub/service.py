@@ -215,7 +215,7 @@ class ChangeFeedService(Service):
     def stopService(self):
         super().stopService()
         self.listener.stop()
-        self.feed.stop()
+        return ensureDeferred(self.feed.stop())
 
 
 class SessionsService(Service):

@@ -26,6 +26,8 @@ from ..db.listener import Listener
 from ..db.pool import Pool, prepared
 from ..repositories.changes import CHANNEL, Change, ChangeLogRepository, Head
 from ..schema.model import SQLTable
+from . import watched
+from .watched import WatchedSymbols
 
 if TYPE_CHECKING:
     from ..controllers import TableController
@@ -54,8 +56,7 @@ class Feed:
         self.head = 0
         self._known = 0
         self._followers: dict[SQLTable, set[Subscription]] = defaultdict(set)
-        self._symbol_watchers: dict[SQLTable, list[Callable[[frozenset[str]], None]]] = defaultdict(list)
-        self._symbols: dict[SQLTable, frozenset[str]] = defaultdict(frozenset)
+        self.watched = WatchedSymbols(pool, clock)
         self._relaying = False
         self._relay_again = False
         self._advancing = False
@@ -69,14 +70,16 @@ class Feed:
         self.head = self._known = head.last_position
         for loop, interval in self._loops:
             loop.start(interval, now=True).addErrback(lambda f: self.log.failure("change-log loop stopped", f))
+        self.watched.start()
 
-    def stop(self) -> None:
+    async def stop(self) -> None:
         for loop, _ in self._loops:
             if loop.running:
                 loop.stop()
         for followers in self._followers.values():
             for subscription in list(followers):
                 subscription.end()
+        await self.watched.stop()
 
     @property
     def known(self) -> int:
@@ -100,19 +103,14 @@ class Feed:
     def watch_symbols(self, table: SQLTable, watcher: Callable[[frozenset[str]], None]) -> None:
         """
         Tell C{watcher(symbols)}, now and whenever they change, the symbols
-        this hub's followers of C{table} name (Alpaca's market data follows them).
+        the followers of C{table} name, on this hub and every other one
+        (Alpaca's market data follows them).
         """
-        self._symbol_watchers[table].append(watcher)
-        watcher(self._symbols[table])
+        self.watched.watch(table, watcher)
 
     def _followers_changed(self, table: SQLTable) -> None:
-        if not self._symbol_watchers[table]:
-            return
         symbols = frozenset(s for f in self._followers[table] for s in f.filters.get("symbol", ()))
-        if symbols != self._symbols[table]:
-            self._symbols[table] = symbols
-            for watcher in self._symbol_watchers[table]:
-                watcher(symbols)
+        self.watched.followed_here(table, symbols)
 
     # Numbering
 
@@ -155,9 +153,15 @@ class Feed:
             ensureDeferred(self._advance()).addErrback(lambda f: self.log.failure("change-log read failed", f))
 
     def notified(self, notify: Any) -> None:
-        """A NOTIFY on the change channel: the last position, or that changes wait for a relay."""
+        """
+        A NOTIFY on the change channel: the last position, that changes wait
+        for a relay, or that some hub's watched symbols changed.
+        """
         if notify.payload == ChangeLogRepository.PENDING:
             self.relay()
+            return
+        if notify.payload == watched.CHANGED:
+            self.watched.notified()
             return
         try:
             last = int(notify.payload)

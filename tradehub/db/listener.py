@@ -1,13 +1,15 @@
 """
-One connection that LISTENs on a channel for as long as the daemon runs.
+One connection of its own, kept open for as long as the daemon runs: the
+one that LISTENs on a channel, or the one that holds a lock.
 
-NOTIFYs sent while it is away are lost, so after each (re)connection it
-calls C{connected()}: its user catches up by reading what it missed. A lost
-connection is opened again, the waits doubling from C{retry} to L{MAX_WAIT}
-seconds, until L{Listener.stop}.
+NOTIFYs sent while it is away are lost, and a session lock goes with its
+session, so after each (re)connection it calls C{connected()}: its user
+catches up by reading what it missed, or takes its lock again; C{lost()}
+tells it the session ended. A lost connection is opened again, the waits
+doubling from C{retry} to L{MAX_WAIT} seconds, until L{Listener.stop}.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred, ensureDeferred
@@ -25,14 +27,16 @@ class Listener:
     def __init__(
         self,
         dsn: str,
-        channel: str,
+        channel: str | None,
         *,
         reactor: IReactorFDSet,
         clock: IReactorTime,
-        notified: Callable[[Any], None],
-        connected: Callable[[], None],
+        notified: Callable[[Any], None] = lambda notify: None,
+        connected: Callable[[], object],
+        lost: Callable[[], None] = lambda: None,
         connect_timeout: float,
         retry: float = 0.1,
+        purpose: str = "LISTEN for changes",
     ) -> None:
         self._dsn = dsn
         self._channel = channel
@@ -40,6 +44,8 @@ class Listener:
         self._clock = clock
         self._notified = notified
         self._connected = connected
+        self._on_lost = lost
+        self._purpose = purpose
         self._connect_timeout = connect_timeout
         self._retry = retry
         self._wait = retry
@@ -50,6 +56,26 @@ class Listener:
     @property
     def listening(self) -> bool:
         return self._connection is not None
+
+    async def query(self, sql: str, params: Sequence[Any] = (), *, timeout: float) -> list[tuple]:
+        """
+        Run C{sql} on this connection. A server that does not answer within
+        C{timeout} seconds loses the connection (its session ends with it).
+        """
+        connection = self._connection
+        if connection is None:
+            raise ConnectionError(f"not connected to {self._purpose}")
+        timer = self._clock.callLater(timeout, connection.stall)
+        try:
+            return await connection.runQuery(sql, params)
+        except Exception:
+            if connection.stalled or not connection.usable:
+                connection.close()
+                self._lost(connection)
+            raise
+        finally:
+            if timer.active():
+                timer.cancel()
 
     def start(self) -> Deferred[None]:
         """Fires once the first LISTEN is in place (or failed: it is tried again in the background)."""
@@ -69,13 +95,15 @@ class Listener:
         timer = self._clock.callLater(self._connect_timeout, connection.stall)
         try:
             await connection.connect(self._dsn)
-            connection.addNotifyObserver(self._notified)
-            # The channel is a constant of the code, never input.
-            await connection.runOperation(f"LISTEN {self._channel}")
+            if self._channel is not None:
+                connection.addNotifyObserver(self._notified)
+                # The channel is a constant of the code, never input.
+                await connection.runOperation(f"LISTEN {self._channel}")
         except Exception as error:
             connection.close()
             self.log.warn(
-                "cannot LISTEN for changes ({error}); retrying in {wait:.1f}s",
+                "cannot {purpose} ({error}); retrying in {wait:.1f}s",
+                purpose=self._purpose,
                 error=str(error).strip(),
                 wait=self._wait,
             )
@@ -94,7 +122,8 @@ class Listener:
     def _lost(self, connection: WatchedConnection) -> None:
         if connection is self._connection:
             self._connection = None
-            self.log.warn("the LISTEN connection was lost; reconnecting")
+            self.log.warn("the connection to {purpose} was lost; reconnecting", purpose=self._purpose)
+            self._on_lost()
             self._again()
 
     def _again(self) -> None:

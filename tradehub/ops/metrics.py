@@ -84,6 +84,11 @@ class Metrics:
             ["stream"],
             registry=self.registry,
         )
+        self.leader = Gauge(
+            "tradehub_alpaca_leader",
+            "1 while this hub leads: it holds Alpaca's streams and runs its sync (one hub per Alpaca key)",
+            registry=self.registry,
+        )
         # Sessions add what they read and write; a scrape reads the sums.
         self.bytes_received = 0
         self.bytes_sent = 0
@@ -115,6 +120,9 @@ class Metrics:
             self.stream_state.labels(stream, each.value).set(1 if each is state else 0)
         if state.value == "connecting":
             self.stream_connects.labels(stream).inc()
+
+    def leading(self, leading: bool) -> None:
+        self.leader.set(1 if leading else 0)
 
     def watch(self, sessions: Iterable[HubProtocol], pool: Pool, feed: Feed | None = None) -> None:
         """Report these sessions, this pool and the change feed at every scrape."""

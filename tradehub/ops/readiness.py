@@ -16,6 +16,7 @@ from twisted.python.failure import Failure
 
 from ..alpaca.sync import AlpacaSync
 from ..alpaca.trade_updates import TradeUpdates
+from ..db.leadership import Leadership
 from ..db.migrations import applied_versions, discover
 from ..db.pool import Pool
 from ..server.connection import describe
@@ -146,7 +147,11 @@ def listening(listeners: Sequence[ListenerService]) -> Check:
     return check
 
 
-def alpaca(sync: AlpacaSync) -> Check:
+# What a hub that does not lead says of the sync and the streams it does not run.
+FOLLOWING = "another hub leads the Alpaca sync and streams; this one takes over if it dies"
+
+
+def alpaca(sync: AlpacaSync, leadership: Leadership | None = None) -> Check:
     """
     Alpaca answered the last sync of account, positions and orders. A probe
     reads the sync's outcome rather than calling Alpaca, so that probing
@@ -155,6 +160,8 @@ def alpaca(sync: AlpacaSync) -> Check:
     job = sync.sync_trading.__name__
 
     async def check() -> str:
+        if leadership is not None and not leadership.leading:
+            return FOLLOWING
         succeeded = sync.last_success.get(job)
         failed = sync.last_error.get(job)
         if failed is not None and (succeeded is None or failed[0] >= succeeded):
@@ -166,7 +173,7 @@ def alpaca(sync: AlpacaSync) -> Check:
     return check
 
 
-def trade_stream(updates: TradeUpdates) -> Check:
+def trade_stream(updates: TradeUpdates, leadership: Leadership | None = None) -> Check:
     """
     The trading stream is up and reconciled. While it is not, the hub is
     degraded, not unready: orders are still submitted, and fills still
@@ -174,6 +181,8 @@ def trade_stream(updates: TradeUpdates) -> Check:
     """
 
     async def check() -> str:
+        if leadership is not None and not leadership.leading:
+            return FOLLOWING
         if not updates.trusted:
             raise Degraded(updates.describe())
         return updates.describe()
@@ -186,15 +195,19 @@ def hub_readiness(
     pool: Pool,
     schema: Path,
     listeners: Sequence[ListenerService],
-    sync: AlpacaSync | None,
+    leadership: Leadership | None = None,
+    sync: AlpacaSync | None = None,
     trade_updates: TradeUpdates | None = None,
 ) -> Readiness:
-    """The daemon's parts: its database, its schema, its client listeners and, when configured, Alpaca."""
+    """
+    The daemon's parts: its database, its schema, its client listeners and,
+    when configured, Alpaca (the sync and the stream of the hub that leads).
+    """
     checks = {"database": database(pool), "migrations": migrations(pool, schema), "listeners": listening(listeners)}
     if sync is not None:
-        checks["alpaca"] = alpaca(sync)
+        checks["alpaca"] = alpaca(sync, leadership)
     if trade_updates is not None:
-        checks["alpaca_trade_stream"] = trade_stream(trade_updates)
+        checks["alpaca_trade_stream"] = trade_stream(trade_updates, leadership)
     return Readiness(clock, CHECK_TIMEOUT, checks)
 
 

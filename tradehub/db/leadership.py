@@ -1,0 +1,179 @@
+"""
+One hub at a time does what must not be done twice: it holds Alpaca's
+streams (Alpaca allows one trading stream per key, and few market-data
+connections) and runs the REST sync. The hubs that share a database and an
+Alpaca key elect it with a session advisory lock, held on a connection of
+its own: whoever holds the lock leads; the others try again every C{every}
+seconds. A leader whose connection is lost, or whose server does not answer
+its check within C{timeout}, stops leading at once (its session, and the
+lock with it, end), so another hub takes over within a few seconds of the
+leader's death.
+
+Two hubs may both lead for a moment (the server ended the old leader's
+session before the old leader noticed). What they store is keyed by
+Alpaca's ids, and an order never moves back, so such an overlap repeats
+work and stores nothing twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from .listener import Listener
+
+# Advisory locks taken with two keys: this class, and the hash of what is
+# led (an Alpaca key id), so that hubs trading for other keys lead their own.
+LOCK_CLASS = 0x5448_4C44
+TRY = "SELECT pg_try_advisory_lock(%s, hashtext(%s))"
+ALIVE = "SELECT 1"
+
+
+class Leadership(MultiService):
+    """
+    Runs its children while this hub leads, in order, and stops them in
+    reverse order when it no longer does. C{on_change(leading)} hears each change.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        name: str,
+        dsn: str,
+        key: str,
+        *,
+        reactor: Any,
+        clock: IReactorTime,
+        timeout: float,
+        every: float = 2.0,
+        on_change: Callable[[bool], None] = lambda leading: None,
+    ) -> None:
+        super().__init__()
+        self.name = name
+        self.leading = False
+        self._key = key
+        self._timeout = timeout
+        self._on_change = on_change
+        self._every = every
+        self._connection = Listener(
+            dsn,
+            None,
+            reactor=reactor,
+            clock=clock,
+            connected=self._check,
+            lost=self._lost,
+            connect_timeout=timeout,
+            purpose=f"hold the {name} lock",
+        )
+        self._loop = LoopingCall(self._check)
+        self._loop.clock = clock
+        self._checking: Deferred[None] | None = None
+        # Starting and stopping the children, one change after the other.
+        self._changing: Deferred[None] = Deferred.fromCoroutine(_nothing())
+
+    # The service: its children start only once it leads.
+
+    def startService(self) -> Deferred[None]:
+        Service.startService(self)
+        return ensureDeferred(self._start())
+
+    async def _start(self) -> None:
+        """Fires once the first election is over (won, its children started, or lost)."""
+        await self._connection.start()
+        await self._check()
+        await self._changing
+        if self.running:
+            self._loop.start(self._every, now=False)
+
+    def stopService(self) -> Deferred[None]:
+        Service.stopService(self)
+        if self._loop.running:
+            self._loop.stop()
+        return ensureDeferred(self._stop())
+
+    async def _stop(self) -> None:
+        self._step_down("the hub stops")
+        await self._changing
+        # The lock goes with the session.
+        self._connection.stop()
+
+    # The election
+
+    def _check(self) -> Deferred[None]:
+        """Take the lock, or (leading) make sure the session that holds it still answers."""
+        if self._checking is not None:
+            return self._checking
+        checking = self._checking = ensureDeferred(self._checked())
+        checking.addBoth(self._checked_done)
+        return checking
+
+    def _checked_done(self, result: Any) -> None:
+        self._checking = None
+
+    async def _checked(self) -> None:
+        if not (self.running and self._connection.listening):
+            return
+        try:
+            if self.leading:
+                await self._connection.query(ALIVE, timeout=self._timeout)
+                return
+            [(won,)] = await self._connection.query(TRY, (LOCK_CLASS, self._key), timeout=self._timeout)
+        except Exception as error:
+            # A lost session already stepped down (see _lost); anything else is tried next time.
+            self.log.warn("{name}: the lock's check failed: {error}", name=self.name, error=str(error).strip())
+            return
+        if won and self.running and not self.leading:
+            self._lead()
+
+    def _lost(self) -> None:
+        self._step_down("its connection to PostgreSQL was lost")
+
+    # Leading
+
+    def _lead(self) -> None:
+        self.leading = True
+        self.log.info("{name}: this hub leads", name=self.name)
+        self._on_change(True)
+        self._change(self._start_children)
+
+    def _step_down(self, why: str) -> None:
+        if not self.leading:
+            return
+        self.leading = False
+        self.log.warn("{name}: this hub no longer leads: {why}", name=self.name, why=why)
+        self._on_change(False)
+        self._change(self._stop_children)
+
+    def _change(self, change: Callable[[], Any]) -> None:
+        self._changing = ensureDeferred(self._after(self._changing, change))
+
+    @staticmethod
+    async def _after(previous: Deferred[None], change: Callable[[], Any]) -> None:
+        await previous
+        await change()
+
+    async def _start_children(self) -> None:
+        for child in self:
+            if not self.leading:
+                return
+            if not child.running:
+                await maybeDeferred(child.startService)
+
+    async def _stop_children(self) -> None:
+        for child in reversed(list(self)):
+            if child.running:
+                try:
+                    await maybeDeferred(child.stopService)
+                except Exception:
+                    self.log.failure("{name}: stopping {child} failed", name=self.name, child=child.name)
+
+
+async def _nothing() -> None:
+    return None
