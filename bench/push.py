@@ -140,6 +140,7 @@ def profiling(folder, name):
     if folder is None:
         return (), None
     path = Path(folder) / f"{name}.prof"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.unlink(missing_ok=True)
     return ("--profile", str(path), "--profiler", "cprofile", "--savestats"), path
 
