@@ -15,7 +15,7 @@ from tradehub.repositories.table import Repository
 from tradehub.schema.model import SQLTable
 from tradehub.schema.tables import TABLES
 
-from .support import fresh_database
+from .support import fresh_database, make_pool
 
 TICK = (
     "INSERT INTO market_tick (symbol, ts, ts_ns, seq, kind, price, size, conditions)"
@@ -40,6 +40,19 @@ class ChangeLogCase(TestCase):
         with connection.cursor() as cursor:
             cursor.execute(statement, params or None)
             return cursor.fetchall() if cursor.description else None
+
+    def listening(self):
+        connection = self.connect()
+        self.run_sql(connection, f"LISTEN {CHANNEL}")
+        return connection
+
+    def heard(self, connection):
+        """The NOTIFY payloads the listening connection got (waiting up to 5 s for the first)."""
+        select.select([connection], [], [], 5)
+        connection.poll()
+        payloads = [n.payload for n in connection.notifies]
+        connection.notifies.clear()
+        return payloads
 
     def relay(self):
         [(last,)] = self.run_sql(self.connect(), ChangeLogRepository.RELAY, 1000)
@@ -148,19 +161,6 @@ class NumberAtCommitTests(ChangeLogCase):
     def alone(self, connection, seq):
         self.run_sql(connection, ChangeLogRepository.NUMBER_AT_COMMIT + TICK, "AAPL", seq, 1)
 
-    def listening(self):
-        connection = self.connect()
-        self.run_sql(connection, f"LISTEN {CHANNEL}")
-        return connection
-
-    def heard(self, connection):
-        """The NOTIFY payloads the listening connection got (waiting up to 5 s for the first)."""
-        select.select([connection], [], [], 5)
-        connection.poll()
-        payloads = [n.payload for n in connection.notifies]
-        connection.notifies.clear()
-        return payloads
-
     def test_a_statement_alone_numbers_its_change_and_what_committed_before_it(self):
         listener = self.listening()
         self.run_sql(self.connect(), TICK, "AAPL", 1, 1)  # committed, left to a relay
@@ -183,5 +183,41 @@ class NumberAtCommitTests(ChangeLogCase):
         self.assertEqual(self.heard(listener), [ChangeLogRepository.PENDING])
         relay.rollback()
         self.assertEqual(self.run_sql(self.connect(), ChangeLogRepository.HEAD), [(0, 0)])
+        self.assertEqual(self.relay(), 1)
+        self.assertEqual([c.row["seq"] for c in self.ticks_after(0)], [1])
+
+
+class NumberedCommitTests(ChangeLogCase):
+    """
+    The hub's transactions send NUMBER_PENDING with their COMMIT (the pool's
+    commit_with): they number their changes as they commit, with no relay
+    after them, and never wait for one that holds the head.
+    """
+
+    async def transaction(self, *seqs):
+        pool = make_pool(self.dsn)
+        self.addCleanup(pool.close)
+        pool.commit_with(ChangeLogRepository.NUMBER_PENDING)
+
+        async def write(cursor):
+            for seq in seqs:
+                await cursor.execute(TICK, ("AAPL", seq, 1))
+
+        await pool.transaction(write)
+
+    async def test_a_transaction_numbers_its_changes_as_it_commits(self):
+        listener = self.listening()
+        await self.transaction(1, 2)
+        self.assertEqual(self.run_sql(self.connect(), ChangeLogRepository.HEAD), [(2, 0)])
+        self.assertEqual([(c.position, c.row["seq"]) for c in self.ticks_after(0)], [(1, 1), (2, 2)])
+        self.assertEqual(self.heard(listener), ["2"])
+
+    async def test_while_a_relay_holds_the_head_it_commits_and_asks_for_a_relay(self):
+        listener = self.listening()
+        relay = self.connect(autocommit=False)
+        self.run_sql(relay, "SELECT * FROM change_log_head FOR UPDATE")
+        await self.transaction(1)
+        self.assertEqual(self.heard(listener), [ChangeLogRepository.PENDING])
+        relay.rollback()
         self.assertEqual(self.relay(), 1)
         self.assertEqual([c.row["seq"] for c in self.ticks_after(0)], [1])

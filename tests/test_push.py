@@ -150,6 +150,30 @@ class PushTests(TestCase):
         self.assertGreater(subscription.position, 0)
 
 
+class NumberedAtCommitTests(TestCase):
+    """A hub's own transactions number their changes as they commit: no relay or sweep needed after them."""
+
+    timeout = 60
+
+    async def test_a_transactions_change_reaches_a_subscriber_with_the_sweep_off(self):
+        hub = await start_hub(self, table_registry, push=True, sweep=3600)
+        ml = await deferToThread(connect, hub, Role.ML)
+        self.addCleanup(deferToThread, ml.close)
+        ticks = await deferToThread(ml.subscribe, SQLTable.MARKET_TICK)
+
+        async def write(cursor):
+            for seq in (1, 2):
+                await cursor.execute(
+                    "INSERT INTO market_tick (symbol, ts, ts_ns, seq, kind, price, size, conditions)"
+                    " VALUES ('AAPL', now(), 0, %s, 'trade', 1, 1, '{}')",
+                    (seq,),
+                )
+
+        await hub.pool.transaction(write)
+        events = await deferToThread(take, ticks, 2)
+        self.assertEqual([e.row["seq"] for e in events], [1, 2])
+
+
 async def stop_hub(live):
     """Stop one hub as its daemon would: stop accepting, drain, stop the feed, close the pool."""
     await live.listener.stopListening()

@@ -24,6 +24,7 @@ from twisted.logger import ILogObserver, Logger
 from .data_folder import DataFolderInUse
 from .db.migrations import migrate
 from .db.supervisor import Supervisor
+from .repositories.changes import ChangeLogRepository
 
 
 class SequentialService(MultiService):
@@ -190,9 +191,10 @@ class MigrationService(Service):
 
 class ChangeFeedService(Service):
     """
-    The change log's side of the hub: the feed numbers what this hub's
-    transactions commit (the pool tells it of each), hears other hubs'
-    numbering on the LISTEN connection, and hands changes to subscriptions.
+    The change log's side of the hub: this hub's transactions number their
+    changes as they commit (the pool sends the numbering with each COMMIT),
+    the feed hears every hub's numbering on the LISTEN connection, and hands
+    changes to subscriptions.
     Stands before the sessions in the tree, so it stops once they drained.
     """
 
@@ -209,7 +211,7 @@ class ChangeFeedService(Service):
 
     async def _start(self):
         await self.feed.start()
-        self.pool.on_commit(self.feed.relay)
+        self.pool.commit_with(ChangeLogRepository.NUMBER_PENDING)
         await self.listener.start()
 
     def stopService(self):

@@ -1,11 +1,12 @@
 """
 This hub's view of the change log.
 
-The feed numbers committed changes (it runs the relay after this hub's
-commits, and on a sweep for writers it does not see), learns of positions
-other hubs numbered (their relays NOTIFY), reads the new changes of the
-tables someone follows once per window of positions, and hands them to the
-live subscriptions. A subscription that is behind (it resumes from an old
+Committed changes are numbered as they commit (this hub's transactions
+number their own: the pool sends the numbering with each COMMIT), or by a
+relay when changes wait ('pending' NOTIFYs, and a sweep for writers outside
+any hub). The feed learns of the positions every hub numbered (NOTIFY),
+reads the new changes of the tables someone follows once per window of
+positions, and hands them to the live subscriptions. A subscription that is behind (it resumes from an old
 position, or its client reads slowly) reads the log by itself until it
 reaches the feed's head, then goes live: the head only moves once the
 changes up to it were handed out, so nothing falls between the two.
@@ -24,7 +25,7 @@ from twisted.logger import Logger
 
 from ..db.listener import Listener
 from ..db.pool import Pool, prepared
-from ..repositories.changes import CHANNEL, Change, ChangeLogRepository, Head
+from ..repositories.changes import CHANNEL, RELAY_BATCH, Change, ChangeLogRepository, Head
 from ..schema.model import SQLTable
 from . import watched
 from .watched import WatchedSymbols
@@ -33,8 +34,7 @@ if TYPE_CHECKING:
     from ..controllers import TableController
     from .subscription import Subscription
 
-# Changes numbered per relay statement, and positions read per live step.
-RELAY_BATCH = 10_000
+# Positions read per live step.
 WINDOW = 1_000
 
 

@@ -190,9 +190,11 @@ class OrderController(TableController):
         the hub submitted keep its identities, and the checks made of what
         clients ask (price increments) are not made of what Alpaca accepted.
         """
-        orders = await self._ours(cursor, orders)
-        stored = await self.repository.locked(cursor, orders)
         key_of = self.table.key_of
+        orders, stored = await self._ours(cursor, orders)
+        unknown = [order for order in orders if key_of(order) not in stored]
+        if unknown:
+            stored |= await self.repository.locked(cursor, unknown)
         news = [order for order in orders if _news(stored.get(key_of(order)), order)]
         written = await self._upsert(cursor, self.checked(news), True, REPORTED, stored) if news else []
         now = {**stored, **{key_of(row): row for row in written}}
@@ -205,8 +207,13 @@ class OrderController(TableController):
         the hub's, not Alpaca's), their submit flag and parent, matched by
         Alpaca's id; or, while the hub waits for Alpaca's answer (its stream
         may speak first), by client_order_id, and legs by their type.
+        Returns the orders so named, and the stored rows found by Alpaca's
+        id, locked, by key (a fill's order is usually one: no second lookup).
         """
-        by_id = await self.repository.identities(cursor, [o["id"] for o in orders])
+        known = await self.repository.locked_by_id(cursor, [o["id"] for o in orders])
+        by_id = {
+            str(row["id"]): [row["client_order_id"], row["submit"], row["parent_client_order_id"]] for row in known
+        }
         waiting = [o for o in orders if o["id"] not in by_id]
         if waiting:
             submitted = {
@@ -239,7 +246,7 @@ class OrderController(TableController):
                 order["client_order_id"], order["submit"], order["parent_client_order_id"] = by_id[order["id"]]
             elif order["parent_client_order_id"] in renamed:
                 order["parent_client_order_id"] = renamed[order["parent_client_order_id"]]
-        return orders
+        return orders, {self.table.key_of(row): row for row in known}
 
     async def update(self, rows):
         rows = self.checked(rows)
@@ -373,12 +380,11 @@ class TradeController(TableController):
         Alpaca's filled quantity and average price are already its own.
         Returns those stored.
         """
-        rows = list({self.table.key_of(row): row for row in self.checked(rows)}.values())
-        stored = await self.repository.locked(cursor, rows)
-        new = [row for row in rows if self.table.key_of(row) not in stored]
-        if new:
-            await self._write(cursor, new, self.repository.insert, True)
-        return new
+        key_of = self.table.key_of
+        rows = list({key_of(row): row for row in self.checked(rows)}.values())
+        # One statement each: stored unless its id is (a repeat), which the RETURNING leaves out.
+        inserted = {key_of(row) for row in await self._write(cursor, rows, self.repository.insert_new, True)}
+        return [row for row in rows if key_of(row) in inserted]
 
     async def written(self, cursor, rows, command):
         for index, row in enumerate(rows):

@@ -193,7 +193,7 @@ class Pool:
         self._queue = FairQueue(clock, per_client)
         self._closed = False
         self._metrics = metrics
-        self._commit_observers: list[Callable[[], None]] = []
+        self._commit = "COMMIT"
 
     @property
     def size(self) -> int:
@@ -230,9 +230,13 @@ class Pool:
             connection.close()
         self._idle.clear()
 
-    def on_commit(self, observer: Callable[[], None]) -> None:
-        """Call C{observer()} after each transaction this pool commits (the change log's relay follows writes)."""
-        self._commit_observers.append(observer)
+    def commit_with(self, statement: str) -> None:
+        """
+        Send C{statement} with each transaction's COMMIT, in the same round
+        trip, as the transaction's last statement (the change log numbers
+        the transaction's changes there).
+        """
+        self._commit = f"{statement}; COMMIT"
 
     async def transaction(self, work: Callable[..., Any], *args: Any) -> Any:
         """
@@ -320,13 +324,11 @@ class Pool:
         if not cursor.began:
             return result
         try:
-            await cursor.execute("COMMIT")
+            await cursor.execute(self._commit)
         except Exception as error:
             if connection_is_gone(error):
                 raise CommitOutcomeUnknown(str(error).strip(), connection.backend) from error
             raise
-        for observer in self._commit_observers:
-            observer()
         return result
 
     async def settled(self, outcome: CommitOutcomeUnknown) -> None:

@@ -18,6 +18,8 @@ from .table import Repository, Row
 
 # The channel change_log_relay() notifies with the last position.
 CHANNEL = "tradehub_change"
+# Changes numbered per relay statement.
+RELAY_BATCH = 10_000
 
 
 @attrs.define
@@ -55,6 +57,10 @@ class ChangeLogRepository:
     # Put before a statement sent on its own, it makes the statement number
     # its changes as it commits (schema/0014_insert_alone.sql): no relay after.
     NUMBER_AT_COMMIT = "SELECT set_config('tradehub.number_at_commit', 'on', true); "
+    # Sent with each COMMIT of the hub's transactions: they number their own
+    # changes (and what else is pending) as they commit, unless a relay holds
+    # the head (then they NOTIFY 'pending'): no relay round trip after them.
+    NUMBER_PENDING = f"SELECT change_log_number({RELAY_BATCH}, false)"
     # A NOTIFY payload: changes are pending that only a relay will number.
     PENDING = "pending"
     TRIM = "SELECT change_log_trim(now() - %s * interval '1 second', %s)"

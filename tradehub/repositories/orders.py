@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..schema.tables import FINAL_STATUSES
 from ..schema.timestamp import Timestamp
-from .table import Repository
+from .table import Repository, Row
 
 _FINAL = sorted(FINAL_STATUSES)
 
@@ -69,11 +69,11 @@ class OrderRepository(Repository):
             found = cursor.fetchall()
         return Timestamp.from_pg(*found[0]) if found else None
 
-    async def identities(self, cursor, alpaca_ids: list[str]) -> dict[str, list]:
-        """{Alpaca id: (client_order_id, submit, parent_client_order_id)} of the stored orders among them."""
+    async def locked_by_id(self, cursor, alpaca_ids: list[str]) -> list[Row]:
+        """The stored orders with these Alpaca ids, locked for this transaction (in key order, as L{locked})."""
         await cursor.execute(
-            f"SELECT id::text, client_order_id, submit, parent_client_order_id FROM {self.name}"
-            " WHERE id = ANY(%s::uuid[])",
+            f"SELECT {self.select_list} FROM {self.name} AS t WHERE t.id = ANY(%s::uuid[])"
+            " ORDER BY t.client_order_id FOR UPDATE",
             (list(alpaca_ids),),
         )
-        return {alpaca_id: rest for alpaca_id, *rest in cursor.fetchall()}
+        return [self.row(r) for r in cursor.fetchall()]
