@@ -9,6 +9,7 @@ from twisted.application.service import Service
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
+from twisted.logger import capturedLogs
 from twisted.trial.unittest import TestCase
 
 from tradehub.db.leadership import LOCK_CLASS, Leadership
@@ -17,13 +18,17 @@ from .support import blocking_query, fresh_database
 
 
 class Recorded(Service):
-    """A led service that says when it runs."""
+    """A led service that says when it runs; C{fails} of its starts fail."""
 
-    def __init__(self, name, events):
+    def __init__(self, name, events, fails=0):
         self.name = name
         self.events = events
+        self.fails = fails
 
     def startService(self):
+        if self.fails:
+            self.fails -= 1
+            raise RuntimeError(f"{self.name} cannot start")
         super().startService()
         self.events.append(("start", self.name))
 
@@ -47,7 +52,7 @@ class LeadershipTests(TestCase):
     async def setUp(self):
         self.dsn = await fresh_database(self)
 
-    def hub(self, name, key="PK-ONE", timeout=2):
+    def hub(self, name, key="PK-ONE", timeout=2, stream_fails=0):
         events, changes = [], []
         leadership = Leadership(
             "alpaca",
@@ -59,8 +64,8 @@ class LeadershipTests(TestCase):
             every=0.05,
             on_change=changes.append,
         )
-        for child in ("sync", "stream"):
-            Recorded(child, events).setServiceParent(leadership)
+        Recorded("sync", events).setServiceParent(leadership)
+        Recorded("stream", events, fails=stream_fails).setServiceParent(leadership)
         leadership.events, leadership.changes = events, changes
         self.addCleanup(lambda: leadership.running and leadership.stopService())
         return leadership
@@ -114,11 +119,44 @@ class LeadershipTests(TestCase):
         backend.suspend()
         self.addCleanup(lambda: backend.is_running() and backend.resume())
         await until(lambda: first.events[2:] == [("stop", "stream"), ("stop", "sync")])
-        self.assertEqual((first.leading, second.leading, first.changes), (False, False, [True, False]))
+        self.assertEqual((first.leading, second.leading, first.changes[-1]), (False, False, False))
         backend.resume()
         # The server ends the abandoned session once it runs again, and its lock with it.
         await until(lambda: any(hub.leading and hub.events[-2:] == _running for hub in (first, second)))
         self.assertNotEqual(first.leading, second.leading)
+
+    async def test_a_leader_that_goes_quiet_loses_its_session_and_the_other_leads(self):
+        """A frozen hub checks nothing: the server ends its idle session, and the lock with it."""
+        first, second = self.hub("first", timeout=0.5), self.hub("second", timeout=0.5)
+        await first.startService()
+        await second.startService()
+        first._loop.stop()  # frozen: no more checks on its session
+        await until(lambda: second.leading and second.events == _running)
+        self.assertEqual(len(await self.lock_holders()), 1)
+        await until(lambda: not first.leading)
+
+    async def test_a_hub_that_leads_again_starts_its_services_again(self):
+        alone = self.hub("alone")
+        await alone.startService()
+        [(holder,)] = await self.lock_holders()
+        await deferToThread(blocking_query, self.dsn, "SELECT pg_terminate_backend(%s)", holder)
+        await until(lambda: alone.leading and alone.events == [*_running, *_stopped, *_running])
+        self.assertEqual(alone.changes, [True, False, True])
+
+    async def test_a_service_that_fails_to_start_gives_the_lead_up_and_it_is_tried_again(self):
+        with capturedLogs() as logs:
+            failing = self.hub("failing", stream_fails=1)
+            await failing.startService()
+            # It stopped what it had started, and let the lock go with its session.
+            await until(lambda: failing.events[:2] == [("start", "sync"), ("stop", "sync")])
+            # Whoever leads next (itself, again) runs every service: the failure did not wedge it.
+            await until(lambda: failing.leading and failing.events[-2:] == _running)
+        [failure] = [e for e in logs if e.get("log_failure") is not None]
+        self.assertIn("stream cannot start", str(failure["log_failure"].value))
+        self.flushLoggedErrors(RuntimeError)
+        await failing.stopService()
+        self.assertEqual(failing.events[-2:], _stopped)
+        self.assertEqual(await self.lock_holders(), [])
 
     async def test_hubs_of_other_keys_lead_their_own(self):
         first, second = self.hub("first", key="PK-ONE"), self.hub("second", key="PK-TWO")
@@ -138,3 +176,4 @@ class LeadershipTests(TestCase):
 
 
 _running = [("start", "sync"), ("start", "stream")]
+_stopped = [("stop", "stream"), ("stop", "sync")]

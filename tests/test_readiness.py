@@ -18,6 +18,7 @@ from tradehub.db.leadership import Leadership
 from tradehub.db.migrations import discover
 from tradehub.ops.readiness import (
     FOLLOWING,
+    NO_LEADER,
     NotReady,
     Readiness,
     alpaca,
@@ -209,6 +210,7 @@ class AlpacaPartTests(SynchronousTestCase):
 
     def test_a_hub_that_does_not_lead_is_ready_and_says_who_syncs(self):
         leadership = Leadership("alpaca-leader", "", "key", reactor=self.clock, clock=self.clock, timeout=1)
+        leadership.following = True
         readiness = Readiness(self.clock, 1, {"alpaca": alpaca(self.sync, leadership)})
         self.assertEqual(
             self.successResultOf(ensureDeferred(readiness.report()))["alpaca"], {"ready": True, "detail": FOLLOWING}
@@ -253,9 +255,17 @@ class TradeStreamPartTests(SynchronousTestCase):
 
     def test_a_hub_that_does_not_lead_holds_no_stream_and_is_not_degraded(self):
         leadership = Leadership("alpaca-leader", "", "key", reactor=self.clock, clock=self.clock, timeout=1)
+        leadership.following = True
         readiness = Readiness(self.clock, 1, {"alpaca_trade_stream": trade_stream(self.updates, leadership)})
         part = self.successResultOf(ensureDeferred(readiness.report()))["alpaca_trade_stream"]
         self.assertEqual(part, {"ready": True, "detail": FOLLOWING})
+
+    def test_a_hub_that_cannot_tell_who_leads_is_degraded(self):
+        """Its lock connection is down: it neither leads nor knows that another hub does."""
+        leadership = Leadership("alpaca-leader", "", "key", reactor=self.clock, clock=self.clock, timeout=1)
+        readiness = Readiness(self.clock, 1, {"alpaca_trade_stream": trade_stream(self.updates, leadership)})
+        part = self.successResultOf(ensureDeferred(readiness.report()))["alpaca_trade_stream"]
+        self.assertEqual(part, {"ready": True, "degraded": True, "detail": NO_LEADER})
 
     def test_streaming_once_reconciled(self):
         self.updates.trusted = True

@@ -153,7 +153,10 @@ class Stream(Service):
 
     def startService(self) -> None:
         super().startService()
+        # A stream started again (this hub leads again) starts afresh.
         self.state = StreamState.DOWN
+        self.attempts = 0
+        self._hold_off = 0.0
         self._connect()
 
     def stopService(self) -> Deferred[None]:

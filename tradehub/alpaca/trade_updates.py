@@ -67,6 +67,8 @@ class TradeUpdates(Service):
 
     def startService(self) -> None:
         super().startService()
+        # Started again (this hub leads again), it reconciles from what is stored, not from its last term.
+        self.last_event = None
         self.stream.startService()
 
     def stopService(self) -> Deferred[None]:

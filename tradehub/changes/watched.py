@@ -32,10 +32,11 @@ STALE = 30.0
 CHANGED = "watched"
 
 # One statement (a transaction of its own): this hub's row, the dead hubs' gone, and (changed) the NOTIFY.
+# (The dead first: two hubs removing them while each holds its own row could deadlock.)
 _WRITE = (
-    "INSERT INTO watched_symbols (hub, table_name, symbols) VALUES (%s, %s, %s)"
-    " ON CONFLICT (hub, table_name) DO UPDATE SET symbols = excluded.symbols, seen_at = now();"
-    " DELETE FROM watched_symbols WHERE seen_at <= now() - %s * interval '1 second'"
+    "DELETE FROM watched_symbols WHERE seen_at <= now() - %s * interval '1 second';"
+    " INSERT INTO watched_symbols (hub, table_name, symbols) VALUES (%s, %s, %s)"
+    " ON CONFLICT (hub, table_name) DO UPDATE SET symbols = excluded.symbols, seen_at = now()"
 )
 _NOTIFY = "; SELECT pg_notify(%s, %s)"
 _READ = (
@@ -79,7 +80,7 @@ class WatchedSymbols:
 
     def followed_here(self, table: SQLTable, symbols: frozenset[str]) -> None:
         """This hub's followers of C{table} name C{symbols} now."""
-        if not self._watchers[table] or symbols == self._mine[table]:
+        if not self._watchers.get(table) or symbols == self._mine[table]:
             return
         self._mine[table] = symbols
         self._tell()
@@ -149,7 +150,7 @@ class WatchedSymbols:
 
     async def _write(self, changed: bool) -> None:
         for table in self._watchers:
-            params = [self.hub, table.name, sorted(self._mine[table]), self._stale]
+            params = [self._stale, self.hub, table.name, sorted(self._mine[table])]
             statement = _WRITE + _NOTIFY if changed else _WRITE
             await self._pool.query(statement, [*params, CHANNEL, CHANGED] if changed else params)
 

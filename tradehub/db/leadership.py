@@ -4,10 +4,12 @@ streams (Alpaca allows one trading stream per key, and few market-data
 connections) and runs the REST sync. The hubs that share a database and an
 Alpaca key elect it with a session advisory lock, held on a connection of
 its own: whoever holds the lock leads; the others try again every C{every}
-seconds. A leader whose connection is lost, or whose server does not answer
-its check within C{timeout}, stops leading at once (its session, and the
-lock with it, end), so another hub takes over within a few seconds of the
-leader's death.
+seconds. A leader whose connection is lost, whose server does not answer
+its check within C{timeout}, or whose session no longer holds the lock,
+stops leading at once. The server ends the session of a leader that went
+quiet (a frozen or cut-off hub): PostgreSQL 14+ after an idle
+L{idle_session_timeout}, and TCP keepalives after a few seconds of silence
+from a dead host, so the lock does not outlive its hub by long.
 
 Two hubs may both lead for a moment (the server ended the old leader's
 session before the old leader noticed). What they store is keyed by
@@ -32,7 +34,23 @@ from .listener import Listener
 # led (an Alpaca key id), so that hubs trading for other keys lead their own.
 LOCK_CLASS = 0x5448_4C44
 TRY = "SELECT pg_try_advisory_lock(%s, hashtext(%s))"
-ALIVE = "SELECT 1"
+HOLDS = (
+    "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+    " AND classid = %s AND objid = hashtext(%s)::oid AND objsubid = 2 AND granted)"
+)
+# Each session of the lock's connection: the server ends it when it goes
+# quiet, or when its peer's host does not answer keepalives.
+SESSION = (
+    "SELECT set_config('tcp_keepalives_idle', %(idle)s, false), set_config('tcp_keepalives_interval', '1', false),"
+    " set_config('tcp_keepalives_count', '3', false);"
+    " SELECT set_config('idle_session_timeout', %(quiet)s, false)"
+    " WHERE current_setting('server_version_num')::int >= 140000"
+)
+
+
+def idle_session_timeout(every: float, timeout: float) -> float:
+    """Seconds of silence after which the server ends a session: three missed checks, and one slow."""
+    return 3 * every + timeout
 
 
 class Leadership(MultiService):
@@ -58,6 +76,8 @@ class Leadership(MultiService):
         super().__init__()
         self.name = name
         self.leading = False
+        # The last try for the lock, on the session open now, found another hub holding it.
+        self.following = False
         self._key = key
         self._timeout = timeout
         self._on_change = on_change
@@ -75,6 +95,11 @@ class Leadership(MultiService):
         self._loop = LoopingCall(self._check)
         self._loop.clock = clock
         self._checking: Deferred[None] | None = None
+        self._session = 0  # the connection's generation the session settings were made for
+        self._settings = {
+            "idle": str(max(1, round(timeout))),
+            "quiet": f"{round(1000 * idle_session_timeout(every, timeout))}ms",
+        }
         # Starting and stopping the children, one change after the other.
         self._changing: Deferred[None] = Deferred.fromCoroutine(_nothing())
 
@@ -100,9 +125,11 @@ class Leadership(MultiService):
 
     async def _stop(self) -> None:
         self._step_down("the hub stops")
-        await self._changing
-        # The lock goes with the session.
-        self._connection.stop()
+        try:
+            await self._changing
+        finally:
+            # The lock goes with the session.
+            self._connection.stop()
 
     # The election
 
@@ -120,19 +147,29 @@ class Leadership(MultiService):
     async def _checked(self) -> None:
         if not (self.running and self._connection.listening):
             return
+        session = self._connection.generation
         try:
-            if self.leading:
-                await self._connection.query(ALIVE, timeout=self._timeout)
-                return
-            [(won,)] = await self._connection.query(TRY, (LOCK_CLASS, self._key), timeout=self._timeout)
+            if session != self._session:
+                # A new session holds nothing yet.
+                self._step_down("its session with PostgreSQL ended")
+                await self._connection.query(SESSION, self._settings, timeout=self._timeout)
+                self._session = session
+            statement = HOLDS if self.leading else TRY
+            [(held,)] = await self._connection.query(statement, (LOCK_CLASS, self._key), timeout=self._timeout)
         except Exception as error:
             # A lost session already stepped down (see _lost); anything else is tried next time.
             self.log.warn("{name}: the lock's check failed: {error}", name=self.name, error=str(error).strip())
             return
-        if won and self.running and not self.leading:
+        if session != self._connection.generation or not self.running:
+            return  # what that session held ended with it
+        self.following = not (held or self.leading)
+        if held and not self.leading:
             self._lead()
+        elif self.leading and not held:
+            self._step_down("its session no longer holds the lock")
 
     def _lost(self) -> None:
+        self.following = False
         self._step_down("its connection to PostgreSQL was lost")
 
     # Leading
@@ -156,15 +193,25 @@ class Leadership(MultiService):
 
     @staticmethod
     async def _after(previous: Deferred[None], change: Callable[[], Any]) -> None:
-        await previous
+        try:
+            await previous
+        except Exception:
+            pass  # logged where it failed; the next change runs all the same
         await change()
 
     async def _start_children(self) -> None:
         for child in self:
             if not self.leading:
                 return
-            if not child.running:
+            if child.running:
+                continue
+            try:
                 await maybeDeferred(child.startService)
+            except Exception:
+                # Let another hub try: give the lock up with the session.
+                self.log.failure("{name}: starting {child} failed", name=self.name, child=child.name)
+                self._connection.reset()
+                return
 
     async def _stop_children(self) -> None:
         for child in reversed(list(self)):

@@ -9,7 +9,7 @@ tells it the session ended. A lost connection is opened again, the waits
 doubling from C{retry} to L{MAX_WAIT} seconds, until L{Listener.stop}.
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred, ensureDeferred
@@ -52,12 +52,14 @@ class Listener:
         self._connection: WatchedConnection | None = None
         self._next: IDelayedCall | None = None
         self._stopped = False
+        # Counts the sessions opened: what one session did (a lock) is not another's.
+        self.generation = 0
 
     @property
     def listening(self) -> bool:
         return self._connection is not None
 
-    async def query(self, sql: str, params: Sequence[Any] = (), *, timeout: float) -> list[tuple]:
+    async def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = (), *, timeout: float) -> list[tuple]:
         """
         Run C{sql} on this connection. A server that does not answer within
         C{timeout} seconds loses the connection (its session ends with it).
@@ -79,7 +81,15 @@ class Listener:
 
     def start(self) -> Deferred[None]:
         """Fires once the first LISTEN is in place (or failed: it is tried again in the background)."""
+        self._stopped = False
         return ensureDeferred(self._listen())
+
+    def reset(self) -> None:
+        """End this session (and what it holds) and open another."""
+        connection = self._connection
+        if connection is not None:
+            connection.close()
+            self._lost(connection)
 
     def stop(self) -> None:
         self._stopped = True
@@ -116,11 +126,12 @@ class Listener:
             connection.close()
             return
         self._connection = connection
+        self.generation += 1
         self._wait = self._retry
         self._connected()
 
     def _lost(self, connection: WatchedConnection) -> None:
-        if connection is self._connection:
+        if connection is self._connection and not self._stopped:
             self._connection = None
             self.log.warn("the connection to {purpose} was lost; reconnecting", purpose=self._purpose)
             self._on_lost()

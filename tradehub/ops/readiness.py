@@ -149,6 +149,16 @@ def listening(listeners: Sequence[ListenerService]) -> Check:
 
 # What a hub that does not lead says of the sync and the streams it does not run.
 FOLLOWING = "another hub leads the Alpaca sync and streams; this one takes over if it dies"
+NO_LEADER = "this hub cannot reach PostgreSQL to hold or contest the Alpaca lead; no hub may be syncing"
+
+
+def _following(leadership: Leadership | None) -> bool:
+    """True when another hub leads; raises L{Degraded} when this hub cannot tell."""
+    if leadership is None or leadership.leading:
+        return False
+    if leadership.following:
+        return True
+    raise Degraded(NO_LEADER)
 
 
 def alpaca(sync: AlpacaSync, leadership: Leadership | None = None) -> Check:
@@ -160,7 +170,7 @@ def alpaca(sync: AlpacaSync, leadership: Leadership | None = None) -> Check:
     job = sync.sync_trading.__name__
 
     async def check() -> str:
-        if leadership is not None and not leadership.leading:
+        if _following(leadership):
             return FOLLOWING
         succeeded = sync.last_success.get(job)
         failed = sync.last_error.get(job)
@@ -181,7 +191,7 @@ def trade_stream(updates: TradeUpdates, leadership: Leadership | None = None) ->
     """
 
     async def check() -> str:
-        if leadership is not None and not leadership.leading:
+        if _following(leadership):
             return FOLLOWING
         if not updates.trusted:
             raise Degraded(updates.describe())
