@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
+from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -101,7 +101,7 @@ class Leadership(MultiService):
             "quiet": f"{round(1000 * idle_session_timeout(every, timeout))}ms",
         }
         # Starting and stopping the children, one change after the other.
-        self._changing: Deferred[None] = Deferred.fromCoroutine(_nothing())
+        self._changing: Deferred[None] = succeed(None)
 
     # The service: its children start only once it leads.
 
@@ -220,7 +220,3 @@ class Leadership(MultiService):
                     await maybeDeferred(child.stopService)
                 except Exception:
                     self.log.failure("{name}: stopping {child} failed", name=self.name, child=child.name)
-
-
-async def _nothing() -> None:
-    return None
