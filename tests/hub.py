@@ -11,7 +11,8 @@ from tradehub.ops.metrics import Metrics
 from tradehub.protocol.enums import SQLCommand, SQLTable
 from tradehub.protocol.wire import Field, Layout, list_of, string, u32
 from tradehub.server.hub import HubFactory
-from tradehub.server.routes import Registry, Route, build_registry
+from tradehub.server.routes import Registry, Route
+from tradehub.server.routes import build_registry as build_routes
 from tradehub.server.subscribing import Subscriptions
 from tradehub.service import ChangeFeedService
 
@@ -28,28 +29,32 @@ class LiveHub:
     listener: object
     feed: object = None
     changes: object = None
+    controllers: object = None
 
 
 def table_registry(pool, broker=None):
     """The daemon's routes: every table's controller on this pool."""
-    return build_registry(build_controllers(pool, broker))
+    return build_routes(build_controllers(pool, broker))
 
 
-async def start_hub(test, build_registry, dsn=None, push=False, sweep=1.0, retention=86400.0, **settings):
+async def start_hub(test, build_registry, dsn=None, push=False, sweep=1.0, retention=86400.0, broker=None, **settings):
     """
     Listen on 127.0.0.1:0 with C{build_registry(pool)}'s routes, on a fresh
     database or C{dsn}'s; with C{push}, subscriptions too, over the change
-    feed of every table. Clean-up stops listening, drains the sessions,
-    stops the feed, then closes the pool.
+    feed of every table. L{table_registry}: the daemon's controllers (with
+    C{broker}), the same ones the feed keeps fresh, as the daemon wires them.
+    Clean-up stops listening, drains the sessions, stops the feed, then
+    closes the pool.
     """
     dsn = dsn or await fresh_database(test)
     pool = make_pool(dsn, size_min=2, size_max=8)
     await pool.start()
     test.addCleanup(pool.close)
     feed = changes = subscriptions = None
+    controllers = build_controllers(pool, broker)
     if push:
         feed, listener = build_feed(
-            pool, build_controllers(pool), dsn, reactor, sweep=sweep, retention=retention, connect_timeout=5
+            pool, controllers, dsn, reactor, sweep=sweep, retention=retention, connect_timeout=5
         )
         changes = ChangeFeedService(feed, listener, pool)
         await changes.startService()
@@ -57,13 +62,12 @@ async def start_hub(test, build_registry, dsn=None, push=False, sweep=1.0, reten
         subscriptions = Subscriptions(feed)
     options = dict(handshake_timeout=5, heartbeat_ms=5000, max_frame=1 << 20, max_in_flight=256)
     options.update(settings)
-    factory = HubFactory(
-        build_registry(pool), wire.TOKENS, reactor, metrics=Metrics(), subscriptions=subscriptions, **options
-    )
+    registry = build_routes(controllers) if build_registry is table_registry else build_registry(pool)
+    factory = HubFactory(registry, wire.TOKENS, reactor, metrics=Metrics(), subscriptions=subscriptions, **options)
     port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(factory)
     test.addCleanup(factory.drain, 2)
     test.addCleanup(port.stopListening)
-    return LiveHub(port.getHost().port, factory, pool, dsn, port, feed, changes)
+    return LiveHub(port.getHost().port, factory, pool, dsn, port, feed, changes, controllers)
 
 
 # A stand-in table for protocol tests: an atomic multi-row insert whose rows

@@ -32,7 +32,7 @@ class LoopTests(TestCase):
     async def setUp(self):
         self.fake = await start_fake_alpaca(self)
         broker = alpaca_for(self.fake)
-        self.hub = await start_hub(self, lambda pool: table_registry(pool, broker), push=True)
+        self.hub = await start_hub(self, table_registry, push=True, broker=broker)
         controllers = build_controllers(self.hub.pool)
         sync = AlpacaSync(broker, controllers, reactor, every=15, assets_every=86400)
         self.updates = TradeUpdates(

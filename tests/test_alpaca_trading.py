@@ -177,7 +177,7 @@ class TradingTests(TestCase):
     async def setUp(self):
         self.fake = await start_fake_alpaca(self)
         self.alpaca = alpaca_for(self.fake, timeout=0.5, retries=1)
-        self.hub = await start_hub(self, lambda pool: table_registry(pool, self.alpaca))
+        self.hub = await start_hub(self, table_registry, broker=self.alpaca)
 
     def frontend(self):
         return BlockingClient("127.0.0.1", self.hub.port, Role.FRONTEND, wire.FRONTEND_TOKEN)

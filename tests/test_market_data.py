@@ -80,7 +80,8 @@ class MarketStreamTests(TestCase):
         )
         self.assertEqual((rows[0]["exchange"], rows[0]["tape"]), ("V", "C"))
         self.assertEqual((rows[1]["bid_price"], rows[1]["ask_price"]), (Decimal("189.11"), Decimal("189.13")))
-        self.assertEqual(self.market.stored, 2)
+        # The events may come (on the LISTEN connection) before the INSERT's own answer.
+        await until(lambda: self.market.stored == 2 and self.market._writing is None)
 
     async def test_crypto_streams_from_its_own_endpoint_and_lands_exactly(self):
         crypto = MarketData(

@@ -59,7 +59,7 @@ class TradeStreamTests(TestCase):
     async def setUp(self):
         self.fake = await start_fake_alpaca(self)
         broker = alpaca_for(self.fake)
-        self.hub = await start_hub(self, lambda pool: table_registry(pool, broker), push=True)
+        self.hub = await start_hub(self, table_registry, push=True, broker=broker)
         self.sync = AlpacaSync(
             alpaca_for(self.fake), build_controllers(self.hub.pool), reactor, every=15, assets_every=86400
         )

@@ -9,7 +9,6 @@ from ..alpaca.client import AlpacaRejected, AlpacaUnavailable
 from ..db.failures import ROW_ERRORS, row_refusal
 from ..errors import Busy, Conflict, Invalid, ServeAlone, invalid, not_found
 from ..repositories.orders import OrderRepository
-from ..repositories.table import Repository
 from ..schema.tables import (
     ACCOUNT,
     ASSET,
@@ -22,6 +21,7 @@ from ..schema.tables import (
     status_may_move,
 )
 from .base import TableController
+from .increments import PriceIncrements, check_prices
 
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 
@@ -123,7 +123,10 @@ class OrderController(TableController):
     table = ORDER
     repository_class = OrderRepository
     repository: OrderRepository
-    assets = Repository(ASSET)
+
+    def __init__(self, pool, broker=None):
+        super().__init__(pool, broker)
+        self.increments = PriceIncrements(pool)
 
     async def insert(self, rows):
         if not any(row["submit"] for row in rows):
@@ -308,21 +311,15 @@ class OrderController(TableController):
                 raise invalid(index, "status", f"may not move from {old['status']} to {row['status']}")
         await self._check_price_increments(cursor, rows)
 
+    async def checked_alone(self, rows):
+        """New orders' only check in the database is their price increments: with them in memory, none."""
+        return await self.increments.check(rows)
+
     async def _check_price_increments(self, cursor, rows):
-        assets = await self.assets.where_in(cursor, "symbol", {row["symbol"] for row in rows})
-        by_id = {a["id"]: a for a in assets}
-        by_symbol = {(a["class"], a["symbol"]): a for a in assets}
+        await cursor.execute(PriceIncrements.ASSETS, (sorted({row["symbol"] for row in rows}),))
+        assets = PriceIncrements.by_symbol(cursor.fetchall())
         for index, row in enumerate(rows):
-            asset = by_id.get(row["asset_id"]) or by_symbol.get((row["asset_class"], row["symbol"]))
-            if asset is None or not asset["price_increment"]:
-                continue
-            increment = asset["price_increment"]
-            for name in ("limit_price", "stop_price", "trail_price"):
-                price = row[name]
-                if price is not None and price % increment:
-                    raise invalid(
-                        index, name, f"{price} is not a multiple of {asset['symbol']}'s price increment {increment}"
-                    )
+            check_prices(index, row, assets.get(row["symbol"], ()))
 
     def deletable(self, row, index):
         if row["status"] not in FINAL_STATUSES:

@@ -94,6 +94,13 @@ class TableController:
     def deletable(self, row: Row, index: int) -> None:
         """Refuse the DELETE of a stored row by raising."""
 
+    async def checked_alone(self, rows: list[Row]) -> bool:
+        """
+        Whether these new rows passed every check C{prepare} would make,
+        without the database (then their INSERT is one statement on its own).
+        """
+        return False
+
     # Commands
 
     async def insert(self, rows: list[Row]) -> list[Row]:
@@ -140,7 +147,7 @@ class TableController:
         it. When the database refuses that statement (a row, or the guard),
         it stored nothing: the transaction that follows names the row and why.
         """
-        if self._insert_alone:
+        if self._insert_alone or await self.checked_alone(rows):
             try:
                 return await self._inserted(lambda rows: self._alone(rows, skip_stored), rows)
             except ROW_ERRORS:
