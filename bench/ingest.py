@@ -100,7 +100,7 @@ def frames_for(rows, first_id):
     return [
         encode_frame(
             MessageType.REQUEST,
-            LAYOUTS[SQLTable.MARKET_TICK].rows_request.encode({"rows": [row]}),
+            LAYOUTS[SQLTable.MARKET_TICK].rows_request.encode({"echo": False, "rows": [row]}),
             first_id + i,
             command=SQLCommand.INSERT,
             table=SQLTable.MARKET_TICK,

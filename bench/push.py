@@ -235,7 +235,7 @@ def prediction_frames(count, base):
         frames.append(
             encode_frame(
                 MessageType.REQUEST,
-                layout.encode({"rows": [row]}),
+                layout.encode({"echo": False, "rows": [row]}),
                 i + 1,
                 command=SQLCommand.INSERT,
                 table=SQLTable.ML_PREDICTION,
@@ -625,7 +625,7 @@ def tick_frames(rows, per_insert):
     return [
         encode_frame(
             MessageType.REQUEST,
-            layout.encode({"rows": rows[first : first + per_insert]}),
+            layout.encode({"echo": False, "rows": rows[first : first + per_insert]}),
             first // per_insert + 1,
             command=SQLCommand.INSERT,
             table=SQLTable.MARKET_TICK,

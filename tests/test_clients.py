@@ -48,8 +48,10 @@ class TwistedClientTests(TestCase):
         port = await serverFromString(reactor, f"unix:{path}").listen(self.hub.factory)
         self.addCleanup(port.stopListening)
         hub = await connect(reactor, f"unix:{path}", Role.FRONTEND, wire.FRONTEND_TOKEN)
-        stored = await hub.insert(SQLTable.ORDER, [rows.order(client_order_id="over-unix")])
-        self.assertEqual(stored.rows[0]["client_order_id"], "over-unix")
+        answer = await hub.insert(SQLTable.ORDER, [rows.order(client_order_id="over-unix")])
+        self.assertEqual((answer.rows, answer.written), ([], [{"client_order_id": "over-unix"}]))
+        order = rows.order(client_order_id="echoed")
+        self.assertEqual((await hub.insert(SQLTable.ORDER, [order], echo=True)).rows, [order])
         self.assertEqual(await hub.shutdown(), 0)
 
     async def test_every_table_round_trips(self):

@@ -104,13 +104,15 @@ static void check(bool ok, const char* table, const char* what) {{
 template <SQLTable T>
 void roundtrip(Client& hub, const typename TableTraits<T>::Row& row, const typename TableTraits<T>::Row& changed,
                bool update, bool remove, const char* name) {{
-    check(hub.insert<T>({{row}}).affected == 1, name, "insert");
+    auto inserted = hub.insert<T>({{row}});
+    check(inserted.affected == 1 && inserted.rows.empty() && inserted.written.size() == 1, name, "insert");
     typename TableTraits<T>::Select by_key;
     by_key.keys.push_back(key_of(row));
     auto found = hub.select<T>(by_key);
     check(found.rows.size() == 1 && found.rows[0] == row, name, "select after insert");
     if (update) {{
-        check(hub.update<T>({{changed}}).affected == 1, name, "update");
+        auto updated = hub.update<T>({{changed}}, /*echo=*/true);
+        check(updated.affected == 1 && updated.rows.size() == 1 && updated.rows[0] == changed, name, "update");
         found = hub.select<T>(by_key);
         check(found.rows.size() == 1 && found.rows[0] == changed, name, "select after update");
     }}

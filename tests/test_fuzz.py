@@ -52,7 +52,7 @@ def tick_batch(rng):
     ]
     if rng.random() < 0.2:
         ticks[rng.randrange(size)]["price"] = None
-    payload = LAYOUTS[SQLTable.MARKET_TICK].rows_request.encode({"rows": ticks})
+    payload = LAYOUTS[SQLTable.MARKET_TICK].rows_request.encode({"echo": False, "rows": ticks})
     return wire.request(SQLCommand.INSERT, SQLTable.MARKET_TICK, payload, rng.getrandbits(64)), (batch, size)
 
 

@@ -154,6 +154,9 @@ class FakeController:
         self.page = page
         self.calls = []
 
+    def echoes(self, rows_, echo):
+        return echo
+
     async def update(self, rows_):
         self.calls.append(("update", rows_))
         return self.stored
@@ -164,19 +167,15 @@ class FakeController:
 
 
 class TableRoutesTests(SynchronousTestCase):
-    def test_write_answers_of_a_table_that_does_not_echo_carry_the_count_only(self):
-        tick = rows.tick(1)
-        routes = TableRoutes(FakeController(stored=[tick]), LAYOUTS[SQLTable.MARKET_TICK])
-        answer = self.successResultOf(_run(routes.update({"rows": [tick]})))
-        decoded = LAYOUTS[SQLTable.MARKET_TICK].response.decode(answer)
-        self.assertEqual((decoded["affected"], decoded["rows"]), (1, []))
-
-    def test_write_answers_of_a_table_that_echoes_carry_the_stored_rows(self):
-        order = rows.order()
-        routes = TableRoutes(FakeController(stored=[order]), LAYOUTS[SQLTable.ORDER])
-        answer = self.successResultOf(_run(routes.update({"rows": [order]})))
-        decoded = LAYOUTS[SQLTable.ORDER].response.decode(answer)
-        self.assertEqual((decoded["affected"], decoded["rows"]), (1, [order]))
+    def test_a_write_answers_each_key_and_what_the_hub_set_and_the_stored_rows_only_if_asked(self):
+        prediction = rows.prediction(rows.new_id())
+        layouts = LAYOUTS[SQLTable.ML_PREDICTION]
+        routes = TableRoutes(FakeController(stored=[prediction]), layouts)
+        written = [{"id": prediction["id"], "created_at": prediction["created_at"]}]
+        for echo, echoed in ((False, []), (True, [prediction])):
+            answer = self.successResultOf(_run(routes.update({"echo": echo, "rows": [prediction]})))
+            decoded = layouts.response.decode(answer)
+            self.assertEqual((decoded["affected"], decoded["rows"], decoded["written"]), (1, echoed, written))
 
     def test_a_page_with_more_rows_carries_the_cursor_of_its_last_row_and_the_cursor_comes_back_as_a_position(self):
         layouts = LAYOUTS[SQLTable.MARKET_TICK]

@@ -124,9 +124,10 @@ class RuleTests(TestCase):
             with self.ml() as client:
                 first = rows.features()
                 client.insert(SQLTable.FEATURE_SET, [first])
-                second = client.insert(SQLTable.FEATURE_SET, [rows.features(feature_names=[], ts=rows.ts(1000))]).rows[
-                    0
-                ]
+                unnamed = rows.features(feature_names=[], ts=rows.ts(1000))
+                [second] = client.insert(SQLTable.FEATURE_SET, [unnamed], echo=True).rows
+                [written] = client.insert(SQLTable.FEATURE_SET, [dict(unnamed, id=rows.new_id())]).written
+                self.assertEqual(written["feature_names"], first["feature_names"], "the hub's names are answered")
                 with self.assertRaises(HubError) as unnamed:
                     client.insert(SQLTable.FEATURE_SET, [rows.features(version="2", feature_names=[])])
                 return second, unnamed.exception
@@ -155,9 +156,9 @@ class RuleTests(TestCase):
         groups = []
         original = MarketTickController.insert_batches
 
-        def counting(controller, batches):
+        def counting(controller, batches, echo):
             groups.append(len(batches))
-            return original(controller, batches)
+            return original(controller, batches, echo)
 
         self.patch(MarketTickController, "insert_batches", counting)
         hub = await start_hub(self, table_registry)
@@ -168,7 +169,7 @@ class RuleTests(TestCase):
             frames = []
             for i in range(1, 201):
                 tick = rows.tick(i, price=None) if i == 150 else rows.tick(i)
-                payload = LAYOUTS[SQLTable.MARKET_TICK].rows_request.encode({"rows": [tick]})
+                payload = LAYOUTS[SQLTable.MARKET_TICK].rows_request.encode({"echo": False, "rows": [tick]})
                 frames.append(wire.request(SQLCommand.INSERT, SQLTable.MARKET_TICK, payload, request_id=i))
             sock.sendall(b"".join(frames))
             reader = wire.Reader()

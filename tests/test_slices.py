@@ -77,8 +77,11 @@ class AnswerTests(SynchronousTestCase):
         layouts = LAYOUTS[SQLTable.MARKET_TICK]
         ticks = [rows.tick(i) for i in range(3)]
         for cursor in (None, b"\x00next"):
-            whole = layouts.response.encode({"affected": 3, "rows": ticks, "next_cursor": cursor})
+            whole = layouts.response.encode({"affected": 3, "rows": ticks, "written": [], "next_cursor": cursor})
             self.assertEqual(layouts.answer(3, [layouts.row.encode(t) for t in ticks], cursor), whole)
+        written = layouts.response.encode({"affected": 3, "rows": [], "written": ticks, "next_cursor": None})
+        self.assertEqual(layouts.answer(3, [], written=[layouts.written.encode(t) for t in ticks]), written)
         self.assertEqual(
-            layouts.response.decode(layouts.answer(0, [])), {"affected": 0, "rows": [], "next_cursor": None}
+            layouts.response.decode(layouts.answer(0, [])),
+            {"affected": 0, "rows": [], "written": [], "next_cursor": None},
         )

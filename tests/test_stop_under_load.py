@@ -29,7 +29,7 @@ def pipeline_until_closed(port, first_answer):
         wire.request(
             SQLCommand.INSERT,
             SQLTable.MARKET_TICK,
-            LAYOUTS[SQLTable.MARKET_TICK].rows_request.encode({"rows": [rows.tick(i)]}),
+            LAYOUTS[SQLTable.MARKET_TICK].rows_request.encode({"echo": False, "rows": [rows.tick(i)]}),
             i,
         )
         for i in range(1, TICKS + 1)

@@ -232,6 +232,10 @@ class TableTestsMixin:
     def key(self, row):
         return {name: row[name] for name in self.spec.key}
 
+    def written(self, row):
+        """What a write answers of a row: its key and the columns the hub sets."""
+        return {name: self.stored(row)[name] for name in self.spec.written}
+
     def in_thread(self, work):
         return deferToThread(work)
 
@@ -245,9 +249,8 @@ class TableTestsMixin:
                 extra = self.prepared(client)
                 first, second = self.case.make(0, **extra), self.case.make(1, **extra)
                 written = client.insert(self.table, [first, second])
-                self.assertEqual(written.affected, 2)
-                if self.spec.echo_writes:
-                    self.assertEqual(written.rows, [first, second])
+                self.assertEqual((written.affected, written.rows), (2, []), "no rows unless asked")
+                self.assertEqual(written.written, [self.written(first), self.written(second)])
                 found = client.select(self.table, keys=[self.key(second), self.key(first)])
                 self.assertEqual(found.rows, sorted([first, second], key=self.sort_key), "SELECT answers in key order")
                 if self.case.change is None:
@@ -274,6 +277,30 @@ class TableTestsMixin:
 
         await self.in_thread(work)
         self.assertEqual(await deferToThread(self.count), 2)
+
+    async def test_a_write_answers_each_key_and_what_the_hub_set_and_the_rows_only_if_asked(self):
+        await self.asyncSetUp()
+        hub_set = [name for name in self.spec.written if name not in self.spec.key]
+
+        def work():
+            with self.client() as client:
+                extra = self.prepared(client)
+                first, second = self.case.make(0, **extra), self.case.make(1, **extra)
+                for name in hub_set:
+                    if self.spec.by_name[name].hub_default:
+                        second[name] = None  # the hub's clock
+                echoed = client.insert(self.table, [first, second], echo=True)
+                [stored_first, stored_second] = echoed.rows
+                self.assertEqual(stored_first, self.stored(first))
+                self.assertEqual(echoed.written, [self.written(stored_first), self.written(stored_second)])
+                for name in hub_set:
+                    self.assertIsNotNone(echoed.written[1][name], f"{name}: the hub's value is answered")
+                if self.case.change is not None:
+                    changed = dict(stored_first, **self.case.change)
+                    self.assertEqual(client.update(self.table, [changed]).written, [self.written(changed)])
+                    self.assertEqual(client.upsert(self.table, [changed], echo=True).rows, [self.stored(changed)])
+
+        await self.in_thread(work)
 
     def stored(self, row):
         if self.table == SQLTable.FEATURE_SET and not row["feature_names"]:

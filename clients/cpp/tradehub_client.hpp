@@ -3,7 +3,8 @@
 // calls are synchronous, and the events of its subscriptions wait in memory until next_event().
 //
 //   tradehub::Client hub("127.0.0.1", 7001, tradehub::Role::FRONTEND, token, "frontend-1");
-//   auto stored = hub.insert<tradehub::SQLTable::ORDER>({order});
+//   auto answer = hub.insert<tradehub::SQLTable::ORDER>({order});  // answer.written: keys, what the hub set
+//   auto stored = hub.insert<tradehub::SQLTable::ORDER>({order}, /*echo=*/true).rows;  // the rows as stored
 //   auto predictions = hub.subscribe<tradehub::SQLTable::ML_PREDICTION>({});
 //   while (auto event = hub.next_event(std::chrono::seconds(1))) {
 //       auto prediction = event->row<tradehub::SQLTable::ML_PREDICTION>();
@@ -116,16 +117,19 @@ class Client {
     }
 
     template <SQLTable T>
-    typename TableTraits<T>::Response insert(const std::vector<typename TableTraits<T>::Row>& rows) {
-        return rows_command<T>(SQLCommand::INSERT, rows);
+    typename TableTraits<T>::Response insert(const std::vector<typename TableTraits<T>::Row>& rows,
+                                            bool echo = false) {
+        return rows_command<T>(SQLCommand::INSERT, rows, echo);
     }
     template <SQLTable T>
-    typename TableTraits<T>::Response upsert(const std::vector<typename TableTraits<T>::Row>& rows) {
-        return rows_command<T>(SQLCommand::UPSERT, rows);
+    typename TableTraits<T>::Response upsert(const std::vector<typename TableTraits<T>::Row>& rows,
+                                            bool echo = false) {
+        return rows_command<T>(SQLCommand::UPSERT, rows, echo);
     }
     template <SQLTable T>
-    typename TableTraits<T>::Response update(const std::vector<typename TableTraits<T>::Row>& rows) {
-        return rows_command<T>(SQLCommand::UPDATE, rows);
+    typename TableTraits<T>::Response update(const std::vector<typename TableTraits<T>::Row>& rows,
+                                            bool echo = false) {
+        return rows_command<T>(SQLCommand::UPDATE, rows, echo);
     }
     template <SQLTable T>
     typename TableTraits<T>::Response remove(const std::vector<typename TableTraits<T>::Key>& keys) {
@@ -205,8 +209,9 @@ class Client {
 
     template <SQLTable T>
     typename TableTraits<T>::Response rows_command(SQLCommand command,
-                                                   const std::vector<typename TableTraits<T>::Row>& rows) {
+                                                   const std::vector<typename TableTraits<T>::Row>& rows, bool echo) {
         typename TableTraits<T>::Rows request;
+        request.echo = echo;
         request.rows = rows;
         return from_payload<typename TableTraits<T>::Response>(call(command, T, to_payload(request)));
     }

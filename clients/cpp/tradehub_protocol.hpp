@@ -715,19 +715,23 @@ inline void decode(Reader& r, AccountKey& v) { v = decode_AccountKey(r); }
 
 // ACCOUNT rows
 struct AccountRows {
+    bool echo{};  // bool: true: the answer's `rows` are these rows as stored; false: no `rows`
     std::vector<AccountRow> rows{};  // list<ACCOUNT row>: the rows, written all or none
     bool operator==(const AccountRows& o) const {
-        return rows == o.rows;
+        return echo == o.echo &&
+               rows == o.rows;
     }
     bool operator!=(const AccountRows& o) const { return !(*this == o); }
 };
 
 inline void encode(Writer& w, const AccountRows& v) {
+    w.boolean(v.echo);
     write_list(w, v.rows, [&](const AccountRow& x) { encode(w, x); });
 }
 
 inline AccountRows decode_AccountRows(Reader& r) {
     AccountRows v;
+    v.echo = r.boolean();
     v.rows = read_list<AccountRow>(r, [&]() { return decode_AccountRow(r); });
     return v;
 }
@@ -788,14 +792,37 @@ inline AccountSelect decode_AccountSelect(Reader& r) {
 
 inline void decode(Reader& r, AccountSelect& v) { v = decode_AccountSelect(r); }
 
+// ACCOUNT written
+struct AccountWritten {
+    std::string id{};  // str: Alpaca's account id
+    bool operator==(const AccountWritten& o) const {
+        return id == o.id;
+    }
+    bool operator!=(const AccountWritten& o) const { return !(*this == o); }
+};
+
+inline void encode(Writer& w, const AccountWritten& v) {
+    w.str(v.id);
+}
+
+inline AccountWritten decode_AccountWritten(Reader& r) {
+    AccountWritten v;
+    v.id = r.str();
+    return v;
+}
+
+inline void decode(Reader& r, AccountWritten& v) { v = decode_AccountWritten(r); }
+
 // ACCOUNT response
 struct AccountResponse {
     std::uint32_t affected{};  // u32: rows written, or rows in this page
-    std::vector<AccountRow> rows{};  // list<ACCOUNT row>: the rows as stored
+    std::vector<AccountRow> rows{};  // list<ACCOUNT row>: SELECT: the page; a write: the rows as stored, if it asked (echo)
+    std::vector<AccountWritten> written{};  // list<ACCOUNT written>: a write: each row's key and the columns the hub set, in the request's order; SELECT: none
     std::optional<Bytes> next_cursor{};  // opt<bytes>: SELECT: pass as `after` for the next page; absent on the last page
     bool operator==(const AccountResponse& o) const {
         return affected == o.affected &&
                rows == o.rows &&
+               written == o.written &&
                next_cursor == o.next_cursor;
     }
     bool operator!=(const AccountResponse& o) const { return !(*this == o); }
@@ -804,6 +831,7 @@ struct AccountResponse {
 inline void encode(Writer& w, const AccountResponse& v) {
     w.u32(v.affected);
     write_list(w, v.rows, [&](const AccountRow& x) { encode(w, x); });
+    write_list(w, v.written, [&](const AccountWritten& x) { encode(w, x); });
     write_opt(w, v.next_cursor, [&](const Bytes& x) { w.blob(x); });
 }
 
@@ -811,6 +839,7 @@ inline AccountResponse decode_AccountResponse(Reader& r) {
     AccountResponse v;
     v.affected = r.u32();
     v.rows = read_list<AccountRow>(r, [&]() { return decode_AccountRow(r); });
+    v.written = read_list<AccountWritten>(r, [&]() { return decode_AccountWritten(r); });
     v.next_cursor = read_opt<Bytes>(r, [&]() { return r.blob(); });
     return v;
 }
@@ -1104,19 +1133,23 @@ inline void decode(Reader& r, AssetKey& v) { v = decode_AssetKey(r); }
 
 // ASSET rows
 struct AssetRows {
+    bool echo{};  // bool: true: the answer's `rows` are these rows as stored; false: no `rows`
     std::vector<AssetRow> rows{};  // list<ASSET row>: the rows, written all or none
     bool operator==(const AssetRows& o) const {
-        return rows == o.rows;
+        return echo == o.echo &&
+               rows == o.rows;
     }
     bool operator!=(const AssetRows& o) const { return !(*this == o); }
 };
 
 inline void encode(Writer& w, const AssetRows& v) {
+    w.boolean(v.echo);
     write_list(w, v.rows, [&](const AssetRow& x) { encode(w, x); });
 }
 
 inline AssetRows decode_AssetRows(Reader& r) {
     AssetRows v;
+    v.echo = r.boolean();
     v.rows = read_list<AssetRow>(r, [&]() { return decode_AssetRow(r); });
     return v;
 }
@@ -1177,14 +1210,37 @@ inline AssetSelect decode_AssetSelect(Reader& r) {
 
 inline void decode(Reader& r, AssetSelect& v) { v = decode_AssetSelect(r); }
 
+// ASSET written
+struct AssetWritten {
+    std::string id{};  // str: Alpaca's asset id
+    bool operator==(const AssetWritten& o) const {
+        return id == o.id;
+    }
+    bool operator!=(const AssetWritten& o) const { return !(*this == o); }
+};
+
+inline void encode(Writer& w, const AssetWritten& v) {
+    w.str(v.id);
+}
+
+inline AssetWritten decode_AssetWritten(Reader& r) {
+    AssetWritten v;
+    v.id = r.str();
+    return v;
+}
+
+inline void decode(Reader& r, AssetWritten& v) { v = decode_AssetWritten(r); }
+
 // ASSET response
 struct AssetResponse {
     std::uint32_t affected{};  // u32: rows written, or rows in this page
-    std::vector<AssetRow> rows{};  // list<ASSET row>: the rows as stored
+    std::vector<AssetRow> rows{};  // list<ASSET row>: SELECT: the page; a write: the rows as stored, if it asked (echo)
+    std::vector<AssetWritten> written{};  // list<ASSET written>: a write: each row's key and the columns the hub set, in the request's order; SELECT: none
     std::optional<Bytes> next_cursor{};  // opt<bytes>: SELECT: pass as `after` for the next page; absent on the last page
     bool operator==(const AssetResponse& o) const {
         return affected == o.affected &&
                rows == o.rows &&
+               written == o.written &&
                next_cursor == o.next_cursor;
     }
     bool operator!=(const AssetResponse& o) const { return !(*this == o); }
@@ -1193,6 +1249,7 @@ struct AssetResponse {
 inline void encode(Writer& w, const AssetResponse& v) {
     w.u32(v.affected);
     write_list(w, v.rows, [&](const AssetRow& x) { encode(w, x); });
+    write_list(w, v.written, [&](const AssetWritten& x) { encode(w, x); });
     write_opt(w, v.next_cursor, [&](const Bytes& x) { w.blob(x); });
 }
 
@@ -1200,6 +1257,7 @@ inline AssetResponse decode_AssetResponse(Reader& r) {
     AssetResponse v;
     v.affected = r.u32();
     v.rows = read_list<AssetRow>(r, [&]() { return decode_AssetRow(r); });
+    v.written = read_list<AssetWritten>(r, [&]() { return decode_AssetWritten(r); });
     v.next_cursor = read_opt<Bytes>(r, [&]() { return r.blob(); });
     return v;
 }
@@ -1517,19 +1575,23 @@ inline void decode(Reader& r, OrderKey& v) { v = decode_OrderKey(r); }
 
 // ORDER rows
 struct OrderRows {
+    bool echo{};  // bool: true: the answer's `rows` are these rows as stored; false: no `rows`
     std::vector<OrderRow> rows{};  // list<ORDER row>: the rows, written all or none
     bool operator==(const OrderRows& o) const {
-        return rows == o.rows;
+        return echo == o.echo &&
+               rows == o.rows;
     }
     bool operator!=(const OrderRows& o) const { return !(*this == o); }
 };
 
 inline void encode(Writer& w, const OrderRows& v) {
+    w.boolean(v.echo);
     write_list(w, v.rows, [&](const OrderRow& x) { encode(w, x); });
 }
 
 inline OrderRows decode_OrderRows(Reader& r) {
     OrderRows v;
+    v.echo = r.boolean();
     v.rows = read_list<OrderRow>(r, [&]() { return decode_OrderRow(r); });
     return v;
 }
@@ -1590,14 +1652,37 @@ inline OrderSelect decode_OrderSelect(Reader& r) {
 
 inline void decode(Reader& r, OrderSelect& v) { v = decode_OrderSelect(r); }
 
+// ORDER written
+struct OrderWritten {
+    std::string client_order_id{};  // str: the client's id: unique, the key a retry uses (1-128 chars)
+    bool operator==(const OrderWritten& o) const {
+        return client_order_id == o.client_order_id;
+    }
+    bool operator!=(const OrderWritten& o) const { return !(*this == o); }
+};
+
+inline void encode(Writer& w, const OrderWritten& v) {
+    w.str(v.client_order_id);
+}
+
+inline OrderWritten decode_OrderWritten(Reader& r) {
+    OrderWritten v;
+    v.client_order_id = r.str();
+    return v;
+}
+
+inline void decode(Reader& r, OrderWritten& v) { v = decode_OrderWritten(r); }
+
 // ORDER response
 struct OrderResponse {
     std::uint32_t affected{};  // u32: rows written, or rows in this page
-    std::vector<OrderRow> rows{};  // list<ORDER row>: the rows as stored
+    std::vector<OrderRow> rows{};  // list<ORDER row>: SELECT: the page; a write: the rows as stored, if it asked (echo)
+    std::vector<OrderWritten> written{};  // list<ORDER written>: a write: each row's key and the columns the hub set, in the request's order; SELECT: none
     std::optional<Bytes> next_cursor{};  // opt<bytes>: SELECT: pass as `after` for the next page; absent on the last page
     bool operator==(const OrderResponse& o) const {
         return affected == o.affected &&
                rows == o.rows &&
+               written == o.written &&
                next_cursor == o.next_cursor;
     }
     bool operator!=(const OrderResponse& o) const { return !(*this == o); }
@@ -1606,6 +1691,7 @@ struct OrderResponse {
 inline void encode(Writer& w, const OrderResponse& v) {
     w.u32(v.affected);
     write_list(w, v.rows, [&](const OrderRow& x) { encode(w, x); });
+    write_list(w, v.written, [&](const OrderWritten& x) { encode(w, x); });
     write_opt(w, v.next_cursor, [&](const Bytes& x) { w.blob(x); });
 }
 
@@ -1613,6 +1699,7 @@ inline OrderResponse decode_OrderResponse(Reader& r) {
     OrderResponse v;
     v.affected = r.u32();
     v.rows = read_list<OrderRow>(r, [&]() { return decode_OrderRow(r); });
+    v.written = read_list<OrderWritten>(r, [&]() { return decode_OrderWritten(r); });
     v.next_cursor = read_opt<Bytes>(r, [&]() { return r.blob(); });
     return v;
 }
@@ -1950,19 +2037,23 @@ inline void decode(Reader& r, PositionKey& v) { v = decode_PositionKey(r); }
 
 // POSITION rows
 struct PositionRows {
+    bool echo{};  // bool: true: the answer's `rows` are these rows as stored; false: no `rows`
     std::vector<PositionRow> rows{};  // list<POSITION row>: the rows, written all or none
     bool operator==(const PositionRows& o) const {
-        return rows == o.rows;
+        return echo == o.echo &&
+               rows == o.rows;
     }
     bool operator!=(const PositionRows& o) const { return !(*this == o); }
 };
 
 inline void encode(Writer& w, const PositionRows& v) {
+    w.boolean(v.echo);
     write_list(w, v.rows, [&](const PositionRow& x) { encode(w, x); });
 }
 
 inline PositionRows decode_PositionRows(Reader& r) {
     PositionRows v;
+    v.echo = r.boolean();
     v.rows = read_list<PositionRow>(r, [&]() { return decode_PositionRow(r); });
     return v;
 }
@@ -2023,14 +2114,41 @@ inline PositionSelect decode_PositionSelect(Reader& r) {
 
 inline void decode(Reader& r, PositionSelect& v) { v = decode_PositionSelect(r); }
 
+// POSITION written
+struct PositionWritten {
+    std::string account_id{};  // str: the account
+    std::string symbol{};  // str: ticker, upper-case
+    bool operator==(const PositionWritten& o) const {
+        return account_id == o.account_id &&
+               symbol == o.symbol;
+    }
+    bool operator!=(const PositionWritten& o) const { return !(*this == o); }
+};
+
+inline void encode(Writer& w, const PositionWritten& v) {
+    w.str(v.account_id);
+    w.str(v.symbol);
+}
+
+inline PositionWritten decode_PositionWritten(Reader& r) {
+    PositionWritten v;
+    v.account_id = r.str();
+    v.symbol = r.str();
+    return v;
+}
+
+inline void decode(Reader& r, PositionWritten& v) { v = decode_PositionWritten(r); }
+
 // POSITION response
 struct PositionResponse {
     std::uint32_t affected{};  // u32: rows written, or rows in this page
-    std::vector<PositionRow> rows{};  // list<POSITION row>: the rows as stored
+    std::vector<PositionRow> rows{};  // list<POSITION row>: SELECT: the page; a write: the rows as stored, if it asked (echo)
+    std::vector<PositionWritten> written{};  // list<POSITION written>: a write: each row's key and the columns the hub set, in the request's order; SELECT: none
     std::optional<Bytes> next_cursor{};  // opt<bytes>: SELECT: pass as `after` for the next page; absent on the last page
     bool operator==(const PositionResponse& o) const {
         return affected == o.affected &&
                rows == o.rows &&
+               written == o.written &&
                next_cursor == o.next_cursor;
     }
     bool operator!=(const PositionResponse& o) const { return !(*this == o); }
@@ -2039,6 +2157,7 @@ struct PositionResponse {
 inline void encode(Writer& w, const PositionResponse& v) {
     w.u32(v.affected);
     write_list(w, v.rows, [&](const PositionRow& x) { encode(w, x); });
+    write_list(w, v.written, [&](const PositionWritten& x) { encode(w, x); });
     write_opt(w, v.next_cursor, [&](const Bytes& x) { w.blob(x); });
 }
 
@@ -2046,6 +2165,7 @@ inline PositionResponse decode_PositionResponse(Reader& r) {
     PositionResponse v;
     v.affected = r.u32();
     v.rows = read_list<PositionRow>(r, [&]() { return decode_PositionRow(r); });
+    v.written = read_list<PositionWritten>(r, [&]() { return decode_PositionWritten(r); });
     v.next_cursor = read_opt<Bytes>(r, [&]() { return r.blob(); });
     return v;
 }
@@ -2283,19 +2403,23 @@ inline void decode(Reader& r, TradeKey& v) { v = decode_TradeKey(r); }
 
 // TRADE rows
 struct TradeRows {
+    bool echo{};  // bool: true: the answer's `rows` are these rows as stored; false: no `rows`
     std::vector<TradeRow> rows{};  // list<TRADE row>: the rows, written all or none
     bool operator==(const TradeRows& o) const {
-        return rows == o.rows;
+        return echo == o.echo &&
+               rows == o.rows;
     }
     bool operator!=(const TradeRows& o) const { return !(*this == o); }
 };
 
 inline void encode(Writer& w, const TradeRows& v) {
+    w.boolean(v.echo);
     write_list(w, v.rows, [&](const TradeRow& x) { encode(w, x); });
 }
 
 inline TradeRows decode_TradeRows(Reader& r) {
     TradeRows v;
+    v.echo = r.boolean();
     v.rows = read_list<TradeRow>(r, [&]() { return decode_TradeRow(r); });
     return v;
 }
@@ -2364,14 +2488,37 @@ inline TradeSelect decode_TradeSelect(Reader& r) {
 
 inline void decode(Reader& r, TradeSelect& v) { v = decode_TradeSelect(r); }
 
+// TRADE written
+struct TradeWritten {
+    std::string id{};  // str: the execution's id
+    bool operator==(const TradeWritten& o) const {
+        return id == o.id;
+    }
+    bool operator!=(const TradeWritten& o) const { return !(*this == o); }
+};
+
+inline void encode(Writer& w, const TradeWritten& v) {
+    w.str(v.id);
+}
+
+inline TradeWritten decode_TradeWritten(Reader& r) {
+    TradeWritten v;
+    v.id = r.str();
+    return v;
+}
+
+inline void decode(Reader& r, TradeWritten& v) { v = decode_TradeWritten(r); }
+
 // TRADE response
 struct TradeResponse {
     std::uint32_t affected{};  // u32: rows written, or rows in this page
-    std::vector<TradeRow> rows{};  // list<TRADE row>: the rows as stored
+    std::vector<TradeRow> rows{};  // list<TRADE row>: SELECT: the page; a write: the rows as stored, if it asked (echo)
+    std::vector<TradeWritten> written{};  // list<TRADE written>: a write: each row's key and the columns the hub set, in the request's order; SELECT: none
     std::optional<Bytes> next_cursor{};  // opt<bytes>: SELECT: pass as `after` for the next page; absent on the last page
     bool operator==(const TradeResponse& o) const {
         return affected == o.affected &&
                rows == o.rows &&
+               written == o.written &&
                next_cursor == o.next_cursor;
     }
     bool operator!=(const TradeResponse& o) const { return !(*this == o); }
@@ -2380,6 +2527,7 @@ struct TradeResponse {
 inline void encode(Writer& w, const TradeResponse& v) {
     w.u32(v.affected);
     write_list(w, v.rows, [&](const TradeRow& x) { encode(w, x); });
+    write_list(w, v.written, [&](const TradeWritten& x) { encode(w, x); });
     write_opt(w, v.next_cursor, [&](const Bytes& x) { w.blob(x); });
 }
 
@@ -2387,6 +2535,7 @@ inline TradeResponse decode_TradeResponse(Reader& r) {
     TradeResponse v;
     v.affected = r.u32();
     v.rows = read_list<TradeRow>(r, [&]() { return decode_TradeRow(r); });
+    v.written = read_list<TradeWritten>(r, [&]() { return decode_TradeWritten(r); });
     v.next_cursor = read_opt<Bytes>(r, [&]() { return r.blob(); });
     return v;
 }
@@ -2600,19 +2749,23 @@ inline void decode(Reader& r, MarketTickKey& v) { v = decode_MarketTickKey(r); }
 
 // MARKET_TICK rows
 struct MarketTickRows {
+    bool echo{};  // bool: true: the answer's `rows` are these rows as stored; false: no `rows`
     std::vector<MarketTickRow> rows{};  // list<MARKET_TICK row>: the rows, written all or none
     bool operator==(const MarketTickRows& o) const {
-        return rows == o.rows;
+        return echo == o.echo &&
+               rows == o.rows;
     }
     bool operator!=(const MarketTickRows& o) const { return !(*this == o); }
 };
 
 inline void encode(Writer& w, const MarketTickRows& v) {
+    w.boolean(v.echo);
     write_list(w, v.rows, [&](const MarketTickRow& x) { encode(w, x); });
 }
 
 inline MarketTickRows decode_MarketTickRows(Reader& r) {
     MarketTickRows v;
+    v.echo = r.boolean();
     v.rows = read_list<MarketTickRow>(r, [&]() { return decode_MarketTickRow(r); });
     return v;
 }
@@ -2681,14 +2834,45 @@ inline MarketTickSelect decode_MarketTickSelect(Reader& r) {
 
 inline void decode(Reader& r, MarketTickSelect& v) { v = decode_MarketTickSelect(r); }
 
+// MARKET_TICK written
+struct MarketTickWritten {
+    std::string symbol{};  // str: ticker, upper-case
+    Timestamp ts{};  // timestamp: the feed's timestamp, nanoseconds kept
+    std::int64_t seq{};  // i64: the feed's sequence number for this symbol and time
+    bool operator==(const MarketTickWritten& o) const {
+        return symbol == o.symbol &&
+               ts == o.ts &&
+               seq == o.seq;
+    }
+    bool operator!=(const MarketTickWritten& o) const { return !(*this == o); }
+};
+
+inline void encode(Writer& w, const MarketTickWritten& v) {
+    w.str(v.symbol);
+    w.timestamp(v.ts);
+    w.i64(v.seq);
+}
+
+inline MarketTickWritten decode_MarketTickWritten(Reader& r) {
+    MarketTickWritten v;
+    v.symbol = r.str();
+    v.ts = r.timestamp();
+    v.seq = r.i64();
+    return v;
+}
+
+inline void decode(Reader& r, MarketTickWritten& v) { v = decode_MarketTickWritten(r); }
+
 // MARKET_TICK response
 struct MarketTickResponse {
     std::uint32_t affected{};  // u32: rows written, or rows in this page
-    std::vector<MarketTickRow> rows{};  // list<MARKET_TICK row>: the rows as stored (SELECT only)
+    std::vector<MarketTickRow> rows{};  // list<MARKET_TICK row>: SELECT: the page; a write: the rows as stored, if it asked (echo)
+    std::vector<MarketTickWritten> written{};  // list<MARKET_TICK written>: a write: each row's key and the columns the hub set, in the request's order; SELECT: none
     std::optional<Bytes> next_cursor{};  // opt<bytes>: SELECT: pass as `after` for the next page; absent on the last page
     bool operator==(const MarketTickResponse& o) const {
         return affected == o.affected &&
                rows == o.rows &&
+               written == o.written &&
                next_cursor == o.next_cursor;
     }
     bool operator!=(const MarketTickResponse& o) const { return !(*this == o); }
@@ -2697,6 +2881,7 @@ struct MarketTickResponse {
 inline void encode(Writer& w, const MarketTickResponse& v) {
     w.u32(v.affected);
     write_list(w, v.rows, [&](const MarketTickRow& x) { encode(w, x); });
+    write_list(w, v.written, [&](const MarketTickWritten& x) { encode(w, x); });
     write_opt(w, v.next_cursor, [&](const Bytes& x) { w.blob(x); });
 }
 
@@ -2704,6 +2889,7 @@ inline MarketTickResponse decode_MarketTickResponse(Reader& r) {
     MarketTickResponse v;
     v.affected = r.u32();
     v.rows = read_list<MarketTickRow>(r, [&]() { return decode_MarketTickRow(r); });
+    v.written = read_list<MarketTickWritten>(r, [&]() { return decode_MarketTickWritten(r); });
     v.next_cursor = read_opt<Bytes>(r, [&]() { return r.blob(); });
     return v;
 }
@@ -2921,19 +3107,23 @@ inline void decode(Reader& r, MlModelKey& v) { v = decode_MlModelKey(r); }
 
 // ML_MODEL rows
 struct MlModelRows {
+    bool echo{};  // bool: true: the answer's `rows` are these rows as stored; false: no `rows`
     std::vector<MlModelRow> rows{};  // list<ML_MODEL row>: the rows, written all or none
     bool operator==(const MlModelRows& o) const {
-        return rows == o.rows;
+        return echo == o.echo &&
+               rows == o.rows;
     }
     bool operator!=(const MlModelRows& o) const { return !(*this == o); }
 };
 
 inline void encode(Writer& w, const MlModelRows& v) {
+    w.boolean(v.echo);
     write_list(w, v.rows, [&](const MlModelRow& x) { encode(w, x); });
 }
 
 inline MlModelRows decode_MlModelRows(Reader& r) {
     MlModelRows v;
+    v.echo = r.boolean();
     v.rows = read_list<MlModelRow>(r, [&]() { return decode_MlModelRow(r); });
     return v;
 }
@@ -2994,14 +3184,41 @@ inline MlModelSelect decode_MlModelSelect(Reader& r) {
 
 inline void decode(Reader& r, MlModelSelect& v) { v = decode_MlModelSelect(r); }
 
+// ML_MODEL written
+struct MlModelWritten {
+    std::string id{};  // str: the model's id
+    std::optional<Timestamp> created_at{};  // opt<timestamp>: when it was registered; absent: the hub's clock
+    bool operator==(const MlModelWritten& o) const {
+        return id == o.id &&
+               created_at == o.created_at;
+    }
+    bool operator!=(const MlModelWritten& o) const { return !(*this == o); }
+};
+
+inline void encode(Writer& w, const MlModelWritten& v) {
+    w.str(v.id);
+    write_opt(w, v.created_at, [&](const Timestamp& x) { w.timestamp(x); });
+}
+
+inline MlModelWritten decode_MlModelWritten(Reader& r) {
+    MlModelWritten v;
+    v.id = r.str();
+    v.created_at = read_opt<Timestamp>(r, [&]() { return r.timestamp(); });
+    return v;
+}
+
+inline void decode(Reader& r, MlModelWritten& v) { v = decode_MlModelWritten(r); }
+
 // ML_MODEL response
 struct MlModelResponse {
     std::uint32_t affected{};  // u32: rows written, or rows in this page
-    std::vector<MlModelRow> rows{};  // list<ML_MODEL row>: the rows as stored
+    std::vector<MlModelRow> rows{};  // list<ML_MODEL row>: SELECT: the page; a write: the rows as stored, if it asked (echo)
+    std::vector<MlModelWritten> written{};  // list<ML_MODEL written>: a write: each row's key and the columns the hub set, in the request's order; SELECT: none
     std::optional<Bytes> next_cursor{};  // opt<bytes>: SELECT: pass as `after` for the next page; absent on the last page
     bool operator==(const MlModelResponse& o) const {
         return affected == o.affected &&
                rows == o.rows &&
+               written == o.written &&
                next_cursor == o.next_cursor;
     }
     bool operator!=(const MlModelResponse& o) const { return !(*this == o); }
@@ -3010,6 +3227,7 @@ struct MlModelResponse {
 inline void encode(Writer& w, const MlModelResponse& v) {
     w.u32(v.affected);
     write_list(w, v.rows, [&](const MlModelRow& x) { encode(w, x); });
+    write_list(w, v.written, [&](const MlModelWritten& x) { encode(w, x); });
     write_opt(w, v.next_cursor, [&](const Bytes& x) { w.blob(x); });
 }
 
@@ -3017,6 +3235,7 @@ inline MlModelResponse decode_MlModelResponse(Reader& r) {
     MlModelResponse v;
     v.affected = r.u32();
     v.rows = read_list<MlModelRow>(r, [&]() { return decode_MlModelRow(r); });
+    v.written = read_list<MlModelWritten>(r, [&]() { return decode_MlModelWritten(r); });
     v.next_cursor = read_opt<Bytes>(r, [&]() { return r.blob(); });
     return v;
 }
@@ -3210,19 +3429,23 @@ inline void decode(Reader& r, MlPredictionKey& v) { v = decode_MlPredictionKey(r
 
 // ML_PREDICTION rows
 struct MlPredictionRows {
+    bool echo{};  // bool: true: the answer's `rows` are these rows as stored; false: no `rows`
     std::vector<MlPredictionRow> rows{};  // list<ML_PREDICTION row>: the rows, written all or none
     bool operator==(const MlPredictionRows& o) const {
-        return rows == o.rows;
+        return echo == o.echo &&
+               rows == o.rows;
     }
     bool operator!=(const MlPredictionRows& o) const { return !(*this == o); }
 };
 
 inline void encode(Writer& w, const MlPredictionRows& v) {
+    w.boolean(v.echo);
     write_list(w, v.rows, [&](const MlPredictionRow& x) { encode(w, x); });
 }
 
 inline MlPredictionRows decode_MlPredictionRows(Reader& r) {
     MlPredictionRows v;
+    v.echo = r.boolean();
     v.rows = read_list<MlPredictionRow>(r, [&]() { return decode_MlPredictionRow(r); });
     return v;
 }
@@ -3291,14 +3514,41 @@ inline MlPredictionSelect decode_MlPredictionSelect(Reader& r) {
 
 inline void decode(Reader& r, MlPredictionSelect& v) { v = decode_MlPredictionSelect(r); }
 
+// ML_PREDICTION written
+struct MlPredictionWritten {
+    std::string id{};  // str: the prediction's id
+    std::optional<Timestamp> created_at{};  // opt<timestamp>: when it was made; absent: the hub's clock
+    bool operator==(const MlPredictionWritten& o) const {
+        return id == o.id &&
+               created_at == o.created_at;
+    }
+    bool operator!=(const MlPredictionWritten& o) const { return !(*this == o); }
+};
+
+inline void encode(Writer& w, const MlPredictionWritten& v) {
+    w.str(v.id);
+    write_opt(w, v.created_at, [&](const Timestamp& x) { w.timestamp(x); });
+}
+
+inline MlPredictionWritten decode_MlPredictionWritten(Reader& r) {
+    MlPredictionWritten v;
+    v.id = r.str();
+    v.created_at = read_opt<Timestamp>(r, [&]() { return r.timestamp(); });
+    return v;
+}
+
+inline void decode(Reader& r, MlPredictionWritten& v) { v = decode_MlPredictionWritten(r); }
+
 // ML_PREDICTION response
 struct MlPredictionResponse {
     std::uint32_t affected{};  // u32: rows written, or rows in this page
-    std::vector<MlPredictionRow> rows{};  // list<ML_PREDICTION row>: the rows as stored
+    std::vector<MlPredictionRow> rows{};  // list<ML_PREDICTION row>: SELECT: the page; a write: the rows as stored, if it asked (echo)
+    std::vector<MlPredictionWritten> written{};  // list<ML_PREDICTION written>: a write: each row's key and the columns the hub set, in the request's order; SELECT: none
     std::optional<Bytes> next_cursor{};  // opt<bytes>: SELECT: pass as `after` for the next page; absent on the last page
     bool operator==(const MlPredictionResponse& o) const {
         return affected == o.affected &&
                rows == o.rows &&
+               written == o.written &&
                next_cursor == o.next_cursor;
     }
     bool operator!=(const MlPredictionResponse& o) const { return !(*this == o); }
@@ -3307,6 +3557,7 @@ struct MlPredictionResponse {
 inline void encode(Writer& w, const MlPredictionResponse& v) {
     w.u32(v.affected);
     write_list(w, v.rows, [&](const MlPredictionRow& x) { encode(w, x); });
+    write_list(w, v.written, [&](const MlPredictionWritten& x) { encode(w, x); });
     write_opt(w, v.next_cursor, [&](const Bytes& x) { w.blob(x); });
 }
 
@@ -3314,6 +3565,7 @@ inline MlPredictionResponse decode_MlPredictionResponse(Reader& r) {
     MlPredictionResponse v;
     v.affected = r.u32();
     v.rows = read_list<MlPredictionRow>(r, [&]() { return decode_MlPredictionRow(r); });
+    v.written = read_list<MlPredictionWritten>(r, [&]() { return decode_MlPredictionWritten(r); });
     v.next_cursor = read_opt<Bytes>(r, [&]() { return r.blob(); });
     return v;
 }
@@ -3503,19 +3755,23 @@ inline void decode(Reader& r, LabeledDataKey& v) { v = decode_LabeledDataKey(r);
 
 // LABELED_DATA rows
 struct LabeledDataRows {
+    bool echo{};  // bool: true: the answer's `rows` are these rows as stored; false: no `rows`
     std::vector<LabeledDataRow> rows{};  // list<LABELED_DATA row>: the rows, written all or none
     bool operator==(const LabeledDataRows& o) const {
-        return rows == o.rows;
+        return echo == o.echo &&
+               rows == o.rows;
     }
     bool operator!=(const LabeledDataRows& o) const { return !(*this == o); }
 };
 
 inline void encode(Writer& w, const LabeledDataRows& v) {
+    w.boolean(v.echo);
     write_list(w, v.rows, [&](const LabeledDataRow& x) { encode(w, x); });
 }
 
 inline LabeledDataRows decode_LabeledDataRows(Reader& r) {
     LabeledDataRows v;
+    v.echo = r.boolean();
     v.rows = read_list<LabeledDataRow>(r, [&]() { return decode_LabeledDataRow(r); });
     return v;
 }
@@ -3584,14 +3840,41 @@ inline LabeledDataSelect decode_LabeledDataSelect(Reader& r) {
 
 inline void decode(Reader& r, LabeledDataSelect& v) { v = decode_LabeledDataSelect(r); }
 
+// LABELED_DATA written
+struct LabeledDataWritten {
+    std::string id{};  // str: the label's id
+    std::optional<Timestamp> created_at{};  // opt<timestamp>: when it was made; absent: the hub's clock
+    bool operator==(const LabeledDataWritten& o) const {
+        return id == o.id &&
+               created_at == o.created_at;
+    }
+    bool operator!=(const LabeledDataWritten& o) const { return !(*this == o); }
+};
+
+inline void encode(Writer& w, const LabeledDataWritten& v) {
+    w.str(v.id);
+    write_opt(w, v.created_at, [&](const Timestamp& x) { w.timestamp(x); });
+}
+
+inline LabeledDataWritten decode_LabeledDataWritten(Reader& r) {
+    LabeledDataWritten v;
+    v.id = r.str();
+    v.created_at = read_opt<Timestamp>(r, [&]() { return r.timestamp(); });
+    return v;
+}
+
+inline void decode(Reader& r, LabeledDataWritten& v) { v = decode_LabeledDataWritten(r); }
+
 // LABELED_DATA response
 struct LabeledDataResponse {
     std::uint32_t affected{};  // u32: rows written, or rows in this page
-    std::vector<LabeledDataRow> rows{};  // list<LABELED_DATA row>: the rows as stored
+    std::vector<LabeledDataRow> rows{};  // list<LABELED_DATA row>: SELECT: the page; a write: the rows as stored, if it asked (echo)
+    std::vector<LabeledDataWritten> written{};  // list<LABELED_DATA written>: a write: each row's key and the columns the hub set, in the request's order; SELECT: none
     std::optional<Bytes> next_cursor{};  // opt<bytes>: SELECT: pass as `after` for the next page; absent on the last page
     bool operator==(const LabeledDataResponse& o) const {
         return affected == o.affected &&
                rows == o.rows &&
+               written == o.written &&
                next_cursor == o.next_cursor;
     }
     bool operator!=(const LabeledDataResponse& o) const { return !(*this == o); }
@@ -3600,6 +3883,7 @@ struct LabeledDataResponse {
 inline void encode(Writer& w, const LabeledDataResponse& v) {
     w.u32(v.affected);
     write_list(w, v.rows, [&](const LabeledDataRow& x) { encode(w, x); });
+    write_list(w, v.written, [&](const LabeledDataWritten& x) { encode(w, x); });
     write_opt(w, v.next_cursor, [&](const Bytes& x) { w.blob(x); });
 }
 
@@ -3607,6 +3891,7 @@ inline LabeledDataResponse decode_LabeledDataResponse(Reader& r) {
     LabeledDataResponse v;
     v.affected = r.u32();
     v.rows = read_list<LabeledDataRow>(r, [&]() { return decode_LabeledDataRow(r); });
+    v.written = read_list<LabeledDataWritten>(r, [&]() { return decode_LabeledDataWritten(r); });
     v.next_cursor = read_opt<Bytes>(r, [&]() { return r.blob(); });
     return v;
 }
@@ -3788,19 +4073,23 @@ inline void decode(Reader& r, FeatureSetKey& v) { v = decode_FeatureSetKey(r); }
 
 // FEATURE_SET rows
 struct FeatureSetRows {
+    bool echo{};  // bool: true: the answer's `rows` are these rows as stored; false: no `rows`
     std::vector<FeatureSetRow> rows{};  // list<FEATURE_SET row>: the rows, written all or none
     bool operator==(const FeatureSetRows& o) const {
-        return rows == o.rows;
+        return echo == o.echo &&
+               rows == o.rows;
     }
     bool operator!=(const FeatureSetRows& o) const { return !(*this == o); }
 };
 
 inline void encode(Writer& w, const FeatureSetRows& v) {
+    w.boolean(v.echo);
     write_list(w, v.rows, [&](const FeatureSetRow& x) { encode(w, x); });
 }
 
 inline FeatureSetRows decode_FeatureSetRows(Reader& r) {
     FeatureSetRows v;
+    v.echo = r.boolean();
     v.rows = read_list<FeatureSetRow>(r, [&]() { return decode_FeatureSetRow(r); });
     return v;
 }
@@ -3869,14 +4158,45 @@ inline FeatureSetSelect decode_FeatureSetSelect(Reader& r) {
 
 inline void decode(Reader& r, FeatureSetSelect& v) { v = decode_FeatureSetSelect(r); }
 
+// FEATURE_SET written
+struct FeatureSetWritten {
+    std::string id{};  // str: the vector's id
+    std::vector<std::string> feature_names{};  // list<str>: names of the features, kept once per (name, version): give them with the first vector, then give them again identically or leave the list empty
+    std::optional<Timestamp> created_at{};  // opt<timestamp>: when it was made; absent: the hub's clock
+    bool operator==(const FeatureSetWritten& o) const {
+        return id == o.id &&
+               feature_names == o.feature_names &&
+               created_at == o.created_at;
+    }
+    bool operator!=(const FeatureSetWritten& o) const { return !(*this == o); }
+};
+
+inline void encode(Writer& w, const FeatureSetWritten& v) {
+    w.str(v.id);
+    write_list(w, v.feature_names, [&](const std::string& x) { w.str(x); });
+    write_opt(w, v.created_at, [&](const Timestamp& x) { w.timestamp(x); });
+}
+
+inline FeatureSetWritten decode_FeatureSetWritten(Reader& r) {
+    FeatureSetWritten v;
+    v.id = r.str();
+    v.feature_names = read_list<std::string>(r, [&]() { return r.str(); });
+    v.created_at = read_opt<Timestamp>(r, [&]() { return r.timestamp(); });
+    return v;
+}
+
+inline void decode(Reader& r, FeatureSetWritten& v) { v = decode_FeatureSetWritten(r); }
+
 // FEATURE_SET response
 struct FeatureSetResponse {
     std::uint32_t affected{};  // u32: rows written, or rows in this page
-    std::vector<FeatureSetRow> rows{};  // list<FEATURE_SET row>: the rows as stored
+    std::vector<FeatureSetRow> rows{};  // list<FEATURE_SET row>: SELECT: the page; a write: the rows as stored, if it asked (echo)
+    std::vector<FeatureSetWritten> written{};  // list<FEATURE_SET written>: a write: each row's key and the columns the hub set, in the request's order; SELECT: none
     std::optional<Bytes> next_cursor{};  // opt<bytes>: SELECT: pass as `after` for the next page; absent on the last page
     bool operator==(const FeatureSetResponse& o) const {
         return affected == o.affected &&
                rows == o.rows &&
+               written == o.written &&
                next_cursor == o.next_cursor;
     }
     bool operator!=(const FeatureSetResponse& o) const { return !(*this == o); }
@@ -3885,6 +4205,7 @@ struct FeatureSetResponse {
 inline void encode(Writer& w, const FeatureSetResponse& v) {
     w.u32(v.affected);
     write_list(w, v.rows, [&](const FeatureSetRow& x) { encode(w, x); });
+    write_list(w, v.written, [&](const FeatureSetWritten& x) { encode(w, x); });
     write_opt(w, v.next_cursor, [&](const Bytes& x) { w.blob(x); });
 }
 
@@ -3892,6 +4213,7 @@ inline FeatureSetResponse decode_FeatureSetResponse(Reader& r) {
     FeatureSetResponse v;
     v.affected = r.u32();
     v.rows = read_list<FeatureSetRow>(r, [&]() { return decode_FeatureSetRow(r); });
+    v.written = read_list<FeatureSetWritten>(r, [&]() { return decode_FeatureSetWritten(r); });
     v.next_cursor = read_opt<Bytes>(r, [&]() { return r.blob(); });
     return v;
 }
@@ -4069,19 +4391,23 @@ inline void decode(Reader& r, TechnicalIndicatorKey& v) { v = decode_TechnicalIn
 
 // TECHNICAL_INDICATOR rows
 struct TechnicalIndicatorRows {
+    bool echo{};  // bool: true: the answer's `rows` are these rows as stored; false: no `rows`
     std::vector<TechnicalIndicatorRow> rows{};  // list<TECHNICAL_INDICATOR row>: the rows, written all or none
     bool operator==(const TechnicalIndicatorRows& o) const {
-        return rows == o.rows;
+        return echo == o.echo &&
+               rows == o.rows;
     }
     bool operator!=(const TechnicalIndicatorRows& o) const { return !(*this == o); }
 };
 
 inline void encode(Writer& w, const TechnicalIndicatorRows& v) {
+    w.boolean(v.echo);
     write_list(w, v.rows, [&](const TechnicalIndicatorRow& x) { encode(w, x); });
 }
 
 inline TechnicalIndicatorRows decode_TechnicalIndicatorRows(Reader& r) {
     TechnicalIndicatorRows v;
+    v.echo = r.boolean();
     v.rows = read_list<TechnicalIndicatorRow>(r, [&]() { return decode_TechnicalIndicatorRow(r); });
     return v;
 }
@@ -4150,14 +4476,41 @@ inline TechnicalIndicatorSelect decode_TechnicalIndicatorSelect(Reader& r) {
 
 inline void decode(Reader& r, TechnicalIndicatorSelect& v) { v = decode_TechnicalIndicatorSelect(r); }
 
+// TECHNICAL_INDICATOR written
+struct TechnicalIndicatorWritten {
+    std::string id{};  // str: the value's id
+    std::optional<Timestamp> created_at{};  // opt<timestamp>: when it was computed; absent: the hub's clock
+    bool operator==(const TechnicalIndicatorWritten& o) const {
+        return id == o.id &&
+               created_at == o.created_at;
+    }
+    bool operator!=(const TechnicalIndicatorWritten& o) const { return !(*this == o); }
+};
+
+inline void encode(Writer& w, const TechnicalIndicatorWritten& v) {
+    w.str(v.id);
+    write_opt(w, v.created_at, [&](const Timestamp& x) { w.timestamp(x); });
+}
+
+inline TechnicalIndicatorWritten decode_TechnicalIndicatorWritten(Reader& r) {
+    TechnicalIndicatorWritten v;
+    v.id = r.str();
+    v.created_at = read_opt<Timestamp>(r, [&]() { return r.timestamp(); });
+    return v;
+}
+
+inline void decode(Reader& r, TechnicalIndicatorWritten& v) { v = decode_TechnicalIndicatorWritten(r); }
+
 // TECHNICAL_INDICATOR response
 struct TechnicalIndicatorResponse {
     std::uint32_t affected{};  // u32: rows written, or rows in this page
-    std::vector<TechnicalIndicatorRow> rows{};  // list<TECHNICAL_INDICATOR row>: the rows as stored
+    std::vector<TechnicalIndicatorRow> rows{};  // list<TECHNICAL_INDICATOR row>: SELECT: the page; a write: the rows as stored, if it asked (echo)
+    std::vector<TechnicalIndicatorWritten> written{};  // list<TECHNICAL_INDICATOR written>: a write: each row's key and the columns the hub set, in the request's order; SELECT: none
     std::optional<Bytes> next_cursor{};  // opt<bytes>: SELECT: pass as `after` for the next page; absent on the last page
     bool operator==(const TechnicalIndicatorResponse& o) const {
         return affected == o.affected &&
                rows == o.rows &&
+               written == o.written &&
                next_cursor == o.next_cursor;
     }
     bool operator!=(const TechnicalIndicatorResponse& o) const { return !(*this == o); }
@@ -4166,6 +4519,7 @@ struct TechnicalIndicatorResponse {
 inline void encode(Writer& w, const TechnicalIndicatorResponse& v) {
     w.u32(v.affected);
     write_list(w, v.rows, [&](const TechnicalIndicatorRow& x) { encode(w, x); });
+    write_list(w, v.written, [&](const TechnicalIndicatorWritten& x) { encode(w, x); });
     write_opt(w, v.next_cursor, [&](const Bytes& x) { w.blob(x); });
 }
 
@@ -4173,6 +4527,7 @@ inline TechnicalIndicatorResponse decode_TechnicalIndicatorResponse(Reader& r) {
     TechnicalIndicatorResponse v;
     v.affected = r.u32();
     v.rows = read_list<TechnicalIndicatorRow>(r, [&]() { return decode_TechnicalIndicatorRow(r); });
+    v.written = read_list<TechnicalIndicatorWritten>(r, [&]() { return decode_TechnicalIndicatorWritten(r); });
     v.next_cursor = read_opt<Bytes>(r, [&]() { return r.blob(); });
     return v;
 }

@@ -40,17 +40,21 @@ static int decode_checks() {
     Bytes trailing = good;
     trailing.push_back(0);
     expect_refused(trailing, "trailing byte");
+    // The payload opens with echo (a bool), then the rows' count.
+    Bytes bad_bool = good;
+    bad_bool[0] = 2;
+    expect_refused(bad_bool, "bool byte 2");
     Bytes huge_count = good;
-    huge_count[0] = huge_count[1] = huge_count[2] = huge_count[3] = 0xff;
+    huge_count[1] = huge_count[2] = huge_count[3] = huge_count[4] = 0xff;
     expect_refused(huge_count, "list count 2^32-1");
     Bytes bad_utf8 = good;
-    bad_utf8[6] = 0xff;
+    bad_utf8[1 + 4 + 2] = 0xff;
     expect_refused(bad_utf8, "invalid UTF-8");
     Bytes bad_presence = good;
-    bad_presence[4 + 2 + 4 + 8 + 8 + 2 + 5] = 7;
+    bad_presence[1 + 4 + 2 + 4 + 8 + 8 + 2 + 5] = 7;
     expect_refused(bad_presence, "presence byte 7");
-    std::cout << "refused " << refused << " of " << good.size() + 4 << "\n";
-    return refused == static_cast<int>(good.size()) + 4 ? 0 : 1;
+    std::cout << "refused " << refused << " of " << good.size() + 5 << "\n";
+    return refused == static_cast<int>(good.size()) + 5 ? 0 : 1;
 }
 
 int main(int argc, char** argv) {

@@ -20,11 +20,17 @@ def request_frames(payload, request_id, command, table, max_frame):
 
 @attrs.frozen
 class Result:
-    """A decoded RESPONSE: rows written or returned, the rows, and the cursor of the next page."""
+    """
+    A decoded RESPONSE: rows written or returned; the rows (a SELECT's page,
+    or a write's rows as stored when it asked for them with C{echo});
+    C{written}: each written row's key and the columns the hub set; and the
+    cursor of the next page.
+    """
 
     affected: int
     rows: list
     next_cursor: bytes | None = None
+    written: list = attrs.field(factory=list)
 
 
 def select_payload(table, keys=(), symbol=None, since=None, until=None, limit=0, after=None):
@@ -38,9 +44,12 @@ def select_payload(table, keys=(), symbol=None, since=None, until=None, limit=0,
     return layouts.select_request.encode(query)
 
 
-def rows_payload(table, rows):
-    """The INSERT, UPSERT or UPDATE payload: rows are dicts keyed by column name."""
-    return LAYOUTS[SQLTable(table)].rows_request.encode({"rows": list(rows)})
+def rows_payload(table, rows, echo=False):
+    """
+    The INSERT, UPSERT or UPDATE payload: rows are dicts keyed by column
+    name; with C{echo}, the answer carries them as stored.
+    """
+    return LAYOUTS[SQLTable(table)].rows_request.encode({"echo": echo, "rows": list(rows)})
 
 
 def keys_payload(table, keys):
@@ -89,7 +98,8 @@ def decode_event(command, table, payload):
 def decode_result(table, payload):
     """A table's RESPONSE payload (joined when it came in several frames) as a L{Result}."""
     answer = LAYOUTS[SQLTable(table)].response.decode(payload)
-    return Result(answer["affected"], [dict(row) for row in answer["rows"]], answer["next_cursor"])
+    rows, written = ([dict(row) for row in answer[name]] for name in ("rows", "written"))
+    return Result(answer["affected"], rows, answer["next_cursor"], written)
 
 
 class TableCalls:
@@ -101,14 +111,19 @@ class TableCalls:
     def execute(self, command: SQLCommand, table: SQLTable, payload: bytes) -> Any:
         raise NotImplementedError
 
-    def insert(self, table: SQLTable, rows: Iterable[dict]) -> Any:
-        return self.execute(SQLCommand.INSERT, table, rows_payload(table, rows))
+    def insert(self, table: SQLTable, rows: Iterable[dict], echo: bool = False) -> Any:
+        """
+        Write rows, all or none. The answer's C{written} gives each row's key
+        and the columns the hub set; its C{rows}, only with C{echo}, the rows
+        as stored (a submitted order's always: Alpaca set its id and status).
+        """
+        return self.execute(SQLCommand.INSERT, table, rows_payload(table, rows, echo))
 
-    def upsert(self, table: SQLTable, rows: Iterable[dict]) -> Any:
-        return self.execute(SQLCommand.UPSERT, table, rows_payload(table, rows))
+    def upsert(self, table: SQLTable, rows: Iterable[dict], echo: bool = False) -> Any:
+        return self.execute(SQLCommand.UPSERT, table, rows_payload(table, rows, echo))
 
-    def update(self, table: SQLTable, rows: Iterable[dict]) -> Any:
-        return self.execute(SQLCommand.UPDATE, table, rows_payload(table, rows))
+    def update(self, table: SQLTable, rows: Iterable[dict], echo: bool = False) -> Any:
+        return self.execute(SQLCommand.UPDATE, table, rows_payload(table, rows, echo))
 
     def delete(self, table: SQLTable, keys: Iterable[dict]) -> Any:
         return self.execute(SQLCommand.DELETE, table, keys_payload(table, keys))

@@ -157,15 +157,21 @@ COMMON_LAYOUTS = f"""Every table has the same five request layouts, built from i
 
 | command | request payload |
 |---|---|
-| INSERT | `rows: list<row>`: new rows, all or none |
-| UPSERT | `rows: list<row>`: insert, or replace the row with the same key; all or none |
-| UPDATE | `rows: list<row>`: replace the rows with these keys (every field); NOT_FOUND if one is missing |
+| INSERT | `echo: bool`, `rows: list<row>`: new rows, all or none |
+| UPSERT | `echo: bool`, `rows: list<row>`: insert, or replace the row with the same key; all or none |
+| UPDATE | `echo: bool`, `rows: list<row>`: replace the rows with these keys; NOT_FOUND if one is not stored |
 | DELETE | `keys: list<key>`: delete these rows; NOT_FOUND if one is missing |
 | SELECT | the table's select layout below |
 
 and one RESPONSE layout: `affected: u32` (rows written, or rows in this page), `rows: list<row>`
-(the rows as stored after a write; the page for SELECT), `next_cursor: opt<bytes>` (SELECT only:
-present when more rows follow; send it back as `after`). A RESPONSE payload larger than one
+(the page for SELECT; after a write, the rows as stored, only when the request set `echo`),
+`written: list<written>` (after a write, whatever `echo` says: one entry per row, in the
+request's order, with the row's key and the columns the hub set, such as a `created_at` left
+absent; each table's written layout is below), `next_cursor: opt<bytes>` (SELECT only: present
+when more rows follow; send it back as `after`). Leave `echo` false unless the stored rows are
+needed: the hub then neither reads them back nor encodes them, which makes a write cheaper for
+the hub and the database. An ORDER INSERT that submits to Alpaca is answered as stored whatever
+`echo` says (Alpaca set its id, status and times). A RESPONSE payload larger than one
 frame is split over several RESPONSE frames at any byte: concatenate the payloads of every frame
 of the request_id (MORE set on all but the last) and decode the result once. A REQUEST payload
 larger than one frame travels the same way: consecutive REQUEST frames with the same request_id,
@@ -191,11 +197,11 @@ CONFLICT; a missing referenced row is NOT_FOUND. Nothing of a refused request is
 def _table_section(layouts):
     spec = layouts.table
     kind = f"time series on `{spec.series}`" if spec.series else "keyed"
-    writes = "" if spec.echo_writes else " Write answers carry `affected` only (no rows): this is the hot path."
     return f"""### {spec.id.value} {spec.id.name} (`{spec.sql_name}`)
 
-{spec.doc} {kind.capitalize()}.{writes} The key layout is
-{", ".join(f"`{f.name}: {f.type.name}`" for f in layouts.key_row.fields)}, in that order.
+{spec.doc} {kind.capitalize()}. The key layout is
+{", ".join(f"`{f.name}: {f.type.name}`" for f in layouts.key_row.fields)}, in that order; the written layout
+{", ".join(f"`{f.name}: {f.type.name}`" for f in layouts.written.fields)}.
 
 Row:
 
@@ -234,20 +240,22 @@ def _request_example():
     }
     request = encode_frame(
         MessageType.REQUEST,
-        spec.rows_request.encode({"rows": [row]}),
+        spec.rows_request.encode({"echo": False, "rows": [row]}),
         request_id=42,
         command=SQLCommand.INSERT,
         table=SQLTable.MARKET_TICK,
     )
     response = encode_frame(
-        MessageType.RESPONSE, spec.response.encode({"affected": 1, "rows": [], "next_cursor": None}), request_id=42
+        MessageType.RESPONSE,
+        spec.response.encode({"affected": 1, "rows": [], "written": [row], "next_cursor": None}),
+        request_id=42,
     )
     return (
         _example(
             "REQUEST: INSERT one MARKET_TICK (a trade of 100 AAPL at 189.12, request_id 42)",
             request,
             "Header: type `03` REQUEST, command `01` INSERT, table `06` MARKET_TICK, request_id 42 (`2a 00 …`). "
-            "Payload: `01 00 00 00` one row; `04 00` + `AAPL`; ts as i64 nanoseconds; seq `07 00 …`; "
+            "Payload: `00` echo false; `01 00 00 00` one row; `04 00` + `AAPL`; ts as i64 nanoseconds; seq `07 00 …`; "
             "`05 00` + `trade`; price `01` present + 189120000000 units of 10^-9; size `01` + 100000000000; "
             "four `00` (no bid/ask); exchange `01` + `01 00` + `V`; conditions `01 00 00 00` + `01 00` + `@`; "
             "tape `01` + `01 00` + `C`.",
@@ -257,7 +265,8 @@ def _request_example():
             "RESPONSE to it",
             response,
             "Header: type `04` RESPONSE, flags 0 (complete), request_id 42. Payload: affected `01 00 00 00`, "
-            "rows `00 00 00 00` (tick writes echo no rows), next_cursor `00` absent.",
+            "rows `00 00 00 00` (no echo), written `01 00 00 00` + the tick's key (`04 00` + `AAPL`, ts, seq: "
+            "a tick has no column the hub sets), next_cursor `00` absent.",
         )
     )
 

@@ -128,17 +128,21 @@ class OrderController(TableController):
         super().__init__(pool, broker)
         self.increments = PriceIncrements(pool)
 
-    async def insert(self, rows):
+    def echoes(self, rows, echo):
+        """A submitted order is answered as stored: Alpaca set its id, status and times."""
+        return echo or any(row["submit"] for row in rows)
+
+    async def insert(self, rows, echo=True):
         if not any(row["submit"] for row in rows):
-            return await super().insert(rows)
+            return await super().insert(rows, echo)
         parent, legs = self._submission(self.checked(rows))
         await self._inserted(self.in_transaction(self._insert_or_resume), [parent, *legs])
         return await self._submit(parent, legs)
 
-    async def insert_batches(self, batches):
+    async def insert_batches(self, batches, echo=True):
         if any(row["submit"] for batch in batches for row in batch):
             raise ServeAlone()
-        return await super().insert_batches(batches)
+        return await super().insert_batches(batches, echo)
 
     def _submission(self, rows):
         """The one order a submitting request may carry, and its legs."""

@@ -103,20 +103,25 @@ class TableController:
 
     # Commands
 
-    async def insert(self, rows: list[Row]) -> list[Row]:
-        """The rows as stored (none when the table does not echo writes)."""
-        return await self._new(self.checked(rows))
+    def echoes(self, rows: list[Row], echo: bool) -> bool:
+        """Whether a write of these rows answers with them as stored (C{echo}: what its client asked)."""
+        return echo
 
-    async def insert_batches(self, batches: list[list[Row]]) -> list[list[Row]]:
-        """Coalesced INSERTs: one statement, the stored rows of each batch."""
+    async def insert(self, rows: list[Row], echo: bool = True) -> list[Row]:
+        """
+        The rows as stored; without C{echo}, the rows as the hub wrote them
+        (the database returns nothing: the cheaper path).
+        """
+        return await self._new(self.checked(rows), echo=echo)
+
+    async def insert_batches(self, batches: list[list[Row]], echo: bool = True) -> list[list[Row]]:
+        """Coalesced INSERTs: one statement, the rows of each batch (as L{insert} returns them)."""
         for batch in batches:
             self.checked(batch)
-        stored = await self._new([row for batch in batches for row in batch])
-        if not self.table.echo_writes:
-            return [[] for _ in batches]
+        rows = await self._new([row for batch in batches for row in batch], echo=echo)
         answers, start = [], 0
         for batch in batches:
-            answers.append(stored[start : start + len(batch)])
+            answers.append(rows[start : start + len(batch)])
             start += len(batch)
         return answers
 
@@ -138,32 +143,36 @@ class TableController:
                 except Invalid as error:
                     left.append(f"row {index}: {error.message.removeprefix('row 0: ')}")
         if kept:
-            await self._new(kept, skip_stored=True)
+            await self._new(kept, skip_stored=True, echo=False)
         return left
 
-    async def _new(self, rows: list[Row], skip_stored: bool = False) -> list[Row]:
+    async def _new(self, rows: list[Row], skip_stored: bool = False, echo: bool = True) -> list[Row]:
         """
         INSERT new rows: as one statement on its own where the table allows
         it. When the database refuses that statement (a row, or the guard),
         it stored nothing: the transaction that follows names the row and why.
+        Returns the rows as stored, or (without C{echo}) as written.
         """
         if self._insert_alone or await self.checked_alone(rows):
             try:
-                return await self._inserted(lambda rows: self._alone(rows, skip_stored), rows)
+                stored = await self._inserted(lambda rows: self._alone(rows, skip_stored, echo), rows)
+                return stored if echo else rows
             except ROW_ERRORS:
                 pass
             except psycopg2.Error as error:
                 if error.pgcode != GUARD_REFUSED:
                     raise
-        return await self._inserted(self.in_transaction(partial(self._insert, skip_stored=skip_stored)), rows)
+        write = partial(self._insert, skip_stored=skip_stored, echo=echo)
+        stored = await self._inserted(self.in_transaction(write), rows)
+        return stored if echo else rows
 
     def in_transaction(self, write) -> Callable[[list[Row]], Awaitable[list[Row]]]:
         """An attempt for L{_inserted}: C{write(cursor, rows, one_by_one)} in one transaction."""
         return lambda rows: self._in_transaction(write, rows)
 
-    async def _alone(self, rows: list[Row], skip_stored: bool) -> list[Row]:
+    async def _alone(self, rows: list[Row], skip_stored: bool, echo: bool) -> list[Row]:
         tail = self.repository.skip_stored if skip_stored else ""
-        statement, params = self.repository.insert_statement(rows, self.insert_guard, tail)
+        statement, params = self.repository.insert_statement(rows, self.insert_guard, tail, echo)
         records = await self.pool.write(prepared(statement, ChangeLogRepository.NUMBER_AT_COMMIT), params)
         return self.repository.stored_rows(records)
 
@@ -204,12 +213,14 @@ class TableController:
                 raise
             keys = [self.table.key_of(row) for row in rows]
             if all(key in found for key in keys):
-                return [found[key] for key in keys] if self.table.echo_writes else []
+                return [found[key] for key in keys]
             return await self._inserted(attempt, rows, lost_commits + 1)
 
-    async def _insert(self, cursor, rows: list[Row], one_by_one: bool, skip_stored: bool = False) -> list[Row]:
+    async def _insert(
+        self, cursor, rows: list[Row], one_by_one: bool, skip_stored: bool = False, echo: bool = True
+    ) -> list[Row]:
         await self.prepare(cursor, rows, "INSERT", {})
-        write = self.repository.insert_new if skip_stored else self.repository.insert
+        write = self.repository.insert_new if skip_stored else partial(self.repository.insert, returning=echo)
         stored = await self._write(cursor, rows, write, one_by_one)
         await self.written(cursor, rows, "INSERT")
         return stored

@@ -98,6 +98,7 @@ class FeatureSetController(TableController):
                 known[schema] = stored = names
             elif names and names != stored:
                 raise invalid(index, "feature_names", f"differ from those stored for {schema[0]} {schema[1]}")
+            row["feature_names"] = stored  # as a write answer tells it, echoed or not
             if len(row["features"]) != len(stored):
                 raise invalid(
                     index,

@@ -6,7 +6,24 @@ row, key and cursor, the five commands' request layouts and the response.
 from ..schema.model import DEFAULT_LIMIT, MAX_LIMIT, Column, SQLTable, Table
 from ..schema.tables import TABLES
 from .enums import SQLCommand
-from .wire import FIELD_TYPES, LIST_COUNT, Field, Layout, WireType, blob, list_of, opt, string, timestamp, u32, u64
+from .wire import (
+    FIELD_TYPES,
+    LIST_COUNT,
+    Field,
+    Layout,
+    WireType,
+    blob,
+    boolean,
+    list_of,
+    opt,
+    string,
+    timestamp,
+    u32,
+    u64,
+)
+
+# The affected count that opens every response.
+COUNT = u32.construct
 
 
 def field_of(column: Column) -> Field:
@@ -35,7 +52,15 @@ class TableLayouts:
         self.cursor = Layout(f"{title} cursor", [fields[k] for k in table.sort])
         row_type = _row_type(f"{title} row", self.row)
         key_type = _row_type(f"{title} key", self.key_row)
-        self.rows_request = Layout(f"{title} rows", [Field("rows", list_of(row_type), "the rows, written all or none")])
+        self.written = Layout(f"{title} written", [fields[n] for n in table.written])
+        written_type = _row_type(f"{title} written", self.written)
+        self.rows_request = Layout(
+            f"{title} rows",
+            [
+                Field("echo", boolean, "true: the answer's `rows` are these rows as stored; false: no `rows`"),
+                Field("rows", list_of(row_type), "the rows, written all or none"),
+            ],
+        )
         self.keys_request = Layout(f"{title} keys", [Field("keys", list_of(key_type), "the keys of the rows")])
         select_fields = [
             Field("keys", list_of(key_type), "rows with these keys; empty: no key filter"),
@@ -55,10 +80,11 @@ class TableLayouts:
             f"{title} response",
             [
                 Field("affected", u32, "rows written, or rows in this page"),
+                Field("rows", list_of(row_type), "SELECT: the page; a write: the rows as stored, if it asked (echo)"),
                 Field(
-                    "rows",
-                    list_of(row_type),
-                    "the rows as stored" + ("" if table.echo_writes else " (SELECT only)"),
+                    "written",
+                    list_of(written_type),
+                    "a write: each row's key and the columns the hub set, in the request's order; SELECT: none",
                 ),
                 Field("next_cursor", opt(blob), "SELECT: pass as `after` for the next page; absent on the last page"),
             ],
@@ -88,28 +114,36 @@ class TableLayouts:
         position = Field("position", u64, "the change's position in the change log")
         self.event = Layout(f"{title} event (INSERT, UPDATE)", [position, *fields.values()])
         self.deleted_event = Layout(f"{title} event (DELETE)", [position, *(fields[k] for k in table.key)])
-        # Where the rows' count starts: after the fixed fields that precede it.
-        before = next(i for i, f in enumerate(self.response.fields) if f.name == "rows")
-        self._rows_at = sum(f.type.size for f in self.response.fields[:before])
         self._counts: dict[int, bytes] = {}
+        self._cursor = self.response.fields[-1].type.construct
 
-    def answer(self, affected: int, rows: list[bytes], next_cursor: bytes | None = None) -> bytes:
+    def answer(
+        self, affected: int, rows: list[bytes], next_cursor: bytes | None = None, written: list[bytes] | None = None
+    ) -> bytes:
         """
-        The response, with its rows already encoded one by one (L{row}), so
-        that a long page can be encoded in slices: the bytes of
-        C{response.encode} with the same rows.
+        The response, its rows and written entries already encoded one by one
+        (L{row}, L{written}), so that a long page can be encoded in slices:
+        the bytes of C{response.encode} with the same values.
         """
-        if not rows and next_cursor is None:
+        if not rows and not written and next_cursor is None:
             return self._counted(affected)
-        rest = self.response.encode({"affected": affected, "rows": [], "next_cursor": next_cursor})
-        at = self._rows_at
-        return b"".join((rest[:at], LIST_COUNT.build(len(rows)), *rows, rest[at + LIST_COUNT.sizeof() :]))
+        written = written or []
+        return b"".join(
+            (
+                COUNT.build(affected),
+                LIST_COUNT.build(len(rows)),
+                *rows,
+                LIST_COUNT.build(len(written)),
+                *written,
+                self._cursor.build(next_cursor),
+            )
+        )
 
     def _counted(self, affected: int) -> bytes:
-        """The answer of a write that echoes no rows: made once per count (a tick INSERT's is always 1)."""
+        """An answer with a count alone (a DELETE's, an empty page's): made once per count."""
         answer = self._counts.get(affected)
         if answer is None:
-            answer = self.response.encode({"affected": affected, "rows": [], "next_cursor": None})
+            answer = self.response.encode({"affected": affected, "rows": [], "written": [], "next_cursor": None})
             if len(self._counts) < 1024:
                 self._counts[affected] = answer
         return answer

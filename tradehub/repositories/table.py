@@ -112,9 +112,9 @@ class Repository:
 
     # Statements
 
-    async def insert(self, cursor, rows: list[Row]) -> list[Row]:
-        """One statement for all rows; returns the stored rows (or [] when writes are not echoed)."""
-        return await self._insert(cursor, "", rows)
+    async def insert(self, cursor, rows: list[Row], returning: bool = True) -> list[Row]:
+        """One statement for all rows; returns the stored rows (none unless C{returning})."""
+        return await self._insert(cursor, "", rows, returning)
 
     async def upsert(self, cursor, rows: list[Row]) -> list[Row]:
         return await self._insert(cursor, self._upsert_tail, rows)
@@ -123,18 +123,20 @@ class Repository:
         """Like insert, skipping the rows whose keys are stored already."""
         return await self._insert(cursor, self.skip_stored, rows)
 
-    async def _insert(self, cursor, tail: str, rows: list[Row]) -> list[Row]:
-        statement, params = self.insert_statement(rows, tail=tail)
+    async def _insert(self, cursor, tail: str, rows: list[Row], returning: bool = True) -> list[Row]:
+        statement, params = self.insert_statement(rows, tail=tail, returning=returning)
         await cursor.execute(statement, params)
-        return self.stored_rows(cursor.fetchall() if self.table.echo_writes else [])
+        return self.stored_rows(cursor.fetchall() if returning else [])
 
-    def insert_statement(self, rows: list[Row], guard: str | None = None, tail: str = "") -> tuple[str, list]:
+    def insert_statement(
+        self, rows: list[Row], guard: str | None = None, tail: str = "", returning: bool = True
+    ) -> tuple[str, list]:
         """
-        One INSERT of all rows, returning the stored rows when the table
-        echoes writes. One row: plain VALUES. Several: one array per column
-        through unnest, one statement whatever the count. C{guard} is an SQL
-        condition on each new row (named C{u}): a row for which it does not
-        hold fails the whole statement with L{GUARD_REFUSED}.
+        One INSERT of all rows, returning the stored rows if asked. One row:
+        plain VALUES. Several: one array per column through unnest, one
+        statement whatever the count. C{guard} is an SQL condition on each
+        new row (named C{u}): a row for which it does not hold fails the
+        whole statement with L{GUARD_REFUSED}.
         """
         many = len(rows) > 1
         if many:
@@ -146,7 +148,7 @@ class Repository:
                 statement = self._insert_one_from
             statement += f" WHERE CASE WHEN {guard} THEN true ELSE tradehub_guard_refused() END"
         statement += tail
-        if self.table.echo_writes:
+        if returning:
             statement += self._returning
         return statement, params
 

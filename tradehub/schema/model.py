@@ -66,9 +66,9 @@ class Table:
     """
     A table: C{series} names the time column of a time-series table (SELECT
     by symbol and time window, in time order); C{sort} is its page order.
-    C{echo_writes}: whether write answers carry the stored rows (the tick
-    hot path answers with the count only). C{follow}: the columns a push
-    subscription may filter on besides the symbol.
+    C{follow}: the columns a push subscription may filter on besides the
+    symbol. C{written}: what every write answer tells of each row, echoed
+    or not: its key and the columns the hub sets.
     """
 
     def __init__(
@@ -79,7 +79,6 @@ class Table:
         key: tuple[str, ...],
         doc: str,
         series: str | None = None,
-        echo_writes: bool = True,
         follow: tuple[str, ...] = (),
     ) -> None:
         self.id = id
@@ -89,7 +88,9 @@ class Table:
         self.key = tuple(key)
         self.doc = doc
         self.series = series
-        self.echo_writes = echo_writes
+        self.written = self.key + tuple(
+            c.name for c in self.columns if (c.hub_default or c.computed) and c.name not in self.key
+        )
         self.follow = tuple(follow)
         # Every column a subscription filters on: the symbol first, when the table has one.
         self.filters = (("symbol",) if "symbol" in self.by_name else ()) + self.follow

@@ -262,7 +262,6 @@ MARKET_TICK = Table(
     key=("symbol", "ts", "seq"),
     doc="Trades and quotes of the data feed: the hot table.",
     series="ts",
-    echo_writes=False,
 )
 
 ML_MODEL = Table(

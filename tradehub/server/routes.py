@@ -135,25 +135,31 @@ class TableRoutes:
         encoded = await in_slices(self.layouts.row.encode, rows)
         return self.layouts.answer(affected, encoded, next_cursor)
 
-    async def _written(self, affected: int, stored: list) -> bytes:
-        return await self._answer(affected, stored if self.layouts.table.echo_writes else [])
+    async def _written(self, rows: list, echo: bool) -> bytes:
+        """A write's answer: each row's key and what the hub set, and the rows themselves if asked."""
+        written = await in_slices(self.layouts.written.encode, rows)
+        encoded = await in_slices(self.layouts.row.encode, rows) if echo else []
+        return self.layouts.answer(len(rows), encoded, written=written)
 
     async def insert(self, request: dict) -> bytes:
         rows = request["rows"]
-        return await self._written(len(rows), await self.controller.insert(rows))
+        echo = self.controller.echoes(rows, request["echo"])
+        return await self._written(await self.controller.insert(rows, echo), echo)
 
     async def insert_group(self, requests: list[dict]) -> list[bytes]:
+        """Coalesced INSERTs: the rows come back as stored when any of them asked (each answer as it asked)."""
         batches = [request["rows"] for request in requests]
-        stored = await self.controller.insert_batches(batches)
-        return [await self._written(len(batch), rows) for batch, rows in zip(batches, stored, strict=True)]
+        echoes = [self.controller.echoes(request["rows"], request["echo"]) for request in requests]
+        stored = await self.controller.insert_batches(batches, any(echoes))
+        return [await self._written(rows, echo) for rows, echo in zip(stored, echoes, strict=True)]
 
     async def upsert(self, request: dict) -> bytes:
         rows = request["rows"]
-        return await self._written(len(rows), await self.controller.upsert(rows))
+        return await self._written(await self.controller.upsert(rows), self.controller.echoes(rows, request["echo"]))
 
     async def update(self, request: dict) -> bytes:
         rows = request["rows"]
-        return await self._written(len(rows), await self.controller.update(rows))
+        return await self._written(await self.controller.update(rows), self.controller.echoes(rows, request["echo"]))
 
     async def delete(self, request: dict) -> bytes:
         return await self._answer(await self.controller.delete(request["keys"]), [])
