@@ -478,6 +478,23 @@ class BackpressureTests(SessionCase):
         self.controller.calls[1][1].callback(b"")
         self.assertEqual(self.hub.transport.producerState, "producing")
 
+    def test_reading_pauses_once_unanswered_requests_hold_max_request_bytes(self):
+        hub = Harness(max_in_flight=100, max_frame=16_384, max_request=20_000)
+        hub.handshake()
+        big = notes("x" * 6_000)
+        for request_id in (1, 2, 3):
+            self.assertEqual(hub.transport.producerState, "producing")
+            hub.send(wire.request(SQLCommand.INSERT, SQLTable.MARKET_TICK, big, request_id=request_id))
+        self.assertEqual(hub.transport.producerState, "producing", "18 kB of 20 kB held")
+        hub.send(wire.request(SQLCommand.INSERT, SQLTable.MARKET_TICK, big, request_id=4))
+        self.assertEqual(hub.transport.producerState, "paused", "4 requests, far below max_in_flight")
+        hub.controller.calls[0][1].callback(b"")
+        self.assertEqual(hub.transport.producerState, "paused", "18 kB still held")
+        hub.controller.calls[1][1].callback(b"")
+        self.assertEqual(hub.transport.producerState, "paused", "12 kB: above half of max_request")
+        hub.controller.calls[2][1].callback(b"")
+        self.assertEqual(hub.transport.producerState, "producing", "6 kB: below half")
+
     def test_full_write_buffer_stops_the_lane(self):
         self.hub.protocol.pauseProducing()
         self.send_pending(1)

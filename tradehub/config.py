@@ -281,9 +281,9 @@ SETTINGS = (
     ),
     Setting(
         "TRADEHUB_MAX_IN_FLIGHT",
-        "256",
+        "4096",
         _integer(1),
-        "unanswered requests per connection before reading pauses",
+        "unanswered requests per connection before reading pauses (or once they hold TRADEHUB_MAX_REQUEST bytes)",
         "max-in-flight",
     ),
     Setting(

@@ -52,7 +52,11 @@ class HubFactory(Factory):
         self.heartbeat = heartbeat_ms / 1000
         self.max_frame = max_frame
         self.max_request = max_request if max_request is not None else 64 * max_frame
+        # Reading pauses at max_in_flight unanswered requests, or once they
+        # hold max_request bytes: many small requests keep a deep pipeline,
+        # a few large ones a bounded amount of memory.
         self.max_in_flight = max_in_flight
+        self.max_in_flight_bytes = self.max_request
         # Bytes of answers the kernel may hold for one client (None: its own, growing to megabytes).
         self.send_buffer = send_buffer
         self.low_water = max_in_flight // 2

@@ -46,6 +46,8 @@ class Task:
     command: int = 0
     table: int = 0
     arrived: float = 0.0
+    # Its payload's bytes: what it holds in memory until answered, roughly.
+    size: int = 0
 
     def joins(self, first: Task) -> bool:
         return self.error is None and first.error is None and self.route is first.route

@@ -13,7 +13,7 @@ from .lanes import Task
 
 def admit(registry, role, header, payload):
     """The task for one whole request: checks in order, the first that fails answers it."""
-    task = Task(header.request_id, command=header.command, table=header.table)
+    task = Task(header.request_id, command=header.command, table=header.table, size=len(payload))
     try:
         command = SQLCommand(header.command)
     except ValueError:

@@ -82,6 +82,7 @@ class HubProtocol(Protocol):
         self.client_name = ""
         self.peer = ""
         self.in_flight = 0
+        self.in_flight_bytes = 0
         self.completed_since_shutdown: int | None = None
         self._decoder = FrameDecoder(hub.max_frame)
         self._requests = RequestFrames(hub.max_request)
@@ -319,8 +320,10 @@ class HubProtocol(Protocol):
     def _push(self, task):
         task.arrived = self._last_received
         self.in_flight += 1
+        self.in_flight_bytes += task.size
         self.lane.push(task)
-        if self.in_flight >= self.hub.max_in_flight and not self._reading_paused and self.state is not State.CLOSED:
+        full = self.in_flight >= self.hub.max_in_flight or self.in_flight_bytes >= self.hub.max_in_flight_bytes
+        if full and not self._reading_paused and self.state is not State.CLOSED:
             self._reading_paused = True
             self.transport.pauseProducing()
 
@@ -342,6 +345,7 @@ class HubProtocol(Protocol):
 
     def _answer(self, task, result):
         self.in_flight -= 1
+        self.in_flight_bytes -= task.size
         if self.completed_since_shutdown is not None:
             self.completed_since_shutdown += 1
         if isinstance(result, ProtocolError) and result.cause is not None:
@@ -364,7 +368,11 @@ class HubProtocol(Protocol):
         else:
             self._send_response(result, task.request_id)
         self.hub.metrics.answered(task, result, self._last_sent - task.arrived)
-        if self._reading_paused and self.in_flight <= self.hub.low_water:
+        if (
+            self._reading_paused
+            and self.in_flight <= self.hub.low_water
+            and self.in_flight_bytes <= self.hub.max_in_flight_bytes // 2
+        ):
             self._reading_paused = False
             self.transport.resumeProducing()
 
@@ -535,6 +543,7 @@ class HubProtocol(Protocol):
                 "warn", "{why} with {count} requests not started; they were not executed", why=why, count=len(dropped)
             )
         self.in_flight -= len(dropped)
+        self.in_flight_bytes -= sum(task.size for task in dropped)
 
     def _enter(self, state):
         if state is self.state:
