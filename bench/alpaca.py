@@ -29,9 +29,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import psutil
 import psycopg2
-from common import ROOT, Daemon, Database, connect, table
+from common import ROOT, Daemon, Database, connect, cpu_seconds, table
 from push import (
     ERROR,
     EVENT,
@@ -39,7 +38,6 @@ from push import (
     HEARTBEAT_FRAME,
     RESPONSE,
     count_frames,
-    hub_cpu,
     profile_top,
     profiling,
     spread,
@@ -175,8 +173,8 @@ def fills(alpaca, daemon, database, count_, rate, sync_seconds):
         fake.fill(order, "10", "189.5")
         return at
 
-    hub = psutil.Process(daemon.process.pid)
-    cpu = hub_cpu(hub)
+    hub = daemon.process.pid
+    cpu = cpu_seconds(hub)
     sent, interval = {}, 1 / rate
     start = time.monotonic()
     for index, order in enumerate(orders):
@@ -184,7 +182,7 @@ def fills(alpaca, daemon, database, count_, rate, sync_seconds):
         sent[order["client_order_id"]] = alpaca.call(fill_now, order)
     got = results.get(timeout=150)
     receiver.join(10)
-    cpu = hub_cpu(hub) - cpu
+    cpu = cpu_seconds(hub) - cpu
     latencies = [got[name] - at for name, at in sent.items() if name in got]
     return {
         "fills": count_,
@@ -276,12 +274,12 @@ def ingest(alpaca, daemon, messages, batch):
         more(0)
         return done
 
-    hub = psutil.Process(daemon.process.pid)
-    cpu = hub_cpu(hub)
+    hub = daemon.process.pid
+    cpu = cpu_seconds(hub)
     alpaca.call(send_all).wait(300)
     outcome = results.get(timeout=320)
     receiver.join(10)
-    cpu = hub_cpu(hub) - cpu
+    cpu = cpu_seconds(hub) - cpu
     span = (outcome["last_at"] - sent_at[0]) / 1e9
     lags = [now - sent_at[index // batch] for now, index in outcome["samples"]]
     return {

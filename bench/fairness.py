@@ -14,8 +14,7 @@ import multiprocessing
 import time
 from pathlib import Path
 
-import psutil
-from common import Daemon, Database, connect, table
+from common import Daemon, Database, connect, cpu_seconds, table
 from ingest import direct_unnest, ticks
 
 from tradehub.client.calls import select_payload
@@ -87,7 +86,6 @@ def run(flooders, lookup_count, window):
     try:
         key = load(database.dsn, 5 * PAGE)
         daemon = Daemon(database).wait_ready()
-        hub = psutil.Process(daemon.process.pid)
         try:
             lookups(daemon.frontend_port, key, 50)  # warm up
             quiet = lookups(daemon.frontend_port, key, lookup_count)
@@ -100,11 +98,11 @@ def run(flooders, lookup_count, window):
             for process in processes:
                 process.start()
             time.sleep(2.0)  # every flooder connected and pipelining
-            cpu_before = sum(hub.cpu_times()[:2])
+            cpu_before = cpu_seconds(daemon.process.pid)
             began = time.perf_counter()
             flooded = lookups(daemon.frontend_port, key, lookup_count)
             seconds = time.perf_counter() - began
-            cpu = sum(hub.cpu_times()[:2]) - cpu_before
+            cpu = cpu_seconds(daemon.process.pid) - cpu_before
             stop.set()
             for process in processes:
                 process.join()

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import psutil
 import psycopg2
-from common import ROOT, TOKENS, Daemon, Database, compile_cpp, connect, table
+from common import ROOT, TOKENS, Daemon, Database, compile_cpp, connect, cpu_seconds, table
 from ingest import frames_for, ticks
 from orders import pgbench
 
@@ -128,11 +128,6 @@ def spread(nanos):
         "max_us": max(nanos) / 1e3,
         "count": len(nanos),
     }
-
-
-def hub_cpu(process):
-    times = process.cpu_times()
-    return times.user + times.system
 
 
 def profiling(folder, name):
@@ -417,8 +412,8 @@ def hub_path(daemon, count, rate, base, receiver):
         process, seen = _started(push_receiver, (daemon.frontend_port, count, base, seconds))
     else:
         process, seen = _started(poller, (daemon.frontend_port, count, base, 10_000_000, seconds))
-    hub = psutil.Process(daemon.process.pid)
-    cpu = hub_cpu(hub)
+    hub = daemon.process.pid
+    cpu = cpu_seconds(hub)
     writes = multiprocessing.Queue()
     writer = multiprocessing.Process(
         target=paced_writer, args=(daemon.ml_port, frames, interval, time.time_ns() + 300_000_000, writes)
@@ -426,7 +421,7 @@ def hub_path(daemon, count, rate, base, receiver):
     writer.start()
     [written] = gather([writer], writes, seconds)
     got = _finish(process, seen, seconds)
-    cpu = hub_cpu(hub) - cpu
+    cpu = cpu_seconds(hub) - cpu
     if receiver is poller:
         got, polls = got["got"], got["polls"]
     else:
@@ -696,17 +691,17 @@ def throughput_run(database, frame_sets, rows_each, subscribers, per_insert, log
     twistd_args, profile_path = profiling(profile, f"throughput-{log}-{subscribers}-subscribers-{per_insert}-rows")
     daemon = Daemon(database, twistd_args=twistd_args).wait_ready()
     try:
-        hub = psutil.Process(daemon.process.pid)
+        hub = daemon.process.pid
         seconds = 300
         processes, readies, results = start_subscribers(daemon.ml_port, subscribers, rows, seconds)
         deadline = time.monotonic() + 60
         while not all(ready.wait(0.1) for ready in readies):
             if any(p.exitcode is not None for p in processes) or time.monotonic() > deadline:
                 raise RuntimeError("a subscriber did not subscribe")
-        cpu = hub_cpu(hub)
+        cpu = cpu_seconds(hub)
         begin, end, stored, errors = pipeline_ticks(daemon.frontend_port, frame_sets, rows_each)
         got = collect(processes, results, seconds)
-        cpu = hub_cpu(hub) - cpu
+        cpu = cpu_seconds(hub) - cpu
     finally:
         daemon.stop()
     analyzes, _ = analyzed(database.dsn)
@@ -844,11 +839,11 @@ def catch_up(changes, profile):
         twistd_args, profile_path = profiling(profile, "catch-up")
         daemon = Daemon(database, twistd_args=twistd_args).wait_ready()
         try:
-            hub = psutil.Process(daemon.process.pid)
-            cpu = hub_cpu(hub)
+            hub = daemon.process.pid
+            cpu = cpu_seconds(hub)
             processes, readies, results = start_subscribers(daemon.ml_port, 1, changes, 600, from_position=0)
             [got] = collect(processes, results, 600)
-            cpu = hub_cpu(hub) - cpu
+            cpu = cpu_seconds(hub) - cpu
         finally:
             daemon.stop()
     assert got["count"] == changes and got["first"]["position"] == 1 and got["last"]["position"] == changes, got
