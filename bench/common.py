@@ -48,6 +48,55 @@ def cpu_seconds(pid):
     return times.user + times.system
 
 
+class Placement:
+    """
+    Where a benchmark's processes run, the same for the hub's runs and the
+    baselines'. Pinned: the server in the middle (the hub, or the floor
+    server) alone on the first CPU, and this process with all it starts
+    (PostgreSQL, pgbench, every client) on the others, so a baseline without a
+    middle server leaves the first CPU idle. Unpinned: every process on every
+    CPU. Use it as a context manager around the whole measurement (the
+    database included): it sets this process's affinity, which children
+    inherit, and puts it back.
+    """
+
+    def __init__(self, pinned=True):
+        self.cpus = sorted(os.sched_getaffinity(0))
+        self.pinned = pinned and len(self.cpus) > 1
+        self.server_cpus = self.cpus[:1] if self.pinned else self.cpus
+        self.other_cpus = self.cpus[1:] if self.pinned else self.cpus
+
+    def __enter__(self):
+        os.sched_setaffinity(0, self.other_cpus)
+        return self
+
+    def __exit__(self, *exc_info):
+        os.sched_setaffinity(0, self.cpus)
+
+    def server_command(self, command):
+        """C{command} placed as the middle server (taskset execs it: the pid stays the server's)."""
+        if not self.pinned:
+            return list(command)
+        return ["taskset", "-c", ",".join(map(str, self.server_cpus)), *command]
+
+    def __str__(self):
+        cpus = ",".join(map(str, self.other_cpus))
+        if not self.pinned:
+            return f"unpinned: the hub (or floor server), PostgreSQL and every client share CPUs {cpus}"
+        return (
+            f"pinned: the hub (or floor server) alone on CPU {self.server_cpus[0]} (taskset), PostgreSQL and every "
+            f"client on CPU {cpus}, in the hub's runs and the baselines' alike"
+        )
+
+
+def placement_option(parser):
+    parser.add_argument(
+        "--unpinned",
+        action="store_true",
+        help="run every process on every CPU (default: the hub or floor on one CPU, the rest on the others)",
+    )
+
+
 def free_port():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -74,7 +123,7 @@ class Database:
 class Daemon:
     """The real `twistd -n tradehub` against the benchmark database."""
 
-    def __init__(self, database, args=(), twistd_args=(), **settings):
+    def __init__(self, database, args=(), twistd_args=(), placement=None, **settings):
         self.frontend_port = free_port()
         self.ml_port = free_port()
         self.ops_port = free_port()
@@ -95,8 +144,9 @@ class Daemon:
         # Daemons of one database share its log: this one's lines begin here.
         self.log_start = self.log.tell()
         twistd = str(Path(sys.executable).parent / "twistd")
+        command = [twistd, "-n", "--pidfile=", *twistd_args, "tradehub", *args]
         self.process = subprocess.Popen(
-            [twistd, "-n", "--pidfile=", *twistd_args, "tradehub", *args],
+            placement.server_command(command) if placement else command,
             cwd=database.folder,
             env=env,
             stdout=self.log,
@@ -110,11 +160,7 @@ class Daemon:
             raise RuntimeError(f"daemon failed: see {self.log_path}")
 
     def wait_ready(self):
-        deadline = time.monotonic() + 60
-        while b"ready: " not in self.log_path.read_bytes()[self.log_start :]:
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"daemon did not start: {self.log_path.read_text()[-3000:]}")
-            time.sleep(0.05)
+        _wait_for(b"ready: ", self.process, self.log_path, self.log_start)
         return self
 
     def cpu_seconds(self):
@@ -124,6 +170,44 @@ class Daemon:
         self.process.send_signal(signal.SIGTERM)
         self.process.wait(60)
         self.log.close()
+
+
+class FloorServer:
+    """bench/floor.py in its own process, placed where the hub would be."""
+
+    def __init__(self, database, placement=None):
+        self.port = free_port()
+        self.log_path = database.folder / "floor.log"
+        self.log = open(self.log_path, "ab")
+        self.log_start = self.log.tell()
+        command = [sys.executable, str(ROOT / "bench" / "floor.py"), "--dsn", database.dsn, "--port", str(self.port)]
+        self.process = subprocess.Popen(
+            placement.server_command(command) if placement else command,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+
+    def wait_ready(self):
+        _wait_for(b"floor ready: ", self.process, self.log_path, self.log_start)
+        return self
+
+    def cpu_seconds(self):
+        return cpu_seconds(self.process.pid)
+
+    def stop(self):
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(60)
+        self.log.close()
+
+
+def _wait_for(marker, process, log_path, start):
+    """Until C{marker} is in the process's log past C{start}; raises if it dies or takes a minute."""
+    deadline = time.monotonic() + 60
+    while marker not in log_path.read_bytes()[start:]:
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{' '.join(map(str, process.args))} did not start: {log_path.read_text()[-3000:]}")
+        time.sleep(0.05)
 
 
 def connect(port, role=Role.FRONTEND):
