@@ -279,6 +279,22 @@ def run_clients(port, frame_sets):
     return max(end for _, end, _ in spans) - min(begin for begin, _, _ in spans), sum(e for _, _, e in spans)
 
 
+def percentile(values, share):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+def latency_figures(latencies_us):
+    """p50, p90, p99 and max of latencies in microseconds, and how many."""
+    return {
+        "p50_us": percentile(latencies_us, 0.50),
+        "p90_us": percentile(latencies_us, 0.90),
+        "p99_us": percentile(latencies_us, 0.99),
+        "max_us": max(latencies_us),
+        "n": len(latencies_us),
+    }
+
+
 def table(headings, rows):
     widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) for i, h in enumerate(headings)]
     lines = ["  ".join(str(h).rjust(w) for h, w in zip(headings, widths, strict=True))]

@@ -1,37 +1,48 @@
 """
 SELECT one ORDER by key, one request in flight per connection: through the
-hub (C++ client, the frontend's own, and the Python blocking client) against
-direct psycopg2 on the same database, at 1 and at 64 connections. Prints
-p50 and p99 latencies and their ratios.
+hub and through the floor server (bench/floor.py: the same frames and SQL on
+one txpostgres connection), each with the same clients (C++, the frontend's
+own, and the Python blocking client), against direct psycopg2 on the same
+database, at 1 and at 64 connections. Prints p50/p90/p99, the ratios the
+targets name (1 connection: hub p50 vs the floor's; 64: hub p99 vs direct
+psycopg2's) and each server's CPU per request.
 
-    .venv/bin/python bench/select_by_key.py [--requests 2000] [--json out.json]
+    .venv/bin/python bench/select_by_key.py [--requests 2000] [--unpinned] [--json out.json]
 """
 
 import argparse
 import json
 import multiprocessing
+import subprocess
 import threading
 import time
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 
 import psycopg2
-from common import ROOT, TOKENS, Daemon, Database, compile_cpp, table
+from common import (
+    ROOT,
+    TOKENS,
+    Daemon,
+    Database,
+    FloorServer,
+    Placement,
+    compile_cpp,
+    latency_figures,
+    placement_option,
+    table,
+)
 
 from tradehub.client import BlockingClient
 from tradehub.protocol.enums import Role, SQLTable
 from tradehub.schema import Timestamp
 
 KEY = "bench-select-order"
-
-
-def percentile(values, share):
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
-
-
-def summary(latencies):
-    return {"p50_us": percentile(latencies, 0.50), "p99_us": percentile(latencies, 0.99), "n": len(latencies)}
+# Targets: at 1 connection the hub's p50 at most this times the floor's (same client);
+# at 64 connections its p99 at most this times direct psycopg2's.
+TARGET_P50_VS_FLOOR = 1.1
+TARGET_P99_VS_DIRECT = 2.0
 
 
 def order():
@@ -125,8 +136,6 @@ def python_client(port, requests):
 
 
 def cpp(binary, port, connections, requests):
-    import subprocess
-
     result = subprocess.run(
         [str(binary), "127.0.0.1", str(port), TOKENS["FRONTEND"], str(connections), str(requests), KEY],
         capture_output=True,
@@ -136,43 +145,86 @@ def cpp(binary, port, connections, requests):
     return [float(line) for line in result.stdout.split()]
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
-    parser.add_argument("--requests", type=int, default=2000, help="requests per connection")
-    parser.add_argument("--json", help="also write the figures to this file")
-    options = parser.parse_args(argv)
+def through(server, client):
+    """The latency figures of C{client()} (one server's), with that server's CPU per request over the run."""
+    before = server.cpu_seconds()
+    latencies = client()
+    cpu = server.cpu_seconds() - before
+    return latency_figures(latencies) | {"cpu_us_per_request": 1e6 * cpu / len(latencies)}
+
+
+def measure(options, placement):
     binary = compile_cpp(ROOT / "bench" / "cpp" / "select_latency.cpp")
     database = Database()
-    results = {}
+    results = {"placement": str(placement)}
     try:
-        daemon = Daemon(database, TRADEHUB_DB_POOL_MAX=16).wait_ready()
+        daemon = Daemon(database, placement=placement, TRADEHUB_DB_POOL_MAX=16).wait_ready()
+        floor = FloorServer(database, placement).wait_ready()
         try:
             with BlockingClient("127.0.0.1", daemon.frontend_port, Role.FRONTEND, TOKENS["FRONTEND"]) as hub:
                 hub.insert(SQLTable.ORDER, [order()])
-            results["direct_1"] = summary(direct(database.dsn, 1, options.requests))
-            results["hub_cpp_1"] = summary(cpp(binary, daemon.frontend_port, 1, options.requests))
-            results["hub_python_1"] = summary(python_client(daemon.frontend_port, options.requests))
+            servers = (("floor", floor, floor.port), ("hub", daemon, daemon.frontend_port))
+            results["direct_1"] = latency_figures(direct(database.dsn, 1, options.requests))
+            for name, server, port in servers:
+                results[f"{name}_cpp_1"] = through(server, partial(cpp, binary, port, 1, options.requests))
+            for name, server, port in servers:
+                results[f"{name}_python_1"] = through(server, partial(python_client, port, options.requests))
             per_connection = max(50, options.requests // 16)
-            results["direct_64"] = summary(direct(database.dsn, 64, per_connection))
-            results["hub_cpp_64"] = summary(cpp(binary, daemon.frontend_port, 64, per_connection))
+            results["direct_64"] = latency_figures(direct(database.dsn, 64, per_connection))
+            for name, server, port in servers:
+                results[f"{name}_cpp_64"] = through(server, partial(cpp, binary, port, 64, per_connection))
         finally:
+            floor.stop()
             daemon.stop()
     finally:
         database.close()
-    rows = []
-    for label, key, baseline in (
-        ("direct psycopg2, 1 connection", "direct_1", "direct_1"),
-        ("hub, C++ client, 1 connection", "hub_cpp_1", "direct_1"),
-        ("hub, Python client, 1 connection", "hub_python_1", "direct_1"),
-        ("direct psycopg2, 64 connections", "direct_64", "direct_64"),
-        ("hub, C++ client, 64 connections", "hub_cpp_64", "direct_64"),
-    ):
-        figures = results[key]
-        ratio = figures["p50_us"] / results[baseline]["p50_us"]
-        figures["p50_ratio"] = ratio
-        rows.append((label, f"{figures['p50_us']:,.0f}", f"{figures['p99_us']:,.0f}", f"{ratio:.2f}x"))
-    print("SELECT one ORDER by key, one request in flight per connection (latencies in microseconds)")
-    print(table(("path", "p50", "p99", "p50 vs direct"), rows))
+    for client in ("cpp", "python"):
+        for name in ("floor", "hub"):
+            figures = results[f"{name}_{client}_1"]
+            figures["p50_vs_floor"] = figures["p50_us"] / results[f"floor_{client}_1"]["p50_us"]
+            figures["p50_vs_direct"] = figures["p50_us"] / results["direct_1"]["p50_us"]
+    for name in ("floor", "hub"):
+        figures = results[f"{name}_cpp_64"]
+        figures["p99_vs_direct"] = figures["p99_us"] / results["direct_64"]["p99_us"]
+    return results
+
+
+def _us(figures):
+    return [f"{figures[k]:,.0f}" for k in ("p50_us", "p90_us", "p99_us")]
+
+
+def _cpu(figures):
+    return f"{figures['cpu_us_per_request']:,.0f}"
+
+
+def report(results):
+    print(f"SELECT one ORDER by key, one request in flight per connection; {results['placement']}")
+    print(f"\n1 connection, latencies in microseconds (target: hub p50 at most {TARGET_P50_VS_FLOOR}x the floor's)")
+    rows = [("direct psycopg2", *_us(results["direct_1"]), "-", "1.00x", "-")]
+    for client, label in (("cpp", "C++"), ("python", "Python")):
+        for name in ("floor", "hub"):
+            f = results[f"{name}_{client}_1"]
+            rows.append(
+                (f"{name}, {label} client", *_us(f), f"{f['p50_vs_floor']:.2f}x", f"{f['p50_vs_direct']:.2f}x", _cpu(f))
+            )
+    print(table(("path", "p50", "p90", "p99", "p50 vs floor", "p50 vs direct", "server CPU us/request"), rows))
+    print(f"\n64 connections, latencies in microseconds (target: hub p99 at most {TARGET_P99_VS_DIRECT}x direct's)")
+    rows = [("direct psycopg2", *_us(results["direct_64"]), "1.00x", "-")]
+    for name in ("floor", "hub"):
+        f = results[f"{name}_cpp_64"]
+        rows.append((f"{name}, C++ client", *_us(f), f"{f['p99_vs_direct']:.2f}x", _cpu(f)))
+    print(table(("path", "p50", "p90", "p99", "p99 vs direct", "server CPU us/request"), rows))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    parser.add_argument("--requests", type=int, default=2000, help="requests per connection")
+    placement_option(parser)
+    parser.add_argument("--json", help="also write the figures to this file")
+    options = parser.parse_args(argv)
+    with Placement(pinned=not options.unpinned) as placement:
+        results = measure(options, placement)
+    report(results)
     if options.json:
         Path(options.json).write_text(json.dumps(results, indent=2))
     return results
