@@ -48,6 +48,13 @@ def cpu_seconds(pid):
     return times.user + times.system
 
 
+def cpu_over(server, run):
+    """C{run()}'s result, and the CPU seconds C{server} (a Daemon or FloorServer) spent while it ran."""
+    before = server.cpu_seconds()
+    result = run()
+    return result, server.cpu_seconds() - before
+
+
 class Placement:
     """
     Where a benchmark's processes run, the same for the hub's runs and the

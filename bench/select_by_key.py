@@ -29,6 +29,7 @@ from common import (
     FloorServer,
     Placement,
     compile_cpp,
+    cpu_over,
     latency_figures,
     placement_option,
     table,
@@ -147,9 +148,7 @@ def cpp(binary, port, connections, requests):
 
 def through(server, client):
     """The latency figures of C{client()} (one server's), with that server's CPU per request over the run."""
-    before = server.cpu_seconds()
-    latencies = client()
-    cpu = server.cpu_seconds() - before
+    latencies, cpu = cpu_over(server, client)
     return latency_figures(latencies) | {"cpu_us_per_request": 1e6 * cpu / len(latencies)}
 
 

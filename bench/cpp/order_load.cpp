@@ -1,11 +1,14 @@
 // Load for bench/orders.py: CONNECTIONS threads, each a tradehub::Client inserting one-row
-// orders, one at a time, for SECONDS; prints the total acknowledged.
+// orders (without echo), one at a time, for SECONDS; prints the total acknowledged and the
+// connections that failed, then with --latencies every insert's latency in microseconds, one a line.
 //
-//   order_load HOST PORT TOKEN CONNECTIONS SECONDS
+//   order_load HOST PORT TOKEN CONNECTIONS SECONDS [--latencies]
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <iostream>
+#include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -14,8 +17,9 @@
 using namespace tradehub;
 
 int main(int argc, char** argv) {
-    if (argc != 6) {
-        std::cerr << "usage: order_load HOST PORT TOKEN CONNECTIONS SECONDS\n";
+    bool latencies = argc == 7 && std::string(argv[6]) == "--latencies";
+    if (argc != 6 && !latencies) {
+        std::cerr << "usage: order_load HOST PORT TOKEN CONNECTIONS SECONDS [--latencies]\n";
         return 2;
     }
     std::string host = argv[1];
@@ -27,6 +31,8 @@ int main(int argc, char** argv) {
     std::string run = std::to_string(std::chrono::system_clock::now().time_since_epoch().count());
     std::atomic<long> total{0};
     std::atomic<int> failed{0};
+    std::vector<double> all;
+    std::mutex lock;
     std::vector<std::thread> threads;
     for (int c = 0; c < connections; ++c) {
         threads.emplace_back([&, c] {
@@ -44,15 +50,23 @@ int main(int argc, char** argv) {
                 order.status = "new";
                 auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
                 long count = 0;
+                std::vector<double> mine;
                 while (std::chrono::steady_clock::now() < end) {
                     order.client_order_id = "load-" + run + "-" + std::to_string(c) + "-" + std::to_string(count);
                     order.created_at = order.updated_at =
                         Timestamp{std::chrono::duration_cast<std::chrono::nanoseconds>(
                                       std::chrono::system_clock::now().time_since_epoch()).count()};
+                    auto start = std::chrono::steady_clock::now();
                     hub.insert<SQLTable::ORDER>({order});
+                    mine.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start)
+                                       .count());
                     ++count;
                 }
                 total += count;
+                {
+                    std::lock_guard<std::mutex> guard(lock);
+                    all.insert(all.end(), mine.begin(), mine.end());
+                }
                 hub.shutdown();
             } catch (const std::exception& e) {
                 std::cerr << "connection " << c << ": " << e.what() << "\n";
@@ -62,5 +76,7 @@ int main(int argc, char** argv) {
     }
     for (auto& t : threads) t.join();
     std::cout << total.load() << " " << failed.load() << "\n";
+    if (latencies)
+        for (double us : all) std::cout << us << "\n";
     return failed ? 1 : 0;
 }
