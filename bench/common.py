@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 from tradehub.db.embedded import EmbeddedCluster  # noqa: E402
 from tradehub.protocol.enums import MessageType, Role  # noqa: E402
 from tradehub.protocol.framing import FrameDecoder  # noqa: E402
-from tradehub.protocol.messages import HELLO, encode_frame  # noqa: E402
+from tradehub.protocol.messages import HELLO, HELLO_ACK, encode_frame  # noqa: E402
 
 TOKENS = {"FRONTEND": "bench-frontend-token", "ML": "bench-ml-token"}
 
@@ -219,6 +219,11 @@ def _wait_for(marker, process, log_path, start):
 
 def connect(port, role=Role.FRONTEND):
     """A handshaken socket to the hub."""
+    return session(port, role)[0]
+
+
+def session(port, role=Role.FRONTEND):
+    """A handshaken socket to the hub, and its HELLO_ACK (decoded: max_frame and the rest)."""
     sock = socket.create_connection(("127.0.0.1", port))
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     payload = HELLO.encode(
@@ -226,9 +231,10 @@ def connect(port, role=Role.FRONTEND):
     )
     sock.sendall(encode_frame(MessageType.HELLO, payload))
     decoder = FrameDecoder(1 << 30)
-    while not decoder.feed(sock.recv(65536)):
-        pass
-    return sock
+    frames = []
+    while not frames:
+        frames = decoder.feed(sock.recv(65536))
+    return sock, HELLO_ACK.decode(frames[0].payload)
 
 
 def pipeline(port, frames, results, index, start_at):
