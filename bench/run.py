@@ -459,6 +459,8 @@ def render(figures, host):
     )
     m = figures["memory"]
     f = figures["fairness"]
+    select = figures["select"]
+    tick = max(figures["ingest"]["one_row"], key=lambda r: (r["connections"] == 4, r["connections"]))
     return f"""# Benchmarks
 
 One full run of `make bench` (`bench/run.py`), {figures["date"]}. Every figure is measured
@@ -525,17 +527,23 @@ txpostgres's polling (each statement takes several reactor turns), and the answe
 (`twistd --profile ... --profiler=cprofile`) of these runs show the hub at 70-100% of one core
 when it peaks, with PostgreSQL on the other core:
 
-- tick ingestion: about 32 us of hub CPU per tick (decoding the row is now about 4 us; the rest
-  is framing, the session and its lane, building the unnest arrays, psycopg2's adaptation and
-  the answer), and at one connection the hub also waits on each coalesced group's two round
-  trips (it is about 70% busy). The baseline pays only psycopg2's adaptation. Lifting it further
-  needs a native codec for the hot layouts, or several hub processes sharing the listener.
-- ORDER inserts: three round trips per order (BEGIN with the asset price-increment lookup,
-  INSERT ... RETURNING, COMMIT) against pgbench's one, plus about 440 us of hub CPU, a third of it
-  encoding the 34-column row the answer echoes. Caching price increments, and answering writes
-  without echoing the row when the client does not want it, would lift it.
-- SELECT by key: one round trip like psycopg2, plus about 300 us of hub CPU (the same codec and
-  reactor costs). At 64 connections the single reactor thread serialises them.
+- tick ingestion: {tick["hub_cpu_us_per_row"]:,.1f} us of hub CPU per row for one-row frames at \
+{tick["connections"]} connections
+  (target {ingest.TARGET_CPU_US_PER_ROW}), {figures["ingest"]["big"]["hub_cpu_us_per_row"]:,.1f} us in \
+{figures["ingest"]["big"]["rows_per_request"]:,}-row requests. An earlier profile put decoding the
+  row at about 4 us of a one-row frame; the rest is framing, the session and its lane, building the
+  unnest arrays, psycopg2's adaptation and the answer. The baseline pays only psycopg2's adaptation.
+  Lifting it further needs a native codec for the hot layouts, or several hub processes sharing the
+  listener.
+- ORDER inserts: one INSERT per order, as pgbench sends (the price increments the hub checks are
+  kept in memory, and the answer carries no echo), plus {figures["orders"]["hub_cpu_us_per_order"]:,.0f} us of \
+hub CPU per order at
+  {figures["orders"]["connections"]} connections (target {orders.TARGET_CPU_US}).
+- SELECT by key: one round trip like psycopg2, plus {select["hub_cpp_1"]["cpu_us_per_request"]:,.0f} us of hub \
+CPU per request where the floor
+  server, with the same reactor, driver, codecs and statement, spends \
+{select["floor_cpp_1"]["cpu_us_per_request"]:,.0f} us (C++ client, 1
+  connection). At 64 connections the single reactor thread serialises them.
 """
 
 
