@@ -494,6 +494,10 @@ class BackpressureTests(SessionCase):
         self.assertEqual(hub.transport.producerState, "paused", "12 kB: above half of max_request")
         hub.controller.calls[2][1].callback(b"")
         self.assertEqual(hub.transport.producerState, "producing", "6 kB: below half")
+        hub.send(wire.request(SQLCommand.INSERT, SQLTable.MARKET_TICK, big, request_id=5))
+        hub.lose()  # request 5 waits behind 4, and is dropped
+        hub.controller.calls[3][1].callback(b"")
+        self.assertEqual((hub.protocol.in_flight, hub.protocol.in_flight_bytes), (0, 0))
 
     def test_full_write_buffer_stops_the_lane(self):
         self.hub.protocol.pauseProducing()

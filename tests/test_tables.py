@@ -16,7 +16,9 @@ from twisted.trial.unittest import TestCase
 from tradehub.client import BlockingClient
 from tradehub.client.errors import HubError
 from tradehub.protocol.enums import ErrorCode, Role, SQLTable
+from tradehub.protocol.tables import LAYOUTS
 from tradehub.schema import TABLES
+from tradehub.server.routes import TableRoutes
 
 from . import rows, wire
 from .hub import start_hub, table_registry
@@ -401,3 +403,23 @@ for _table in CASES:
     _class = _test_case(_table)
     globals()[_class.__name__] = _class
 del _table, _class
+
+
+class EchoInAGroupTests(TestCase):
+    """Coalesced INSERTs that ask differently: each answer as its own request asked."""
+
+    async def test_each_request_of_a_group_is_answered_as_it_asked(self):
+        hub = await start_hub(self, table_registry)
+        model = rows.model(status="ready")
+        await hub.controllers[SQLTable.ML_MODEL].insert([model])
+        layouts = LAYOUTS[SQLTable.ML_PREDICTION]
+        routes = TableRoutes(hub.controllers[SQLTable.ML_PREDICTION], layouts)
+        first, second = rows.prediction(model["id"]), rows.prediction(model["id"], created_at=None, horizon=60)
+        answers = await routes.insert_group([{"echo": True, "rows": [first]}, {"echo": False, "rows": [second]}])
+        echoed, plain = (layouts.response.decode(answer) for answer in answers)
+        self.assertEqual(echoed["rows"], [first])
+        stored = await hub.controllers[SQLTable.ML_PREDICTION].stored([second])
+        [(key, row)] = stored.items()
+        self.assertEqual(plain["rows"], [])
+        self.assertEqual(plain["written"], [{"id": row["id"], "created_at": row["created_at"]}], "the hub's clock")
+        self.assertEqual(echoed["written"], [{"id": first["id"], "created_at": first["created_at"]}])

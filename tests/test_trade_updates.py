@@ -348,8 +348,12 @@ class TradeStreamTests(TestCase):
         ]
         frontend = await connect(reactor, f"tcp:127.0.0.1:{self.hub.port}", Role.FRONTEND, wire.FRONTEND_TOKEN)
         self.addCleanup(frontend.transport.loseConnection)
-        answer = await frontend.insert(SQLTable.ORDER, [parent, *legs])
-        self.assertEqual([r["status"] for r in answer.rows][:1], ["filled"], "the answer is the order as stored")
+        # A leg first: the answer follows the request's order all the same.
+        answer = await frontend.insert(SQLTable.ORDER, [legs[0], parent, legs[1]])
+        in_order = ["bracket-1-tp", "bracket-1", "bracket-1-sl"]
+        self.assertEqual([r["client_order_id"] for r in answer.rows], in_order)
+        self.assertEqual([w["client_order_id"] for w in answer.written], in_order)
+        self.assertEqual(answer.rows[1]["status"], "filled", "the answer is the order as stored, without echo")
         stored = await self.query(
             'SELECT client_order_id, submit, id IS NOT NULL, parent_client_order_id, status FROM "order"'
             " ORDER BY client_order_id"

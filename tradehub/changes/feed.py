@@ -23,7 +23,6 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from ..controllers.increments import CHANGED as ASSET_CHANGED
 from ..db.listener import Listener
 from ..db.pool import Pool, prepared
 from ..repositories.changes import CHANNEL, RELAY_BATCH, Change, ChangeLogRepository, Head
@@ -215,32 +214,16 @@ def build_feed(
     retention: float,
     connect_timeout: float,
 ) -> tuple[Feed, Listener]:
-    """
-    A hub's feed over the tables its controllers read, and the LISTEN
-    connection that wakes it and keeps the orders' price increments fresh.
-    """
+    """A hub's feed over the tables its controllers read, and the LISTEN connection that wakes it."""
     repository = ChangeLogRepository({table: controller.repository for table, controller in controllers.items()})
     feed = Feed(pool, repository, reactor, sweep=sweep, retention=retention)
-    increments = controllers[SQLTable.ORDER].increments  # type: ignore[attr-defined]
-
-    def notified(notify: Any) -> None:
-        if notify.payload == ASSET_CHANGED:
-            increments.changed()
-        else:
-            feed.notified(notify)
-
-    def connected() -> None:
-        increments.heard()
-        feed.relay()
-
     listener = Listener(
         dsn,
         CHANNEL,
         reactor=reactor,
         clock=reactor,
-        notified=notified,
-        connected=connected,
-        lost=increments.deaf,
+        notified=feed.notified,
+        connected=feed.relay,
         connect_timeout=connect_timeout,
     )
     return feed, listener

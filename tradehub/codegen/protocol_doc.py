@@ -169,16 +169,17 @@ and one RESPONSE layout: `affected: u32` (rows written, or rows in this page), `
 request's order, with the row's key and the columns the hub set, such as a `created_at` left
 absent; each table's written layout is below), `next_cursor: opt<bytes>` (SELECT only: present
 when more rows follow; send it back as `after`). Leave `echo` false unless the stored rows are
-needed: the hub then neither reads them back nor encodes them, which makes a write cheaper for
-the hub and the database. An ORDER INSERT that submits to Alpaca is answered as stored whatever
-`echo` says (Alpaca set its id, status and times). A RESPONSE payload larger than one
-frame is split over several RESPONSE frames at any byte: concatenate the payloads of every frame
-of the request_id (MORE set on all but the last) and decode the result once. A REQUEST payload
-larger than one frame travels the same way: consecutive REQUEST frames with the same request_id,
-command and table, MORE on all but the last. Joined, it may be at most the server's
-TRADEHUB_MAX_REQUEST bytes (default 64 MiB): a larger one is answered MALFORMED_PAYLOAD (the
-session stays open). A different request_id before the last frame answers the unfinished one
-with MALFORMED_PAYLOAD.
+needed: an INSERT then returns nothing from the database, and no write encodes its rows, which
+makes a write cheaper for the hub and the database. An ORDER INSERT that submits to Alpaca is
+answered as stored whatever `echo` says (Alpaca set its id, status and times).
+
+A RESPONSE payload larger than one frame is split over several RESPONSE frames at any byte:
+concatenate the payloads of every frame of the request_id (MORE set on all but the last) and
+decode the result once. A REQUEST payload larger than one frame travels the same way: consecutive
+REQUEST frames with the same request_id, command and table, MORE on all but the last. Joined, it
+may be at most the server's TRADEHUB_MAX_REQUEST bytes (default 64 MiB): a larger one is answered
+MALFORMED_PAYLOAD (the session stays open). A different request_id before the last frame answers
+the unfinished one with MALFORMED_PAYLOAD.
 
 SELECT returns rows in key order, or for a time-series table in (time, key) order; `keys`,
 `symbol` and the time window combine (AND). `limit` 0 means {DEFAULT_LIMIT}; more than {MAX_LIMIT} is
@@ -539,8 +540,9 @@ Requests of one connection run in arrival order and are answered in that order, 
 (an ERROR for request n is never sent before the answers to requests 1..n-1). Consecutive one-row
 INSERTs (or UPSERTs) of the same table may be executed together in one transaction; each still
 gets its own RESPONSE, and if the group fails each request is retried alone so that each gets
-its own correct answer. When `max_in_flight` requests are unanswered the server stops reading the
-connection and resumes once at most half that many remain; when the connection's send buffer is
+its own correct answer. When `max_in_flight` requests are unanswered, or the unanswered requests
+hold the server's largest request size in bytes (TRADEHUB_MAX_REQUEST), the server stops reading
+the connection, and resumes once at most half of each remains; when the connection's send buffer is
 full (the client is not reading), the server stops executing its requests until it drains. A
 flooding client slows only itself.
 

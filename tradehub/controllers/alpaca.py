@@ -21,7 +21,6 @@ from ..schema.tables import (
     status_may_move,
 )
 from .base import TableController
-from .increments import PriceIncrements, check_prices
 
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 
@@ -123,10 +122,21 @@ class OrderController(TableController):
     table = ORDER
     repository_class = OrderRepository
     repository: OrderRepository
-
-    def __init__(self, pool, broker=None):
-        super().__init__(pool, broker)
-        self.increments = PriceIncrements(pool)
+    # The asset whose price increment an order's prices must sit on: the
+    # order's asset_id when it names one of its symbol's assets, else its
+    # symbol's asset of its class.
+    ASSET_OF_ROW = (
+        "SELECT a.price_increment FROM asset a WHERE a.symbol = u.symbol"
+        " AND (a.id = u.asset_id OR a.class = u.asset_class) ORDER BY a.id = u.asset_id DESC NULLS LAST LIMIT 1"
+    )
+    # What prepare() checks on INSERT, in the statement itself: an order is
+    # one INSERT on its own, checked against the assets as they are when it
+    # commits, whichever hub or writer changed them last.
+    insert_guard = (
+        f"NOT EXISTS (SELECT FROM ({ASSET_OF_ROW}) i WHERE u.limit_price %% i.price_increment <> 0"
+        " OR u.stop_price %% i.price_increment <> 0 OR u.trail_price %% i.price_increment <> 0)"
+    )
+    ASSETS = "SELECT symbol, id::text, class, price_increment FROM asset WHERE symbol = ANY(%s::text[])"
 
     def echoes(self, rows, echo):
         """A submitted order is answered as stored: Alpaca set its id, status and times."""
@@ -137,7 +147,8 @@ class OrderController(TableController):
             return await super().insert(rows, echo)
         parent, legs = self._submission(self.checked(rows))
         await self._inserted(self.in_transaction(self._insert_or_resume), [parent, *legs])
-        return await self._submit(parent, legs)
+        stored = {row["client_order_id"]: row for row in await self._submit(parent, legs)}
+        return [stored[row["client_order_id"]] for row in rows]
 
     async def insert_batches(self, batches, echo=True):
         if any(row["submit"] for batch in batches for row in batch):
@@ -315,15 +326,27 @@ class OrderController(TableController):
                 raise invalid(index, "status", f"may not move from {old['status']} to {row['status']}")
         await self._check_price_increments(cursor, rows)
 
-    async def checked_alone(self, rows):
-        """New orders' only check in the database is their price increments: with them in memory, none."""
-        return await self.increments.check(rows)
-
     async def _check_price_increments(self, cursor, rows):
-        await cursor.execute(PriceIncrements.ASSETS, (sorted({row["symbol"] for row in rows}),))
-        assets = PriceIncrements.by_symbol(cursor.fetchall())
+        """Name the row and price that L{insert_guard} refuses."""
+        await cursor.execute(self.ASSETS, (sorted({row["symbol"] for row in rows}),))
+        assets: dict[str, list] = {}
+        for symbol, *asset in cursor.fetchall():
+            assets.setdefault(symbol, []).append(asset)
         for index, row in enumerate(rows):
-            check_prices(index, row, assets.get(row["symbol"], ()))
+            mine = assets.get(row["symbol"], [])
+            by_id = [a for a in mine if row["asset_id"] is not None and a[0] == row["asset_id"]]
+            chosen = by_id or [a for a in mine if a[1] == row["asset_class"]]
+            increment = chosen[0][2] if chosen else None
+            if not increment:
+                continue
+            for name in ("limit_price", "stop_price", "trail_price"):
+                price = row[name]
+                if price is not None and price % increment:
+                    raise invalid(
+                        index,
+                        name,
+                        f"{price} is not a multiple of {row['symbol']}'s price increment {increment.normalize():f}",
+                    )
 
     def deletable(self, row, index):
         if row["status"] not in FINAL_STATUSES:

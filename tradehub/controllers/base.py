@@ -94,13 +94,6 @@ class TableController:
     def deletable(self, row: Row, index: int) -> None:
         """Refuse the DELETE of a stored row by raising."""
 
-    async def checked_alone(self, rows: list[Row]) -> bool:
-        """
-        Whether these new rows passed every check C{prepare} would make,
-        without the database (then their INSERT is one statement on its own).
-        """
-        return False
-
     # Commands
 
     def echoes(self, rows: list[Row], echo: bool) -> bool:
@@ -153,7 +146,7 @@ class TableController:
         it stored nothing: the transaction that follows names the row and why.
         Returns the rows as stored, or (without C{echo}) as written.
         """
-        if self._insert_alone or await self.checked_alone(rows):
+        if self._insert_alone:
             try:
                 stored = await self._inserted(lambda rows: self._alone(rows, skip_stored, echo), rows)
                 return stored if echo else rows
