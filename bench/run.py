@@ -535,8 +535,8 @@ when it peaks, with PostgreSQL on the other core:
   unnest arrays, psycopg2's adaptation and the answer. The baseline pays only psycopg2's adaptation.
   Lifting it further needs a native codec for the hot layouts, or several hub processes sharing the
   listener.
-- ORDER inserts: one INSERT per order, as pgbench sends (the price increments the hub checks are
-  kept in memory, and the answer carries no echo), plus {figures["orders"]["hub_cpu_us_per_order"]:,.0f} us of \
+- ORDER inserts: one INSERT per order, as pgbench sends (the database checks the price increment
+  in that INSERT, and the answer carries no echo), plus {figures["orders"]["hub_cpu_us_per_order"]:,.0f} us of \
 hub CPU per order at
   {figures["orders"]["connections"]} connections (target {orders.TARGET_CPU_US}).
 - SELECT by key: one round trip like psycopg2, plus {select["hub_cpp_1"]["cpu_us_per_request"]:,.0f} us of hub \
