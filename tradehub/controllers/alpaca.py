@@ -136,7 +136,11 @@ class OrderController(TableController):
         f"NOT EXISTS (SELECT FROM ({ASSET_OF_ROW}) i WHERE u.limit_price %% i.price_increment <> 0"
         " OR u.stop_price %% i.price_increment <> 0 OR u.trail_price %% i.price_increment <> 0)"
     )
-    ASSETS = "SELECT symbol, id::text, class, price_increment FROM asset WHERE symbol = ANY(%s::text[])"
+    # The same choice for rows a transaction checks: each row's price increment, in order.
+    INCREMENTS = (
+        f"SELECT ({ASSET_OF_ROW}) FROM unnest(%s::text[], %s::uuid[], %s::text[])"
+        " WITH ORDINALITY AS u(symbol, asset_id, asset_class, n) ORDER BY n"
+    )
 
     def echoes(self, rows, echo):
         """A submitted order is answered as stored: Alpaca set its id, status and times."""
@@ -328,20 +332,12 @@ class OrderController(TableController):
 
     async def _check_price_increments(self, cursor, rows):
         """Name the row and price that L{insert_guard} refuses."""
-        await cursor.execute(self.ASSETS, (sorted({row["symbol"] for row in rows}),))
-        assets: dict[str, list] = {}
-        for symbol, *asset in cursor.fetchall():
-            assets.setdefault(symbol, []).append(asset)
-        for index, row in enumerate(rows):
-            mine = assets.get(row["symbol"], [])
-            by_id = [a for a in mine if row["asset_id"] is not None and a[0] == row["asset_id"]]
-            chosen = by_id or [a for a in mine if a[1] == row["asset_class"]]
-            increment = chosen[0][2] if chosen else None
-            if not increment:
-                continue
+        columns = ([row[name] for row in rows] for name in ("symbol", "asset_id", "asset_class"))
+        await cursor.execute(self.INCREMENTS, tuple(columns))
+        for index, (row, (increment,)) in enumerate(zip(rows, cursor.fetchall(), strict=True)):
             for name in ("limit_price", "stop_price", "trail_price"):
                 price = row[name]
-                if price is not None and price % increment:
+                if increment and price is not None and price % increment:
                     raise invalid(
                         index,
                         name,
