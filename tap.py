@@ -2,11 +2,13 @@
 twistd tradehub: command-line options and the service tree they build.
 """
 
+import os
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import CollectorRegistry
 from treq.client import HTTPClient
 from twisted.application.service import Service
 from twisted.logger import Logger
@@ -44,6 +46,7 @@ from tradehub.service import (
     SessionsService,
     with_backlog,
 )
+from tradehub.workers import ParentWatchService, WorkerMetrics, Workers, inherited, is_shared, pool_share
 
 SCHEMA = Path(__file__).resolve().parent / "schema"
 log = Logger(namespace="tradehub.tap")
@@ -137,19 +140,24 @@ def makeService(options: Options) -> HubService:
     settings = options.settings
     reactor = options.reactor
     steps: list[Service] = []
+    # A worker of a first process (TRADEHUB_WORKERS): it gets the database and the listening sockets from it.
+    worker = inherited()
+    if worker is not None:
+        steps.append(ParentWatchService(reactor))
     database_url = settings.database_url
     if not database_url:
         # Only the embedded cluster and its log use the data folder, so only then is it locked.
         cluster = EmbeddedCluster(settings.pgdata, log_file=settings.data_dir / "logs" / "postgresql.log")
         steps += [DataFolderService(DataFolderLock(settings.data_dir)), EmbeddedPostgresService(cluster, reactor)]
-        database_url = cluster.dsn()
+        database_url = cluster.url()
     metrics = Metrics()
+    pool_min, pool_max = pool_share(settings.db_pool_min, settings.db_pool_max, settings.workers)
     pool = Pool(
         database_url,
         reactor=reactor,
         clock=reactor,
-        size_min=settings.db_pool_min,
-        size_max=settings.db_pool_max,
+        size_min=pool_min,
+        size_max=pool_max,
         per_client=settings.db_pool_per_client,
         idle_timeout=settings.db_idle_timeout,
         retry_budget=settings.db_retry_budget,
@@ -158,7 +166,10 @@ def makeService(options: Options) -> HubService:
         statement_timeout=settings.db_statement_timeout,
         metrics=metrics,
     )
-    steps += [PoolService(pool), MigrationService(pool, SCHEMA)]
+    steps.append(PoolService(pool))
+    # Where the step that waits for workers goes: it stops after all that follows, so the database outlives them.
+    join_at = len(steps)
+    steps.append(MigrationService(pool, SCHEMA))
     broker = http_pool = None
     if settings.alpaca_enabled and not options["migrate-only"]:
         http_pool = HTTPConnectionPool(reactor)
@@ -175,7 +186,7 @@ def makeService(options: Options) -> HubService:
     elif not options["migrate-only"]:
         log.info("Alpaca keys are not configured: the Alpaca sync and order submission are off")
     controllers = build_controllers(pool, broker)
-    sync = trade_updates = leadership = None
+    sync = trade_updates = leadership = workers = None
     if not options["migrate-only"]:
         feed, listener = build_feed(
             pool,
@@ -234,14 +245,37 @@ def makeService(options: Options) -> HubService:
         )
         metrics.watch(factory.sessions, pool, feed)
         listeners = [
-            ListenerService(role, reactor, with_backlog(description, settings.listen_backlog), factory)
+            ListenerService(
+                role,
+                reactor,
+                with_backlog(description, settings.listen_backlog),
+                factory,
+                inherited=worker.sockets[role] if worker is not None else None,
+            )
             for role, description in (("frontend", settings.frontend_endpoint), ("ml", settings.ml_endpoint))
+            if worker is None or role in worker.sockets
         ]
         steps += [SessionsService(factory, settings.shutdown_deadline), *listeners]
+        registry = metrics.registry
+        if settings.workers > 1 and worker is None:
+            workers = Workers(
+                reactor,
+                settings.workers,
+                [listener for listener in listeners if is_shared(listener.description)],
+                os.environ | options.overrides(),
+                database_url=database_url,
+                ops=bool(settings.ops_endpoint),
+                stop_deadline=settings.shutdown_deadline,
+            )
+            steps.insert(join_at, workers.joined)
+            # After the listeners, whose sockets the workers inherit; asked to stop first.
+            steps.append(workers)
+            registry = CollectorRegistry()
+            registry.register(WorkerMetrics(metrics.registry, workers))
         if settings.ops_endpoint:
             # After the client listeners, whose being up it reports; stopped first.
-            readiness = hub_readiness(reactor, pool, SCHEMA, listeners, leadership, sync, trade_updates)
-            site = ops_site(reactor, readiness, metrics.registry)
+            readiness = hub_readiness(reactor, pool, SCHEMA, listeners, leadership, sync, trade_updates, workers)
+            site = ops_site(reactor, readiness, registry)
             steps.append(ListenerService("ops", reactor, settings.ops_endpoint, site))
 
     database = redact_url(settings.database_url) if settings.database_url else f"embedded ({settings.pgdata})"

@@ -25,11 +25,16 @@ TICKS = 20_000
 def pipeline_until_closed(port, first_answer):
     sock = socket.create_connection(("127.0.0.1", port), timeout=30)
     sock.sendall(wire.hello(Role.FRONTEND, token=TOKENS["TRADEHUB_FRONTEND_TOKEN"]))
+    return pipeline(sock, first_answer)
+
+
+def pipeline(sock, first_answer, symbol="AAPL"):
+    """Send TICKS one-row inserts of C{symbol} (seq = request id) while reading every answer until the hub closes."""
     frames = b"".join(
         wire.request(
             SQLCommand.INSERT,
             SQLTable.MARKET_TICK,
-            LAYOUTS[SQLTable.MARKET_TICK].rows_request.encode({"echo": False, "rows": [rows.tick(i)]}),
+            LAYOUTS[SQLTable.MARKET_TICK].rows_request.encode({"echo": False, "rows": [rows.tick(i, symbol=symbol)]}),
             i,
         )
         for i in range(1, TICKS + 1)
@@ -45,7 +50,7 @@ def pipeline_until_closed(port, first_answer):
         if not data:
             break
         answers += reader.feed(data)
-        if len(answers) > 1:
+        if any(header.request_id for header, _ in answers):
             first_answer.set()
     sock.close()
     return answers
@@ -74,14 +79,25 @@ class StopUnderLoadTests(TestCase):
         self.assertEqual(await deferToThread(daemon.wait), 0)
 
         self.assertEqual(frames[0][0].type, MessageType.HELLO_ACK)
-        shutdowns = [payload for header, payload in frames if header.type == MessageType.SHUTDOWN]
-        self.assertEqual([s.reason for s in shutdowns], [ShutdownReason.SERVER_STOPPING])
-        answered = [(header.request_id, header.type, payload) for header, payload in frames if header.request_id]
-        ids = [request_id for request_id, _, _ in answered]
-        self.assertEqual(ids, list(range(1, len(ids) + 1)), "answers must be a gap-free prefix, in order")
-        acknowledged = {request_id for request_id, kind, _ in answered if kind == MessageType.RESPONSE}
-        refused = [payload for _, kind, payload in answered if kind == MessageType.ERROR]
-        self.assertTrue(refused, "the SIGTERM should have come while requests were still arriving")
-        self.assertTrue(all(ErrorCode(error.code) == ErrorCode.SHUTTING_DOWN for error in refused))
+        acknowledged = assert_drained(self, frames)
         stored = await deferToThread(blocking_query, dsn, "SELECT seq FROM market_tick")
         self.assertEqual({row[0] for row in stored}, acknowledged)
+
+
+def assert_drained(test, frames):
+    """
+    What a client of a stopping hub must have seen: one SHUTDOWN, and an
+    answer to a gap-free prefix of its requests, in order, each a RESPONSE
+    or a SHUTTING_DOWN refusal (some of each). Returns the acknowledged ids.
+    """
+    shutdowns = [payload for header, payload in frames if header.type == MessageType.SHUTDOWN]
+    test.assertEqual([s.reason for s in shutdowns], [ShutdownReason.SERVER_STOPPING])
+    answered = [(header.request_id, header.type, payload) for header, payload in frames if header.request_id]
+    ids = [request_id for request_id, _, _ in answered]
+    test.assertEqual(ids, list(range(1, len(ids) + 1)), "answers must be a gap-free prefix, in order")
+    acknowledged = {request_id for request_id, kind, _ in answered if kind == MessageType.RESPONSE}
+    refused = [payload for _, kind, payload in answered if kind == MessageType.ERROR]
+    test.assertTrue(acknowledged, "some requests should have completed before the stop")
+    test.assertTrue(refused, "the SIGTERM should have come while requests were still arriving")
+    test.assertTrue(all(ErrorCode(error.code) == ErrorCode.SHUTTING_DOWN for error in refused))
+    return acknowledged

@@ -223,6 +223,13 @@ SETTINGS = (
     ),
     Setting("TRADEHUB_FRONTEND_TOKEN", "", _text, "handshake secret of the FRONTEND role", secret=True),
     Setting("TRADEHUB_ML_TOKEN", "", _text, "handshake secret of the ML role", secret=True),
+    Setting(
+        "TRADEHUB_WORKERS",
+        "1",
+        _integer(1),
+        "hub processes sharing the tcp listeners and, divided among them, the pool",
+        "workers",
+    ),
     Setting("TRADEHUB_DB_POOL_MIN", "2", _integer(1), "database connections kept open", "db-pool-min"),
     Setting("TRADEHUB_DB_POOL_MAX", "10", _integer(1), "most database connections open at once", "db-pool-max"),
     Setting(
@@ -399,6 +406,7 @@ class Settings:
     ops_endpoint: str
     frontend_token: str
     ml_token: str
+    workers: int
     db_pool_min: int
     db_pool_max: int
     db_pool_per_client: int

@@ -12,12 +12,14 @@ import atexit
 import gc
 import os
 import signal
+import socket
 import sys
 from typing import cast
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import ReactorNotRunning
 from twisted.internet.threads import deferToThread
 from twisted.logger import ILogObserver, Logger
 
@@ -238,20 +240,28 @@ class SessionsService(Service):
 
 
 class ListenerService(Service):
-    """Listen on a server endpoint once started; stop accepting when stopped."""
+    """
+    Listen on a server endpoint once started, or (in a worker) on the
+    listening socket inherited as descriptor C{inherited}; stop accepting
+    when stopped.
+    """
 
     log = Logger()
 
-    def __init__(self, name, reactor, description, factory):
+    def __init__(self, name, reactor, description, factory, inherited=None):
         self.name = name
         self.reactor = reactor
         self.description = description
         self.factory = factory
+        self.inherited = inherited
         self.port = None
 
     async def _listen(self):
         try:
-            self.port = await serverFromString(self.reactor, self.description).listen(self.factory)
+            if self.inherited is not None:
+                self.port = adopt(self.reactor, self.inherited, self.factory)
+            else:
+                self.port = await serverFromString(self.reactor, self.description).listen(self.factory)
         except Exception as error:
             raise StartupError(f"cannot listen on {self.description} for {self.name}: {error}") from None
         self.log.info("{name} listening on {address}", name=self.name, address=str(self.port.getHost()))
@@ -264,6 +274,17 @@ class ListenerService(Service):
         super().stopService()
         if self.port is not None:
             return maybeDeferred(self.port.stopListening)
+
+
+def adopt(reactor, descriptor, factory):
+    """Listen on an inherited listening socket; the reactor keeps a duplicate, so this closes the original."""
+    probe = socket.socket(fileno=descriptor)
+    family = probe.family
+    probe.detach()
+    try:
+        return reactor.adoptStreamPort(descriptor, family, factory)
+    finally:
+        os.close(descriptor)
 
 
 _TAKES_BACKLOG = ("tcp", "tcp6", "ssl", "unix")
@@ -317,7 +338,14 @@ class HubService(SequentialService):
 
     def _stop_requested(self, number, frame):
         self.log.info("received {signal}, stopping", signal=signal.Signals(number).name)
-        self.reactor.callFromThread(self.reactor.stop)
+        self.reactor.callFromThread(self._stop)
+
+    def _stop(self):
+        try:
+            self.reactor.stop()
+        except ReactorNotRunning:
+            # Already stopping: a second signal (a worker gets its process group's SIGTERM and its first process's).
+            pass
 
     def setServiceParent(self, parent):
         # twistd asks the application for an ILogObserver before its own
@@ -334,7 +362,8 @@ class HubService(SequentialService):
         # What startup made (modules, compiled codecs) lives as long as the
         # process: out of every later collection, a full one pauses less.
         gc.freeze()
-        self.log.info("ready: {message}", message=self.ready_message)
+        # hub_ready: how a first process tells that its worker is up (tradehub.workers.READY).
+        self.log.info("ready: {message}", message=self.ready_message, hub_ready=True)
 
     def fail(self, reason):
         """

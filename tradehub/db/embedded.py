@@ -17,6 +17,7 @@ import tempfile
 import threading
 import warnings
 from pathlib import Path
+from urllib.parse import quote
 
 import psutil
 from twisted.logger import Logger
@@ -62,6 +63,10 @@ class EmbeddedCluster:
 
     def dsn(self, dbname="postgres"):
         return f"host={self.socket_dir} user={SUPERUSER} dbname={dbname}"
+
+    def url(self, dbname="postgres"):
+        """The same as a libpq URL, the form DATABASE_URL takes (a worker process gets it so)."""
+        return f"postgresql://{SUPERUSER}@/{dbname}?host={quote(str(self.socket_dir), safe='')}"
 
     @property
     def initialised(self):

@@ -7,13 +7,14 @@ ready or not, in JSON) and /metrics (Prometheus text format).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
-from prometheus_client import CollectorRegistry
-from twisted.internet.defer import ensureDeferred
-from twisted.internet.interfaces import IReactorTime
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.threads import deferToThreadPool
 from twisted.web import http
-from twisted.web.resource import IResource, Resource
+from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from .readiness import Readiness
@@ -29,6 +30,15 @@ class Health(Resource):
         return b"ok\n"
 
 
+def answer_later(request: Request, outcome: Deferred[Any], answer: Callable[[Request, Any], None]) -> int:
+    """Answer C{request} with C{answer(request, result)} once C{outcome} fires, unless the client left."""
+    gone: list[object] = []
+    request.notifyFinish().addErrback(gone.append)
+    outcome.addCallback(lambda result: None if gone else answer(request, result))
+    outcome.addErrback(request.processingFailed)
+    return NOT_DONE_YET
+
+
 class Ready(Resource):
     """Readiness: 200 when every part is ready, else 503; the JSON body says which part is and which is not."""
 
@@ -39,12 +49,7 @@ class Ready(Resource):
         self.readiness = readiness
 
     def render_GET(self, request: Request) -> int:
-        gone: list[object] = []
-        request.notifyFinish().addErrback(gone.append)
-        report = ensureDeferred(self.readiness.report())
-        report.addCallback(lambda parts: None if gone else self._answer(request, parts))
-        report.addErrback(request.processingFailed)
-        return NOT_DONE_YET
+        return answer_later(request, ensureDeferred(self.readiness.report()), self._answer)
 
     @staticmethod
     def _answer(request: Request, parts: dict[str, dict[str, Any]]) -> None:
@@ -56,15 +61,30 @@ class Ready(Resource):
         request.finish()
 
 
-def metrics_resource(registry: CollectorRegistry) -> IResource:
+class MetricsPage(Resource):
     """
-    prometheus_client's own Twisted resource on C{registry}. It renders in the
-    global reactor's thread pool, and importing it imports that reactor: so
-    it is imported here, once the daemon's reactor is installed.
+    /metrics in Prometheus text format, rendered in the reactor's thread pool
+    (a scrape of the workers' series waits on them there). prometheus_client
+    has a Twisted resource too, but as a WSGI application it cannot answer
+    on a unix socket, where a worker serves its metrics.
     """
-    from prometheus_client.twisted import MetricsResource
 
-    return MetricsResource(registry)
+    isLeaf = True
+
+    def __init__(self, reactor: Any, registry: CollectorRegistry) -> None:
+        super().__init__()
+        self.reactor = reactor
+        self.registry = registry
+
+    def render_GET(self, request: Request) -> int:
+        text = deferToThreadPool(self.reactor, self.reactor.getThreadPool(), generate_latest, self.registry)
+        return answer_later(request, text, self._answer)
+
+    @staticmethod
+    def _answer(request: Request, body: bytes) -> None:
+        request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode())
+        request.write(body)
+        request.finish()
 
 
 class OpsSite(Site):
@@ -77,10 +97,10 @@ class OpsSite(Site):
         """Nothing: see the class."""
 
 
-def ops_site(reactor: IReactorTime, readiness: Readiness, registry: CollectorRegistry) -> Site:
+def ops_site(reactor: Any, readiness: Readiness, registry: CollectorRegistry) -> Site:
     """/healthz, /readyz and /metrics; every other path is 404."""
     root = Resource()
     root.putChild(b"healthz", Health())
     root.putChild(b"readyz", Ready(readiness))
-    root.putChild(b"metrics", metrics_resource(registry))
+    root.putChild(b"metrics", MetricsPage(reactor, registry))
     return OpsSite(root, reactor=reactor)

@@ -21,6 +21,7 @@ from ..db.migrations import applied_versions, discover
 from ..db.pool import Pool
 from ..server.connection import describe
 from ..service import ListenerService
+from ..workers import Workers
 
 # Seconds a check may take before its part is reported not ready: about a
 # load balancer's or Kubernetes' own probe timeout (one second by default).
@@ -200,6 +201,18 @@ def trade_stream(updates: TradeUpdates, leadership: Leadership | None = None) ->
     return check
 
 
+def serving(workers: Workers) -> Check:
+    """Every worker process runs and is ready (TRADEHUB_WORKERS)."""
+
+    async def check() -> str:
+        up, down = workers.describe()
+        if down:
+            raise NotReady(f"not serving: worker {', '.join(down)}")
+        return f"{len(up)} more workers serving: {', '.join(up)}"
+
+    return check
+
+
 def hub_readiness(
     clock: IReactorTime,
     pool: Pool,
@@ -208,16 +221,20 @@ def hub_readiness(
     leadership: Leadership | None = None,
     sync: AlpacaSync | None = None,
     trade_updates: TradeUpdates | None = None,
+    workers: Workers | None = None,
 ) -> Readiness:
     """
     The daemon's parts: its database, its schema, its client listeners and,
-    when configured, Alpaca (the sync and the stream of the hub that leads).
+    when configured, Alpaca (the sync and the stream of the hub that leads)
+    and its worker processes.
     """
     checks = {"database": database(pool), "migrations": migrations(pool, schema), "listeners": listening(listeners)}
     if sync is not None:
         checks["alpaca"] = alpaca(sync, leadership)
     if trade_updates is not None:
         checks["alpaca_trade_stream"] = trade_stream(trade_updates, leadership)
+    if workers is not None:
+        checks["workers"] = serving(workers)
     return Readiness(clock, CHECK_TIMEOUT, checks)
 
 
