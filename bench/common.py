@@ -167,11 +167,14 @@ class Daemon:
             raise RuntimeError(f"daemon failed: see {self.log_path}")
 
     def wait_ready(self):
-        _wait_for(b"ready: ", self.process, self.log_path, self.log_start)
+        # The first process's line: with TRADEHUB_WORKERS, a worker's is "[worker N tradehub.service...".
+        _wait_for(b"[tradehub.service.HubService#info] ready: ", self.process, self.log_path, self.log_start)
         return self
 
     def cpu_seconds(self):
-        return cpu_seconds(self.process.pid)
+        """The hub's CPU seconds: of its first process and (TRADEHUB_WORKERS) of its workers."""
+        workers = psutil.Process(self.process.pid).children()
+        return cpu_seconds(self.process.pid) + sum(cpu_seconds(worker.pid) for worker in workers)
 
     def stop(self):
         self.process.send_signal(signal.SIGTERM)

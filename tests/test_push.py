@@ -8,7 +8,8 @@ import os
 import socket
 
 import psycopg2
-from twisted.internet.task import LoopingCall
+from twisted.internet import reactor
+from twisted.internet.task import LoopingCall, deferLater
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
@@ -172,6 +173,19 @@ class NumberedAtCommitTests(TestCase):
         await hub.pool.transaction(write)
         events = await deferToThread(take, ticks, 2)
         self.assertEqual([e.row["seq"] for e in events], [1, 2])
+
+
+class StoppingTests(TestCase):
+    timeout = 60
+
+    async def test_a_relay_or_read_started_as_the_pool_closes_logs_no_failure(self):
+        """A NOTIFY heard while the hub stops starts a relay on a closed pool: that is no error (trial fails on one)."""
+        hub = await start_hub(self, table_registry, push=True, sweep=3600)
+        hub.pool.close()
+        hub.feed.relay()
+        hub.feed.learned(hub.feed.known + 5)
+        await deferLater(reactor, 0.05)
+        self.assertEqual(self.flushLoggedErrors(), [])
 
 
 async def stop_hub(live):

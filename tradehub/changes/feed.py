@@ -22,7 +22,9 @@ from twisted.internet.defer import ensureDeferred, gatherResults
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
+from ..db.failures import PoolClosed
 from ..db.listener import Listener
 from ..db.pool import Pool, prepared
 from ..repositories.changes import CHANNEL, RELAY_BATCH, Change, ChangeLogRepository, Head
@@ -120,7 +122,7 @@ class Feed:
             self._relay_again = True
             return
         self._relaying = True
-        ensureDeferred(self._relay()).addErrback(lambda f: self.log.failure("change-log relay failed", f))
+        ensureDeferred(self._relay()).addErrback(self._failed, "change-log relay failed")
 
     async def _relay(self) -> None:
         try:
@@ -150,7 +152,12 @@ class Feed:
         self._known = max(self._known, last)
         if self.head < self._known and not self._advancing:
             self._advancing = True
-            ensureDeferred(self._advance()).addErrback(lambda f: self.log.failure("change-log read failed", f))
+            ensureDeferred(self._advance()).addErrback(self._failed, "change-log read failed")
+
+    def _failed(self, failure: Failure, what: str) -> None:
+        """A relay or read that failed; one the closing pool ended (a NOTIFY heard as the hub stops) is no failure."""
+        if not failure.check(PoolClosed):
+            self.log.failure(what, failure)
 
     def notified(self, notify: Any) -> None:
         """
