@@ -6,6 +6,7 @@ Decimal), exactly; RFC 3339 timestamps to nanoseconds, UTC.
 
 from decimal import Decimal
 
+from ..schema.kinds import decimal_in_range
 from ..schema.timestamp import Timestamp
 from .ledger import Execution, PositionReport
 
@@ -42,10 +43,15 @@ def timestamp(text):
 
 
 def decimal(value):
-    """Alpaca sends money as strings ("262113.632"); the data API as numbers parsed as Decimal."""
+    """
+    Alpaca sends money as strings ("262113.632"); the data API as numbers
+    parsed as Decimal. One outside what the wire carries is refused here
+    (ValueError), as the database would refuse it; places beyond 9 are
+    rounded by the column, as numeric(19, 9) does.
+    """
     if value is None or value == "":
         return None
-    return Decimal(str(value))
+    return decimal_in_range(Decimal(str(value)))
 
 
 def account(body):

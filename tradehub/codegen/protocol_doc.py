@@ -28,6 +28,7 @@ from ..protocol.messages import ERROR, HEADER, HELLO, HELLO_ACK, SHUTDOWN, SHUTD
 from ..protocol.tables import LAYOUTS
 from ..protocol.wire import Layout, blob, boolean, decimal_, f64, i32, i64, string, text, timestamp, u8, u16, u32, u64
 from ..schema import DEFAULT_LIMIT, MAX_LIMIT, Timestamp
+from ..schema.kinds import DECIMAL_MAX, DECIMAL_MIN, DECIMAL_PLACES
 from .output import write_or_check
 
 OUTPUT = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
@@ -501,6 +502,13 @@ other than REQUEST, and CANCEL on frames other than SUBSCRIBE.
 `opt<T>`: u8 presence (0 absent, 1 present; anything else is MALFORMED_PAYLOAD), then T when
 present. `list<T>`: u32 count, then the items. A payload with bytes left over after its last field
 is MALFORMED_PAYLOAD. Money, prices and quantities are always `decimal`, never `f64`.
+
+A `decimal` is therefore any value from {DECIMAL_MIN} to {DECIMAL_MAX} with at most
+{DECIMAL_PLACES} places, and the database stores no other: every decimal column is a
+`wire_decimal`, whose check refuses anything outside that range whoever writes it (through the
+hub, a row whose computed columns would leave the range is VALIDATION_FAILED; an Alpaca value
+outside it is refused and logged; psql gets a check violation), so every stored decimal can be
+answered.
 
 ## Session
 

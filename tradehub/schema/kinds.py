@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 import attrs
@@ -21,6 +22,19 @@ import attrs
 from .timestamp import Timestamp
 
 _FLOAT_WORDS = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+
+# A decimal travels as an i64 count of 10^-9 units: these are the values it can
+# be. The database holds no other (schema/0016_decimal_range.sql checks them).
+DECIMAL_PLACES = 9
+DECIMAL_MIN = Decimal(-(2**63)).scaleb(-DECIMAL_PLACES)
+DECIMAL_MAX = Decimal(2**63 - 1).scaleb(-DECIMAL_PLACES)
+
+
+def decimal_in_range(value: Decimal) -> Decimal:
+    """A decimal the wire can carry (its places aside), or ValueError saying the range."""
+    if not DECIMAL_MIN <= value <= DECIMAL_MAX:
+        raise ValueError(f"{value} is outside the decimal range, {DECIMAL_MIN} to {DECIMAL_MAX}")
+    return value
 
 
 @attrs.frozen
