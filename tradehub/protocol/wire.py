@@ -6,6 +6,7 @@ protocol document and the C++ header generator.
 
 import decimal
 import io
+import itertools
 import struct
 from typing import Any, Optional
 
@@ -14,6 +15,7 @@ from construct import (
     Adapter,
     Construct,
     Float64l,
+    FormatField,
     Int8ul,
     Int16ul,
     Int32sl,
@@ -52,6 +54,9 @@ def _sub_build(subcon, code, value):
 class _Decimal(Adapter):
     """decimal: an i64 count of 10^-9 units, exact both ways."""
 
+    # The value of the units {}, in compiled codecs and offset decoders alike.
+    VALUE = "_Decimal({}).scaleb(-9)"
+
     def _decode(self, obj, context, path):
         return decimal.Decimal(obj).scaleb(-9)
 
@@ -60,7 +65,7 @@ class _Decimal(Adapter):
 
     def _emitparse(self, code):
         code.append(_COMPILED_HELPERS)
-        return f"_Decimal({self.subcon._compileparse(code)}).scaleb(-9)"
+        return self.VALUE.format(self.subcon._compileparse(code))
 
     def _emitbuild(self, code):
         code.append(_COMPILED_HELPERS)
@@ -82,6 +87,8 @@ def decimal_to_units(value):
 
 
 class _Timestamp(Adapter):
+    VALUE = "Timestamp({})"
+
     def _decode(self, obj, context, path):
         return Timestamp(obj)
 
@@ -90,7 +97,7 @@ class _Timestamp(Adapter):
 
     def _emitparse(self, code):
         code.append(_COMPILED_HELPERS)
-        return f"Timestamp({self.subcon._compileparse(code)})"
+        return self.VALUE.format(self.subcon._compileparse(code))
 
     def _emitbuild(self, code):
         code.append(_COMPILED_HELPERS)
@@ -117,6 +124,9 @@ def byte_of_bool(value):
 
 class _Bool(Adapter):
     """bool: u8 0 or 1; anything else is invalid (construct's Flag accepts any byte)."""
+
+    # In offset decoders: a byte other than 0 or 1 raises IndexError, and the construct codec says why.
+    VALUE = "_BOOLS[{}]"
 
     def _decode(self, obj, context, path):
         return bool_of_byte(obj)
@@ -335,6 +345,7 @@ class Layout:
         self._parse, self._build = compiled.parsefunc, compiled.buildfunc
         self._names = tuple(f.name for f in self.fields)
         self._fixed = _fixed_struct(self.fields)
+        self.offsets_source, self._offsets = _OffsetDecoder().compile(self)
 
     @classmethod
     def of(cls, name, payload):
@@ -351,6 +362,24 @@ class Layout:
     def decode(self, data):
         if self._fixed is not None:
             return self._decode_fixed(data)
+        if type(data) is not bytes:
+            data = bytes(data)
+        try:
+            values = self._offsets(data)
+        except Exception:
+            # Bad input: the construct codec says what is wrong, in the contract's words.
+            values = self.decode_stream(data)
+        return self.cls(**values) if self.cls is not None else values
+
+    def decode_offsets(self, data):
+        """The offset decoder alone: the values, or any exception on bad input (no reason given)."""
+        return self._offsets(data)
+
+    def decode_stream(self, data):
+        """
+        The compiled construct codec alone, reading a stream: the values
+        L{decode} returns, or L{ProtocolError} saying what is wrong.
+        """
         stream = io.BytesIO(data)
         try:
             values = self._parse(stream, None)
@@ -358,7 +387,7 @@ class Layout:
             raise ProtocolError(ErrorCode.MALFORMED_PAYLOAD, f"{self.name}: {_reason(error)}") from None
         if stream.read(1):
             raise ProtocolError(ErrorCode.MALFORMED_PAYLOAD, f"{self.name}: trailing bytes after the payload")
-        return self.cls(**values) if self.cls is not None else values
+        return values
 
     def _decode_fixed(self, data):
         try:
@@ -385,6 +414,161 @@ class Layout:
             return stream.getvalue()
         except Exception as error:
             raise ProtocolError(ErrorCode.VALIDATION_FAILED, f"{self.name}: {_reason(error)}") from None
+
+
+class _Malformed(Exception):
+    """Raised by offset decoders on bad input; what is wrong is the construct codec's to say."""
+
+
+def _fixed_part(wire_type):
+    """
+    (struct format character, template of the value made of the raw number)
+    of a fixed-size field type, from its construct declaration; None for the others.
+    """
+    construct = wire_type.construct
+    if isinstance(construct, FormatField):
+        return construct.fmtstr.lstrip("<"), "{}"
+    if isinstance(construct, (_Bool, _Decimal, _Timestamp)):
+        return construct.subcon.fmtstr.lstrip("<"), construct.VALUE
+    return None
+
+
+class _OffsetDecoder:
+    """
+    Writes a layout's decoder as Python source from its fields: offsets into
+    the payload, one precompiled struct.Struct per run of fixed-size fields,
+    no stream and no call per field. It only has to notice bad input (any
+    exception does): L{Layout.decode} then lets the construct codec say what
+    is wrong, so both refuse the same bytes with the same error.
+    """
+
+    def __init__(self):
+        self._lines = []
+        self._ids = itertools.count()
+        self._depth = 1
+        self._structs = {}
+        self.namespace = {
+            "Timestamp": Timestamp,
+            "_Decimal": decimal.Decimal,
+            "_BOOLS": (False, True),
+            "_Malformed": _Malformed,
+            "_unpack_from": struct.unpack_from,
+        }
+
+    def compile(self, layout):
+        """The decoder's source and the function: C{decode(data: bytes) -> dict}."""
+        self._line("o = 0")
+        value = self._record(layout.fields)
+        # o only grows: once past the end (a value cut short), every later read raises, and so does this.
+        self._line("if o != len(data):")
+        self._line("    raise _Malformed")
+        self._line(f"return {value}")
+        # Each struct's unpack_from as a local: no global and attribute lookup per field.
+        locals_ = [f"    {name} = {self._structs[name]}.unpack_from" for name in sorted(self._structs)]
+        source = "def decode(data):\n" + "\n".join(locals_ + self._lines) + "\n"
+        exec(compile(source, f"<offset decoder of {layout.name}>", "exec"), self.namespace)
+        return source, self.namespace["decode"]
+
+    def _line(self, text):
+        self._lines.append("    " * self._depth + text)
+
+    def _name(self, prefix):
+        return f"{prefix}{next(self._ids)}"
+
+    def _struct(self, formats):
+        """The local name of unpack_from of the struct of these formats."""
+        name = "u_" + formats
+        if name not in self._structs:
+            self._structs[name] = "s_" + formats
+            self.namespace["s_" + formats] = struct.Struct("<" + formats)
+        return name
+
+    def _value(self, wire_type):
+        """Statements that read one value at o and move o past it; the value's expression."""
+        if wire_type.layout is not None:
+            return self._record(wire_type.layout.fields)
+        part = _fixed_part(wire_type)
+        if part is not None:
+            [(_, value)] = self._fixed_run([(None, part)])
+            return value
+        if wire_type.name.startswith("opt<"):
+            return self._optional(wire_type.item)
+        if wire_type.name.startswith("list<"):
+            return self._list(wire_type.item)
+        return self._prefixed(wire_type.construct)
+
+    def _record(self, fields):
+        """A record's fields, consecutive fixed-size ones read together; its dict's expression."""
+        items, run = [], []
+        for field in fields:
+            part = _fixed_part(field.type)
+            if part is not None:
+                run.append((field.name, part))
+                continue
+            items += self._fixed_run(run)
+            run = []
+            items.append((field.name, self._value(field.type)))
+        items += self._fixed_run(run)
+        return "{" + ", ".join(f"{name!r}: {value}" for name, value in items) + "}"
+
+    def _fixed_run(self, run):
+        """Fixed-size fields in one read; (name, value expression) of each."""
+        if not run:
+            return []
+        formats = "".join(char for _, (char, _) in run)
+        names = [self._name("v") for _ in run]
+        if formats == "B":
+            self._line(f"{names[0]} = data[o]")
+        else:
+            self._line(f"{', '.join(names)}, = {self._struct(formats)}(data, o)")
+        self._line(f"o += {struct.calcsize('<' + formats)}")
+        return [(field, template.format(name)) for (field, (_, template)), name in zip(run, names, strict=True)]
+
+    def _optional(self, item):
+        value = self._name("p")
+        self._line(f"{value} = data[o]")
+        self._line("o += 1")
+        self._line(f"if {value} == 1:")
+        self._depth += 1
+        self._line(f"{value} = {self._value(item)}")
+        self._depth -= 1
+        self._line(f"elif {value}:")
+        self._line("    raise _Malformed")
+        self._line("else:")
+        self._line(f"    {value} = None")
+        return value
+
+    def _list(self, item):
+        items, count = self._name("l"), self._name("c")
+        self._line(f"{count}, = {self._struct(LIST_COUNT.fmtstr.lstrip('<'))}(data, o)")
+        self._line(f"o += {LIST_COUNT.sizeof()}")
+        part = _fixed_part(item)
+        if part is not None:
+            # Fixed-size items: one read of them all.
+            char, template = part
+            self._line(f"{items} = _unpack_from(f'<{{{count}}}{char}', data, o)")
+            self._line(f"o += {count} * {struct.calcsize('<' + char)}")
+            if template != "{}":
+                self._line(f"{items} = [{template.format('x')} for x in {items}]")
+            else:
+                self._line(f"{items} = list({items})")
+            return items
+        self._line(f"{items} = []")
+        self._line(f"for _ in range({count}):")
+        self._depth += 1
+        self._line(f"{items}.append({self._value(item)})")
+        self._depth -= 1
+        return items
+
+    def _prefixed(self, construct):
+        """str, text and bytes: a length, then the bytes (strict UTF-8 for text)."""
+        value, end = self._name("v"), self._name("e")
+        size = construct.length.size
+        self._line(f"{end} = o + {size} + {self._struct(construct.length.format.lstrip('<'))}(data, o)[0]")
+        decode = ".decode('utf-8')" if construct.text else ""
+        self._line(f"{value} = data[o + {size}:{end}]{decode}")
+        self._line(f"o = {end}")
+        return value
 
 
 def _fixed_struct(fields):
