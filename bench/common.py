@@ -4,6 +4,7 @@ the real daemon on free ports in front of it, and pipelining clients in
 their own processes. Everything talks over 127.0.0.1 and unix sockets only.
 """
 
+import json
 import os
 import shutil
 import signal
@@ -96,6 +97,22 @@ class Placement:
         )
 
 
+def run_placed(parser, argv, measure, report):
+    """
+    A benchmark's main: its options (with --unpinned and --json), C{measure(options,
+    placement)} under the placement, C{report(results)}, the figures written if asked.
+    """
+    placement_option(parser)
+    parser.add_argument("--json", help="also write the figures to this file")
+    options = parser.parse_args(argv)
+    with Placement(pinned=not options.unpinned) as placement:
+        results = measure(options, placement)
+    report(results)
+    if options.json:
+        Path(options.json).write_text(json.dumps(results, indent=2, default=str))
+    return results
+
+
 def placement_option(parser):
     parser.add_argument(
         "--unpinned",
@@ -128,9 +145,14 @@ class Database:
 
 
 class Daemon:
-    """The real `twistd -n tradehub` against the benchmark database."""
+    """
+    The real `twistd -n tradehub` against the benchmark database: this
+    checkout's code, or C{root}'s (another version of the hub, for a
+    comparison in one run). With a C{profile} folder it runs under
+    bench/profiled.py, and L{profiling} profiles the load it surrounds.
+    """
 
-    def __init__(self, database, args=(), twistd_args=(), placement=None, **settings):
+    def __init__(self, database, args=(), twistd_args=(), placement=None, root=ROOT, profile=None, **settings):
         self.frontend_port = free_port()
         self.ml_port = free_port()
         self.ops_port = free_port()
@@ -145,13 +167,18 @@ class Daemon:
             TRADEHUB_DATA_DIR=str(database.folder / "daemon"),
         )
         env.update({k: str(v) for k, v in settings.items()})
-        # This checkout's code, not whatever the venv's .pth names (another worktree's, say).
-        env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
+        # This checkout's code (or root's), not whatever the venv's .pth names (another worktree's, say).
+        env["PYTHONPATH"] = os.pathsep.join([str(root), *filter(None, [os.environ.get("PYTHONPATH")])])
         self.log = open(database.folder / "daemon.log", "ab")
         # Daemons of one database share its log: this one's lines begin here.
         self.log_start = self.log.tell()
-        twistd = str(Path(sys.executable).parent / "twistd")
-        command = [twistd, "-n", "--pidfile=", *twistd_args, "tradehub", *args]
+        twistd = [str(Path(sys.executable).parent / "twistd")]
+        self.profile = profile
+        self._profiles = 0
+        if profile is not None:
+            env["TRADEHUB_BENCH_PROFILE"] = str(profile)
+            twistd = [sys.executable, str(ROOT / "bench" / "profiled.py")]
+        command = [*twistd, "-n", "--pidfile=", *twistd_args, "tradehub", *args]
         self.process = subprocess.Popen(
             placement.server_command(command) if placement else command,
             cwd=database.folder,
@@ -175,6 +202,22 @@ class Daemon:
         """The hub's CPU seconds: of its first process and (TRADEHUB_WORKERS) of its workers."""
         workers = psutil.Process(self.process.pid).children()
         return cpu_seconds(self.process.pid) + sum(cpu_seconds(worker.pid) for worker in workers)
+
+    def profiling(self, run):
+        """C{run()}'s result, and the hub's cProfile stats file over it (a daemon made with a C{profile} folder)."""
+        self.process.send_signal(signal.SIGUSR1)
+        try:
+            result = run()
+        finally:
+            self.process.send_signal(signal.SIGUSR2)
+        self._profiles += 1
+        path = Path(self.profile) / f"{self._profiles}.prof"
+        deadline = time.monotonic() + 60
+        while not path.exists():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the hub wrote no profile: see {self.log_path}")
+            time.sleep(0.05)
+        return result, path
 
     def stop(self):
         self.process.send_signal(signal.SIGTERM)

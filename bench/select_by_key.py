@@ -11,14 +11,12 @@ psycopg2's) and each server's CPU per request.
 """
 
 import argparse
-import json
 import multiprocessing
 import subprocess
 import threading
 import time
 from decimal import Decimal
 from functools import partial
-from pathlib import Path
 
 import psycopg2
 from common import (
@@ -27,11 +25,10 @@ from common import (
     Daemon,
     Database,
     FloorServer,
-    Placement,
     compile_cpp,
     cpu_over,
     latency_figures,
-    placement_option,
+    run_placed,
     table,
 )
 
@@ -218,15 +215,7 @@ def report(results):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--requests", type=int, default=2000, help="requests per connection")
-    placement_option(parser)
-    parser.add_argument("--json", help="also write the figures to this file")
-    options = parser.parse_args(argv)
-    with Placement(pinned=not options.unpinned) as placement:
-        results = measure(options, placement)
-    report(results)
-    if options.json:
-        Path(options.json).write_text(json.dumps(results, indent=2))
-    return results
+    return run_placed(parser, argv, measure, report)
 
 
 if __name__ == "__main__":
