@@ -3,7 +3,9 @@ Compiled construct codecs against hand-written struct codecs of the same
 layouts, in one process: encode and decode rates and their ratio. Then the
 hot tables' INSERT requests (1 row and 1000 rows) decoded both ways the hub
 can, in the same run: the offset decoder (Layout.decode) against the compiled
-construct codec reading a stream (Layout.decode_stream), in us per row.
+construct codec reading a stream (Layout.decode_stream), in us per row; and
+their rows and written entries encoded both ways: the packing encoder
+(Layout.encode) against the construct codec writing a stream.
 
     .venv/bin/python bench/codec.py [--seconds 1.0] [--json out.json]
 """
@@ -107,6 +109,15 @@ ROW_CASES = (
 )
 
 
+def in_turns(functions, argument, seconds, batch):
+    """us per call of each function, taken in turns, the best of three each: a shared machine's noise falls on all."""
+    best = dict.fromkeys(functions, 0.0)
+    for _ in range(3):
+        for function in functions:
+            best[function] = max(best[function], rate(function, argument, seconds / 3, batch))
+    return [1e6 / best[function] for function in functions]
+
+
 def row_decoding(seconds):
     """us per row of each hot table's INSERT request, decoded by offsets and by the construct stream codec."""
     results = []
@@ -116,17 +127,29 @@ def row_decoding(seconds):
         for count in (1, 1000):
             payload = layout.encode({"echo": False, "rows": [row() for _ in range(count)]})
             assert layout.decode(payload) == layout.decode_stream(payload), f"{table.name}: the two decoders disagree"
-            # Taken in turns, the best of three each: a shared machine's noise falls on both alike.
-            best = {layout.decode_stream: 0.0, layout.decode: 0.0}
-            for _ in range(3):
-                for decode in best:
-                    best[decode] = max(best[decode], rate(decode, payload, seconds / 3, max(1, 1000 // count)))
-            stream, offsets = (1e6 / count / best[decode] for decode in (layout.decode_stream, layout.decode))
+            stream, offsets = (
+                us / count for us in in_turns((layout.decode_stream, layout.decode), payload, seconds, 1000 // count)
+            )
             name = f"{table.name} x {count}"
             results.append(
                 {"request": name, "rows": count, "construct_us_per_row": stream, "offsets_us_per_row": offsets}
             )
             print(f"{name:<28} {stream:>17.2f} {offsets:>15.2f} {stream / offsets:>7.2f}x")
+    return results
+
+
+def row_encoding(seconds):
+    """us per row of each hot table's rows and written entries, encoded by packing and by the construct stream codec."""
+    results = []
+    print(f"\n{'encoded':<28} {'construct us/row':>17} {'packing us/row':>15} {'speedup':>8}")
+    for table, row in ROW_CASES:
+        for kind in ("row", "written"):
+            layout, value = getattr(LAYOUTS[table], kind), row()
+            assert layout.encode(value) == layout.encode_stream(value), f"{table.name}: the two encoders disagree"
+            stream, packing = in_turns((layout.encode_stream, layout.encode), value, seconds, 1000)
+            name = f"{table.name} {kind}"
+            results.append({"layout": name, "construct_us_per_row": stream, "packing_us_per_row": packing})
+            print(f"{name:<28} {stream:>17.2f} {packing:>15.2f} {stream / packing:>7.2f}x")
     return results
 
 
@@ -164,7 +187,11 @@ def main(argv=None):
                 {"layout": name, "op": op, "construct_per_s": ours, "struct_per_s": theirs, "ratio": ours / theirs}
             )
             print(f"{name:<16} {op:<7} {ours:>13,.0f} {theirs:>13,.0f} {ours / theirs:>6.2f}x")
-    figures = {"codecs": results, "row_decoding": row_decoding(options.seconds)}
+    figures = {
+        "codecs": results,
+        "row_decoding": row_decoding(options.seconds),
+        "row_encoding": row_encoding(options.seconds),
+    }
     if options.json:
         Path(options.json).write_text(json.dumps(figures, indent=2))
     return figures

@@ -479,23 +479,33 @@ log and the EVENTs), the same per-row costs that bound tick ingest and push abov
 """
 
 
-def render_row_decoding(rows):
-    """The hot tables' INSERT requests decoded by offsets and by construct: us per row and the speedup."""
-    if not rows:
+def render_generated_codecs(decoding, encoding):
+    """The hot tables' payloads decoded and encoded by the generated codecs and by construct: us per row."""
+    if not decoding:
         return ""
-    lines = "\n".join(
+    decoded = "\n".join(
         f"| {r['request']} | {r['construct_us_per_row']:.2f} | {r['offsets_us_per_row']:.2f} | "
         f"{r['construct_us_per_row'] / r['offsets_us_per_row']:.2f}x |"
-        for r in rows
+        for r in decoding
+    )
+    encoded = "\n".join(
+        f"| {r['layout']} | {r['construct_us_per_row']:.2f} | {r['packing_us_per_row']:.2f} | "
+        f"{r['construct_us_per_row'] / r['packing_us_per_row']:.2f}x |"
+        for r in encoding or []
     )
     return f"""
-Payloads are decoded by offset decoders generated from the same declarations (`struct.unpack_from`
-on the bytes, one precompiled `struct.Struct` per run of fixed-size fields); on bad bytes the
-construct codec says what is wrong. The hot tables' INSERT requests, both ways in the same run:
+Payloads are decoded by offset decoders and encoded by packing encoders, both generated from the
+same declarations (`struct` calls on the bytes, one precompiled `struct.Struct` per run of
+fixed-size fields); on bad bytes or values the construct codec says what is wrong. The hot tables'
+INSERT requests, rows and written entries, both ways in the same run:
 
 | INSERT request | construct us/row | offsets us/row | speedup |
 |---|---|---|---|
-{lines}
+{decoded}
+
+| encoded | construct us/row | packing us/row | speedup |
+|---|---|---|---|
+{encoded}
 """
 
 
@@ -564,7 +574,7 @@ declaration.
 | layout | op | construct/s | struct/s | ratio |
 |---|---|---|---|---|
 {codec_rows}
-{render_row_decoding(figures.get("row_decoding"))}
+{render_generated_codecs(figures.get("row_decoding"), figures.get("row_encoding"))}
 {render_push(figures["push"]) + chr(10) if "push" in figures else ""}{
         render_alpaca(figures["alpaca"]) + chr(10) if "alpaca" in figures else ""
     }## What bounds the figures that miss their targets
@@ -628,7 +638,8 @@ def main():
     figures = {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}
     print("== codec")
     codecs = codec.main(["--seconds", "1.0"])
-    figures["codec"], figures["row_decoding"] = codecs["codecs"], codecs["row_decoding"]
+    figures["codec"] = codecs["codecs"]
+    figures["row_decoding"], figures["row_encoding"] = codecs["row_decoding"], codecs["row_encoding"]
     print("\n== ingest")
     figures["ingest"] = ingest.main(["--rows", "40000", "--connections", "1", "4", "16"])
     print("\n== orders")

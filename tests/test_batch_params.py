@@ -22,7 +22,7 @@ from tradehub.schema import SQLTable
 from tradehub.schema.timestamp import Timestamp
 
 from .support import fresh_database
-from .test_offsets import identical
+from .test_generated_codecs import identical
 
 REPOSITORIES = {c.table.id: Repository(c.table, c.computed_sql) for c in CONTROLLERS}
 # Text that array literals must escape or quote, and text they need not.

@@ -54,8 +54,9 @@ def _sub_build(subcon, code, value):
 class _Decimal(Adapter):
     """decimal: an i64 count of 10^-9 units, exact both ways."""
 
-    # The value of the units {}, in compiled codecs and offset decoders alike.
+    # The value of the units {}, and the units of the value {}: in compiled codecs and generated ones alike.
     VALUE = "_Decimal({}).scaleb(-9)"
+    PACK = "decimal_to_units({})"
 
     def _decode(self, obj, context, path):
         return decimal.Decimal(obj).scaleb(-9)
@@ -69,7 +70,7 @@ class _Decimal(Adapter):
 
     def _emitbuild(self, code):
         code.append(_COMPILED_HELPERS)
-        return _sub_build(self.subcon, code, "decimal_to_units(obj)")
+        return _sub_build(self.subcon, code, self.PACK.format("obj"))
 
 
 def decimal_to_units(value):
@@ -88,6 +89,7 @@ def decimal_to_units(value):
 
 class _Timestamp(Adapter):
     VALUE = "Timestamp({})"
+    PACK = "{}.ns"
 
     def _decode(self, obj, context, path):
         return Timestamp(obj)
@@ -101,7 +103,7 @@ class _Timestamp(Adapter):
 
     def _emitbuild(self, code):
         code.append(_COMPILED_HELPERS)
-        return _sub_build(self.subcon, code, "obj.ns")
+        return _sub_build(self.subcon, code, self.PACK.format("obj"))
 
 
 def presence(byte):
@@ -127,6 +129,7 @@ class _Bool(Adapter):
 
     # In offset decoders: a byte other than 0 or 1 raises IndexError, and the construct codec says why.
     VALUE = "_BOOLS[{}]"
+    PACK = "byte_of_bool({})"
 
     def _decode(self, obj, context, path):
         return bool_of_byte(obj)
@@ -140,7 +143,7 @@ class _Bool(Adapter):
 
     def _emitbuild(self, code):
         code.append(_COMPILED_HELPERS)
-        return _sub_build(self.subcon, code, "byte_of_bool(obj)")
+        return _sub_build(self.subcon, code, self.PACK.format("obj"))
 
 
 def read_prefixed(stream, length, text):
@@ -346,6 +349,7 @@ class Layout:
         self._names = tuple(f.name for f in self.fields)
         self._fixed = _fixed_struct(self.fields)
         self.offsets_source, self._offsets = _OffsetDecoder().compile(self)
+        self.packing_source, self._packing = _PackingEncoder().compile(self)
 
     @classmethod
     def of(cls, name, payload):
@@ -408,6 +412,18 @@ class Layout:
                 return self._fixed.pack(*[values[n] for n in self._names])
             except (struct.error, KeyError) as error:
                 raise ProtocolError(ErrorCode.VALIDATION_FAILED, f"{self.name}: {error}") from None
+        try:
+            return self._packing(values)
+        except Exception:
+            # A value that does not fit: the construct codec says why, in the contract's words.
+            return self.encode_stream(values)
+
+    def encode_packing(self, values):
+        """The packing encoder alone: the bytes, or any exception on a bad value (no reason given)."""
+        return self._packing(values)
+
+    def encode_stream(self, values):
+        """The compiled construct codec alone, writing a stream: L{encode}'s bytes, or L{ProtocolError} saying why."""
         stream = io.BytesIO()
         try:
             self._build(values, stream, None)
@@ -417,30 +433,44 @@ class Layout:
 
 
 class _Malformed(Exception):
-    """Raised by offset decoders on bad input; what is wrong is the construct codec's to say."""
+    """Raised by generated codecs on bad input; what is wrong is the construct codec's to say."""
+
+
+@attrs.frozen
+class _FixedPart:
+    """A fixed-size field type: its struct format character, and templates of its value from the number and back."""
+
+    format: str
+    value: str = "{}"
+    pack: str = "{}"
+
+    @property
+    def size(self):
+        return struct.calcsize("<" + self.format)
 
 
 def _fixed_part(wire_type):
-    """
-    (struct format character, template of the value made of the raw number)
-    of a fixed-size field type, from its construct declaration; None for the others.
-    """
+    """The L{_FixedPart} of a fixed-size field type, from its construct declaration; None for the others."""
     construct = wire_type.construct
     if isinstance(construct, FormatField):
-        return construct.fmtstr.lstrip("<"), "{}"
+        return _FixedPart(construct.fmtstr.lstrip("<"))
     if isinstance(construct, (_Bool, _Decimal, _Timestamp)):
-        return construct.subcon.fmtstr.lstrip("<"), construct.VALUE
+        return _FixedPart(construct.subcon.fmtstr.lstrip("<"), construct.VALUE, construct.PACK)
     return None
 
 
-class _OffsetDecoder:
+class _Generated:
     """
-    Writes a layout's decoder as Python source from its fields: offsets into
-    the payload, one precompiled struct.Struct per run of fixed-size fields,
-    no stream and no call per field. It only has to notice bad input (any
-    exception does): L{Layout.decode} then lets the construct codec say what
-    is wrong, so both refuse the same bytes with the same error.
+    Writes one function of a layout as Python source from its fields, the
+    way construct compiles codecs, but without a stream: struct calls on
+    the bytes, one precompiled struct.Struct per run of fixed-size fields.
+    It only has to notice bad input (any exception does): L{Layout} then lets
+    the construct codec say what is wrong, so both refuse alike.
     """
+
+    # The struct method the function calls, and the name of the function.
+    method = ""
+    function = ""
 
     def __init__(self):
         self._lines = []
@@ -453,21 +483,19 @@ class _OffsetDecoder:
             "_BOOLS": (False, True),
             "_Malformed": _Malformed,
             "_unpack_from": struct.unpack_from,
+            "_pack": struct.pack,
+            "decimal_to_units": decimal_to_units,
+            "byte_of_bool": byte_of_bool,
         }
 
     def compile(self, layout):
-        """The decoder's source and the function: C{decode(data: bytes) -> dict}."""
-        self._line("o = 0")
-        value = self._record(layout.fields)
-        # o only grows: once past the end (a value cut short), every later read raises, and so does this.
-        self._line("if o != len(data):")
-        self._line("    raise _Malformed")
-        self._line(f"return {value}")
-        # Each struct's unpack_from as a local: no global and attribute lookup per field.
-        locals_ = [f"    {name} = {self._structs[name]}.unpack_from" for name in sorted(self._structs)]
-        source = "def decode(data):\n" + "\n".join(locals_ + self._lines) + "\n"
-        exec(compile(source, f"<offset decoder of {layout.name}>", "exec"), self.namespace)
-        return source, self.namespace["decode"]
+        """The function's source and the function."""
+        self._body(layout)
+        # Each struct's method as a local: no global and attribute lookup per field.
+        locals_ = [f"    {name} = s_{name[2:]}.{self.method}" for name in sorted(self._structs)]
+        source = f"def {self.function}:\n" + "\n".join(locals_ + self._lines) + "\n"
+        exec(compile(source, f"<{self.method} of {layout.name}>", "exec"), self.namespace)
+        return source, self.namespace[self.function.split("(")[0]]
 
     def _line(self, text):
         self._lines.append("    " * self._depth + text)
@@ -476,62 +504,115 @@ class _OffsetDecoder:
         return f"{prefix}{next(self._ids)}"
 
     def _struct(self, formats):
-        """The local name of unpack_from of the struct of these formats."""
-        name = "u_" + formats
+        """The local name of the method of the struct of these formats."""
+        name = "m_" + formats
         if name not in self._structs:
-            self._structs[name] = "s_" + formats
+            self._structs[name] = formats
             self.namespace["s_" + formats] = struct.Struct("<" + formats)
         return name
 
-    def _value(self, wire_type):
-        """Statements that read one value at o and move o past it; the value's expression."""
+    def _indented(self, write, *arguments):
+        self._depth += 1
+        try:
+            return write(*arguments)
+        finally:
+            self._depth -= 1
+
+    # What each kind of generated function writes: its body, and each kind of value.
+
+    def _body(self, layout):
+        raise NotImplementedError
+
+    def _record(self, fields, *arguments):
+        raise NotImplementedError
+
+    def _fixed(self, part, *arguments):
+        raise NotImplementedError
+
+    def _optional(self, item, *arguments):
+        raise NotImplementedError
+
+    def _list(self, item, *arguments):
+        raise NotImplementedError
+
+    def _prefixed(self, construct, *arguments):
+        raise NotImplementedError
+
+    def _value(self, wire_type, *arguments):
+        """One value of a field type: its layout's fields, an option, a list, a fixed-size or prefixed value."""
         if wire_type.layout is not None:
-            return self._record(wire_type.layout.fields)
+            return self._record(wire_type.layout.fields, *arguments)
         part = _fixed_part(wire_type)
         if part is not None:
-            [(_, value)] = self._fixed_run([(None, part)])
-            return value
+            return self._fixed(part, *arguments)
         if wire_type.name.startswith("opt<"):
-            return self._optional(wire_type.item)
+            return self._optional(wire_type.item, *arguments)
         if wire_type.name.startswith("list<"):
-            return self._list(wire_type.item)
-        return self._prefixed(wire_type.construct)
+            return self._list(wire_type.item, *arguments)
+        return self._prefixed(wire_type.construct, *arguments)
 
-    def _record(self, fields):
-        """A record's fields, consecutive fixed-size ones read together; its dict's expression."""
-        items, run = [], []
+    @staticmethod
+    def _runs(fields):
+        """The fields in order, consecutive fixed-size ones in lists of (field, part): read or written together."""
+        run = []
         for field in fields:
             part = _fixed_part(field.type)
             if part is not None:
-                run.append((field.name, part))
+                run.append((field, part))
                 continue
-            items += self._fixed_run(run)
-            run = []
-            items.append((field.name, self._value(field.type)))
-        items += self._fixed_run(run)
+            if run:
+                yield run
+                run = []
+            yield field
+        if run:
+            yield run
+
+
+class _OffsetDecoder(_Generated):
+    """C{decode(data: bytes) -> dict}: offsets into the payload, no stream and no call per field."""
+
+    method = "unpack_from"
+    function = "decode(data)"
+
+    def _body(self, layout):
+        self._line("o = 0")
+        value = self._record(layout.fields)
+        # o only grows: once past the end (a value cut short), every later read raises, and so does this.
+        self._line("if o != len(data):")
+        self._line("    raise _Malformed")
+        self._line(f"return {value}")
+
+    def _record(self, fields):
+        """A record's fields, read in order; its dict's expression."""
+        items = []
+        for run in self._runs(fields):
+            if isinstance(run, list):
+                items += self._fixed_run([(field.name, part) for field, part in run])
+            else:
+                items.append((run.name, self._value(run.type)))
         return "{" + ", ".join(f"{name!r}: {value}" for name, value in items) + "}"
 
     def _fixed_run(self, run):
-        """Fixed-size fields in one read; (name, value expression) of each."""
-        if not run:
-            return []
-        formats = "".join(char for _, (char, _) in run)
+        """Fixed-size fields, (name, part) each, in one read; (name, value expression) of each."""
+        formats = "".join(part.format for _, part in run)
         names = [self._name("v") for _ in run]
         if formats == "B":
             self._line(f"{names[0]} = data[o]")
         else:
             self._line(f"{', '.join(names)}, = {self._struct(formats)}(data, o)")
         self._line(f"o += {struct.calcsize('<' + formats)}")
-        return [(field, template.format(name)) for (field, (_, template)), name in zip(run, names, strict=True)]
+        return [(field, part.value.format(name)) for (field, part), name in zip(run, names, strict=True)]
+
+    def _fixed(self, part):
+        [(_, value)] = self._fixed_run([(None, part)])
+        return value
 
     def _optional(self, item):
         value = self._name("p")
         self._line(f"{value} = data[o]")
         self._line("o += 1")
         self._line(f"if {value} == 1:")
-        self._depth += 1
-        self._line(f"{value} = {self._value(item)}")
-        self._depth -= 1
+        self._indented(lambda: self._line(f"{value} = {self._value(item)}"))
         self._line(f"elif {value}:")
         self._line("    raise _Malformed")
         self._line("else:")
@@ -545,19 +626,16 @@ class _OffsetDecoder:
         part = _fixed_part(item)
         if part is not None:
             # Fixed-size items: one read of them all.
-            char, template = part
-            self._line(f"{items} = _unpack_from(f'<{{{count}}}{char}', data, o)")
-            self._line(f"o += {count} * {struct.calcsize('<' + char)}")
-            if template != "{}":
-                self._line(f"{items} = [{template.format('x')} for x in {items}]")
+            self._line(f"{items} = _unpack_from(f'<{{{count}}}{part.format}', data, o)")
+            self._line(f"o += {count} * {part.size}")
+            if part.value != "{}":
+                self._line(f"{items} = [{part.value.format('x')} for x in {items}]")
             else:
                 self._line(f"{items} = list({items})")
             return items
         self._line(f"{items} = []")
         self._line(f"for _ in range({count}):")
-        self._depth += 1
-        self._line(f"{items}.append({self._value(item)})")
-        self._depth -= 1
+        self._indented(lambda: self._line(f"{items}.append({self._value(item)})"))
         return items
 
     def _prefixed(self, construct):
@@ -569,6 +647,64 @@ class _OffsetDecoder:
         self._line(f"{value} = data[o + {size}:{end}]{decode}")
         self._line(f"o = {end}")
         return value
+
+
+class _PackingEncoder(_Generated):
+    """C{encode(value: dict) -> bytes}: the parts packed into a list and joined, no stream and no call per field."""
+
+    method = "pack"
+    function = "encode(value)"
+
+    def _body(self, layout):
+        self._line("parts = []")
+        self._line("append = parts.append")
+        self._record(layout.fields, "value")
+        self._line("return b''.join(parts)")
+
+    def _record(self, fields, value):
+        record = self._name("r")
+        self._line(f"{record} = {value}")
+        for run in self._runs(fields):
+            if isinstance(run, list):
+                formats = "".join(part.format for _, part in run)
+                values = ", ".join(part.pack.format(f"{record}[{field.name!r}]") for field, part in run)
+                self._line(f"append({self._struct(formats)}({values}))")
+            else:
+                self._value(run.type, f"{record}[{run.name!r}]")
+
+    def _fixed(self, part, value):
+        self._line(f"append({self._struct(part.format)}({part.pack.format(value)}))")
+
+    def _optional(self, item, value):
+        option = self._name("p")
+        self._line(f"{option} = {value}")
+        self._line(f"if {option} is None:")
+        self._line("    append(b'\\x00')")
+        self._line("else:")
+        self._line("    append(b'\\x01')")
+        self._indented(self._value, item, option)
+
+    def _list(self, item, value):
+        items = self._name("l")
+        self._line(f"{items} = {value}")
+        self._line(f"append({self._struct(LIST_COUNT.fmtstr.lstrip('<'))}(len({items})))")
+        part = _fixed_part(item)
+        if part is not None:
+            # Fixed-size items: packed at once.
+            packed = items if part.pack == "{}" else f"[{part.pack.format('x')} for x in {items}]"
+            self._line(f"append(_pack(f'<{{len({items})}}{part.format}', *{packed}))")
+            return
+        each = self._name("x")
+        self._line(f"for {each} in {items}:")
+        self._indented(self._value, item, each)
+
+    def _prefixed(self, construct, value):
+        """str, text and bytes: as write_prefixed writes them."""
+        data = self._name("b")
+        self._line(f"{data} = {value}.encode('utf-8')" if construct.text else f"{data} = bytes({value})")
+        # A value longer than its length allows fails to pack its length, as it fails write_prefixed.
+        self._line(f"append({self._struct(construct.length.format.lstrip('<'))}(len({data})))")
+        self._line(f"append({data})")
 
 
 def _fixed_struct(fields):
