@@ -286,6 +286,26 @@ class EncodingTests(AgainstConstruct, SynchronousTestCase):
         self.assertGreater(valid, 1000)
         self.assertGreater(refused, 4000)
 
+    def test_answers_are_the_responses_bytes(self):
+        """TableLayouts.answer, from rows and written entries encoded one by one, is response.encode's bytes."""
+        rng = random.Random(2112)
+        for table, layouts in LAYOUTS.items():
+            for _ in range(20):
+                rows = [random_value(layouts.response.fields[1].type.item, rng) for _ in range(rng.randint(0, 2))]
+                written = [random_value(layouts.response.fields[2].type.item, rng) for _ in range(rng.randint(0, 2))]
+                affected = rng.choice([0, 1, 7, 2**32 - 1])
+                cursor = rng.choice([None, b"", rng.randbytes(9)])
+                answer = layouts.answer(
+                    affected,
+                    [layouts.row.encode(r) for r in rows],
+                    cursor,
+                    [layouts.written.encode(w) for w in written],
+                )
+                expected = layouts.response.encode(
+                    {"affected": affected, "rows": rows, "written": written, "next_cursor": cursor}
+                )
+                self.assertEqual(answer, expected, table.name)
+
 
 def tick_payload(**changes):
     return LAYOUTS[SQLTable.MARKET_TICK].rows_request.encode({"echo": False, "rows": [rows.tick(**changes)]})

@@ -3,6 +3,8 @@ Every table's wire layouts, derived from its declaration in the schema: its
 row, key and cursor, the five commands' request layouts and the response.
 """
 
+import struct
+
 from ..schema.model import DEFAULT_LIMIT, MAX_LIMIT, Column, SQLTable, Table
 from ..schema.tables import TABLES
 from .enums import SQLCommand
@@ -24,6 +26,9 @@ from .wire import (
 
 # The affected count that opens every response.
 COUNT = u32.construct
+# Both counts packed as their codecs pack them: construct's generic build costs microseconds per call.
+_pack_count = struct.Struct(COUNT.fmtstr).pack
+_pack_list_count = struct.Struct(LIST_COUNT.fmtstr).pack
 
 
 def field_of(column: Column) -> Field:
@@ -115,7 +120,7 @@ class TableLayouts:
         self.event = Layout(f"{title} event (INSERT, UPDATE)", [position, *fields.values()])
         self.deleted_event = Layout(f"{title} event (DELETE)", [position, *(fields[k] for k in table.key)])
         self._counts: dict[int, bytes] = {}
-        self._cursor = self.response.fields[-1].type.construct
+        self._next_cursor = Layout(f"{title} next cursor", self.response.fields[-1:])
 
     def answer(
         self, affected: int, rows: list[bytes], next_cursor: bytes | None = None, written: list[bytes] | None = None
@@ -130,12 +135,12 @@ class TableLayouts:
         written = written or []
         return b"".join(
             (
-                COUNT.build(affected),
-                LIST_COUNT.build(len(rows)),
+                _pack_count(affected),
+                _pack_list_count(len(rows)),
                 *rows,
-                LIST_COUNT.build(len(written)),
+                _pack_list_count(len(written)),
                 *written,
-                self._cursor.build(next_cursor),
+                self._next_cursor.encode({"next_cursor": next_cursor}),
             )
         )
 
