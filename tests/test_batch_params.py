@@ -155,6 +155,17 @@ class ColumnsTests(TestCase):
         self.assertIs(new[0], ValueError)
 
 
+class TimestampTextTests(SynchronousTestCase):
+    def test_the_text_is_the_datetimes_to_the_nanosecond(self):
+        """Seconds apart and far apart (more than the kept seconds' texts), both sides of 1970 and the extremes."""
+        rng = random.Random(1984)
+        stamps = [Timestamp(n * 1_000_000_007) for n in range(-3000, 3000)]
+        stamps += [Timestamp(_i64(rng)) for _ in range(3000)] + [Timestamp(-1), Timestamp(999), Timestamp(-1000)]
+        for stamp in stamps:
+            moment, nanos = stamp.to_pg()
+            self.assertEqual(stamp.to_pg_text(), (f"{moment:%Y-%m-%d %H:%M:%S.%f}+00", nanos))
+
+
 class ArrayParamTests(SynchronousTestCase):
     def test_literals(self):
         self.assertEqual(array_param(['a"b', "c\\d", None, ""]), '{"a\\"b","c\\\\d",NULL,""}')

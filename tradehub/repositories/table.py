@@ -82,6 +82,10 @@ class Repository:
         self._sort_sql = [n for name in table.sort for n in _sql_columns(table.by_name[name], "t.")]
         self._readers = [(column.name, column.kind, len(column.kind.parts)) for column in table.columns]
         self._writers = [(c.name, c.kind.to_sql, (None,) * len(c.kind.parts)) for c in self.stored]
+        # A batch's columns take a kind's text where it has one: literals are text anyway.
+        self._column_writers = [
+            (n, self.table.by_name[n].kind.to_text or to_sql, nulls) for n, to_sql, nulls in self._writers
+        ]
 
     # Conversions
 
@@ -103,7 +107,7 @@ class Repository:
         in row order, made a column at a time (as L{params} makes a row's).
         """
         columns: list = []
-        for name, to_sql, nulls in self._writers:
+        for name, to_sql, nulls in self._column_writers:
             values = [row[name] for row in rows]
             if to_sql is None:
                 columns.append(array_param(values))

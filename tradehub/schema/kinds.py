@@ -54,6 +54,8 @@ class Kind:
     C{check} normalises a valid value (canonical uuid, upper-case symbol) or
     raises ValueError saying what is wrong. C{to_sql} turns a value into one
     parameter per part; C{from_sql} turns the parts' stored values back.
+    C{to_text}, when given, is C{to_sql} for a batch INSERT's array literals:
+    the same parts, as text PostgreSQL reads as the parts' types.
     """
 
     name: str
@@ -62,6 +64,7 @@ class Kind:
     check: Callable[[Any], Any] | None = None
     to_sql: Callable[[Any], tuple] | None = None
     from_sql: Callable[..., Any] | None = None
+    to_text: Callable[[Any], tuple] | None = None
 
     def params(self, value: Any) -> tuple:
         if value is None:
@@ -157,4 +160,5 @@ TIMESTAMP = Kind(
     (Part("", "timestamptz", "timestamptz[]"), Part("_ns", "smallint", "smallint[]")),
     to_sql=Timestamp.to_pg,
     from_sql=Timestamp.from_pg,
+    to_text=Timestamp.to_pg_text,
 )

@@ -14,6 +14,8 @@ import time
 import attrs
 
 EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+# Whole seconds since the epoch -> their text, as to_pg_text writes them (ticks come many to a second).
+_SECONDS: dict[int, str] = {}
 _RFC3339 = re.compile(r"^(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?(Z|z|[+-]\d\d:\d\d)$")
 
 
@@ -71,6 +73,21 @@ class Timestamp:
         """(timestamptz at microsecond precision, the nanoseconds within it): how a column stores it."""
         micros, nanos = divmod(self.ns, 1000)
         return EPOCH + datetime.timedelta(microseconds=micros), nanos
+
+    def to_pg_text(self) -> tuple[str, int]:
+        """
+        L{to_pg} with the timestamptz as the text PostgreSQL reads (UTC), for
+        a batch INSERT's array literals: a fifth of the CPU of making the
+        datetime and its text, since the whole seconds' text is kept.
+        """
+        micros, nanos = divmod(self.ns, 1000)
+        seconds, fraction = divmod(micros, 1_000_000)
+        whole = _SECONDS.get(seconds)
+        if whole is None:
+            if len(_SECONDS) >= 4096:
+                _SECONDS.clear()
+            whole = _SECONDS[seconds] = f"{EPOCH + datetime.timedelta(seconds=seconds):%Y-%m-%d %H:%M:%S}"
+        return f"{whole}.{fraction:06d}+00", nanos
 
     def __str__(self) -> str:
         return self.to_rfc3339()
