@@ -62,6 +62,25 @@ class AdmitTests(SynchronousTestCase):
     def test_a_route_is_registered_once(self):
         self.assertRaises(ValueError, self.registry.add, Route(SQLCommand.INSERT, SQLTable.ORDER, ECHO, _echo))
 
+    def test_the_checks_answer_alike_the_second_time_and_for_the_other_role(self):
+        """What passed the checks once is kept, by role and bytes: a refusal is found again each time, never kept."""
+        cases = [
+            (99, 99, Role.FRONTEND),
+            (SQLCommand.INSERT, SQLTable.ORDER, Role.ML),
+            (SQLCommand.INSERT, SQLTable.ORDER, Role.FRONTEND),
+            (SQLCommand.UPDATE, SQLTable.ORDER, Role.FRONTEND),
+        ]
+        first = [self.code(command, table, ECHO.encode({"text": "x"}), role) for command, table, role in cases]
+        again = [self.code(command, table, ECHO.encode({"text": "x"}), role) for command, table, role in cases]
+        self.assertEqual(first, again)
+        self.assertEqual(first, [ErrorCode.UNKNOWN_COMMAND, ErrorCode.PERMISSION_DENIED, None, ErrorCode.INTERNAL])
+        self.assertEqual(list(self.registry.admitted), [(Role.FRONTEND, SQLCommand.INSERT, SQLTable.ORDER)])
+
+    def test_a_route_added_later_is_found(self):
+        self.assertEqual(self.code(SQLCommand.UPDATE, SQLTable.ORDER), ErrorCode.INTERNAL)
+        self.registry.add(Route(SQLCommand.UPDATE, SQLTable.ORDER, ECHO, _echo))
+        self.assertIsNone(self.code(SQLCommand.UPDATE, SQLTable.ORDER, ECHO.encode({"text": "x"})))
+
 
 class ErrorTests(SynchronousTestCase):
     def test_each_refusal_has_its_code_and_keeps_its_row(self):

@@ -14,29 +14,39 @@ from .lanes import Task
 def admit(registry, role, header, payload):
     """The task for one whole request: checks in order, the first that fails answers it."""
     task = Task(header.request_id, command=header.command, table=header.table, size=len(payload))
-    try:
-        command = SQLCommand(header.command)
-    except ValueError:
-        task.error = ProtocolError(ErrorCode.UNKNOWN_COMMAND, f"unknown command {header.command}")
-        return task
-    try:
-        table = SQLTable(header.table)
-    except ValueError:
-        task.error = ProtocolError(ErrorCode.UNKNOWN_TABLE, f"unknown table {header.table}")
-        return task
-    if not permissions.allowed(role, command, table):
-        task.error = ProtocolError(ErrorCode.PERMISSION_DENIED, f"role {role.name} may not {command.name} {table.name}")
-        return task
-    route = registry.route(command, table)
+    key = (role, header.command, header.table)
+    route = registry.admitted.get(key)
     if route is None:
-        task.error = ProtocolError(ErrorCode.INTERNAL, f"{command.name} {table.name} is not implemented yet")
-        return task
+        route = _route(registry, role, header.command, header.table)
+        if isinstance(route, ProtocolError):
+            task.error = route
+            return task
+        # The same bytes pass the same checks: the next request of this kind skips them.
+        registry.admitted[key] = route
     task.route = route
     try:
         task.value = route.request.decode(payload)
     except ProtocolError as error:
         task.error = error
     return task
+
+
+def _route(registry, role, command, table):
+    """The route of a request's command and table bytes, or the error of the first check they fail."""
+    try:
+        command = SQLCommand(command)
+    except ValueError:
+        return ProtocolError(ErrorCode.UNKNOWN_COMMAND, f"unknown command {command}")
+    try:
+        table = SQLTable(table)
+    except ValueError:
+        return ProtocolError(ErrorCode.UNKNOWN_TABLE, f"unknown table {table}")
+    if not permissions.allowed(role, command, table):
+        return ProtocolError(ErrorCode.PERMISSION_DENIED, f"role {role.name} may not {command.name} {table.name}")
+    route = registry.route(command, table)
+    if route is None:
+        return ProtocolError(ErrorCode.INTERNAL, f"{command.name} {table.name} is not implemented yet")
+    return route
 
 
 class RequestFrames:

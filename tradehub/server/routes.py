@@ -56,6 +56,9 @@ class Route:
 class Registry:
     def __init__(self, routes: list[Route] | tuple[Route, ...] = ()) -> None:
         self._routes: dict[tuple[SQLCommand, SQLTable], Route] = {}
+        # The route each (role, command byte, table byte) was admitted to (tradehub.server.requests);
+        # only routes are kept, and a route is never replaced, so what is kept stays true.
+        self.admitted: dict[tuple[Any, int, int], Route] = {}
         for route in routes:
             self.add(route)
 
