@@ -73,7 +73,9 @@ class StoredRangeTests(TestCase):
     async def test_the_database_refuses_a_value_the_wire_cannot_carry_whoever_writes_it(self):
         dsn = await fresh_database(self)
         for inside in (DECIMAL_MAX, DECIMAL_MIN):
-            self.assertEqual(await deferToThread(blocking_query, dsn, "SELECT CAST(%s AS wire_decimal)", inside), [(inside,)])
+            self.assertEqual(
+                await deferToThread(blocking_query, dsn, "SELECT CAST(%s AS wire_decimal)", inside), [(inside,)]
+            )
         for outside in (DECIMAL_MAX + UNIT, DECIMAL_MIN - UNIT, Decimal("9999999999.999999999")):
             with self.assertRaises(psycopg2.errors.CheckViolation):
                 await deferToThread(blocking_query, dsn, "SELECT CAST(%s AS wire_decimal)", outside)
