@@ -25,6 +25,15 @@ def quote(identifier: str) -> str:
     return '"' + identifier + '"'
 
 
+def cast_parameter(sql_type: str) -> str:
+    """
+    A parameter cast to its type. Not C{%s::type}: psycopg2 writes a negative
+    number as " -9223372036854775808", and "-x::bigint" casts x before the
+    minus applies, out of range at the lowest bigint.
+    """
+    return f"CAST(%s AS {sql_type})"
+
+
 def _sql_columns(column: Column, prefix: str = "") -> list[str]:
     return [prefix + quote(column.name + part.suffix) for part in column.kind.parts]
 
@@ -45,7 +54,7 @@ class Repository:
             for part in column.kind.parts:
                 name = quote(column.name + part.suffix)
                 names.append(name)
-                placeholders.append(f"%s::{part.sql}")
+                placeholders.append(cast_parameter(part.sql))
                 selected.append(f"t.{name}{part.read}")
                 # Batch inserts send one array per SQL column (unnest); list kinds travel as
                 # array literals in a text[] and are cast back to their type per row.
@@ -67,7 +76,7 @@ class Repository:
         keys = [table.by_name[k] for k in table.key]
         key_sql = [name for column in keys for name in _sql_columns(column)]
         self._key_list = ", ".join(key_sql)
-        self._key_template = "(" + ", ".join(f"%s::{p.sql}" for column in keys for p in column.kind.parts) + ")"
+        self._key_template = "(" + ", ".join(cast_parameter(p.sql) for column in keys for p in column.kind.parts) + ")"
         # A feed's repeated rows are skipped, not refused.
         self.skip_stored = f" ON CONFLICT ({self._key_list}) DO NOTHING"
         updates = [n for n in names if n not in key_sql]
@@ -210,7 +219,7 @@ class Repository:
         kind = self.table.by_name[column].kind
         [part] = kind.parts
         await cursor.execute(
-            f"SELECT {self.select_list} FROM {self.name} AS t WHERE t.{quote(column)} = ANY(%s::{part.sql}[])",
+            f"SELECT {self.select_list} FROM {self.name} AS t WHERE t.{quote(column)} = ANY(CAST(%s AS {part.sql}[]))",
             ([kind.params(v)[0] for v in values],),
         )
         return [self.row(r) for r in cursor.fetchall()]
