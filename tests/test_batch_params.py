@@ -19,6 +19,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from tradehub.controllers import CONTROLLERS
 from tradehub.repositories.table import Repository, array_param
 from tradehub.schema import SQLTable
+from tradehub.schema.kinds import text_array_literal
 from tradehub.schema.timestamp import Timestamp
 
 from .support import fresh_database
@@ -167,6 +168,12 @@ class TimestampTextTests(SynchronousTestCase):
 
 
 class ArrayParamTests(SynchronousTestCase):
+    def test_a_list_of_text_is_one_literal_of_its_items_escaped(self):
+        rng = random.Random(3)
+        for items in [[], [""], ["\x00", "a"], *([_text(rng) for _ in range(rng.randint(1, 4))] for _ in range(200))]:
+            quoted = ['"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"' for s in items]
+            self.assertEqual(text_array_literal(items), "{" + ",".join(quoted) + "}")
+
     def test_literals(self):
         self.assertEqual(array_param(['a"b', "c\\d", None, ""]), '{"a\\"b","c\\\\d",NULL,""}')
         self.assertEqual(array_param([1, None, -3]), "{1,NULL,-3}")

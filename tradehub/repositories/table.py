@@ -12,6 +12,7 @@ import decimal
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ..schema.kinds import escaped
 from ..schema.model import DEFAULT_LIMIT, Column, Table
 
 Row = dict[str, Any]
@@ -268,14 +269,6 @@ def _strs(values: Sequence) -> list[str]:
     return list(map(str, values))
 
 
-def _escaped(values: Sequence[str]) -> list[str]:
-    """Backslashes and quotes escaped: all at once when no item holds a NUL (the hub's text never does)."""
-    joined = "\x00".join(values)
-    if joined.count("\x00") != len(values) - 1:
-        return [v.replace("\\", "\\\\").replace('"', '\\"') for v in values]
-    return joined.replace("\\", "\\\\").replace('"', '\\"').split("\x00")
-
-
 def _finite_decimals(values: Sequence[decimal.Decimal]) -> list[str] | None:
     """As str() writes them; a value not finite sends the column as a list (psycopg2 makes it NaN)."""
     return _strs(values) if all(map(decimal.Decimal.is_finite, values)) else None
@@ -288,7 +281,7 @@ def _bools(values: Sequence[bool]) -> list[str]:
 # For each type written in array literals: its items' texts (None: send the
 # list instead), and whether they are quoted (text, and the spaces of datetimes).
 _TEXTS: dict[type, tuple[Callable[[Sequence], list[str] | None], bool]] = {
-    str: (_escaped, True),
+    str: (escaped, True),
     datetime.datetime: (_strs, True),
     int: (_strs, False),
     decimal.Decimal: (_finite_decimals, False),

@@ -128,8 +128,19 @@ def exact_float(value: float) -> str:
     return _FLOAT_WORDS.get(text, text)
 
 
+def escaped(items) -> list[str]:
+    """
+    Strings with backslashes and quotes escaped for a quoted array item:
+    all at once when no item holds a NUL (text never does), else one by one.
+    """
+    joined = "\x00".join(items)
+    if joined.count("\x00") != len(items) - 1:
+        return [s.replace("\\", "\\\\").replace('"', '\\"') for s in items]
+    return joined.replace("\\", "\\\\").replace('"', '\\"').split("\x00")
+
+
 def text_array_literal(items: list[str]) -> str:
-    return "{" + ",".join('"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"' for s in items) + "}"
+    return '{"' + '","'.join(escaped(items)) + '"}' if items else "{}"
 
 
 def float_array_literal(items: list[float]) -> str:
