@@ -6,7 +6,7 @@ and version as soon as its 16 bytes are in, so a bad or huge frame costs no
 memory beyond what one read already delivered.
 """
 
-import attrs
+from typing import NamedTuple
 
 from .enums import ENVELOPE_VERSION, HEADER_SIZE, MAGIC, ErrorCode
 from .errors import ProtocolError
@@ -15,8 +15,9 @@ from .messages import HEADER, LENGTH, Header
 _PREFIX = LENGTH.size
 
 
-@attrs.frozen
-class Frame:
+class Frame(NamedTuple):
+    """One whole frame; a tuple, made for every frame at a third of an attrs instance's cost."""
+
     header: Header
     payload: bytes
 
@@ -59,8 +60,8 @@ class FrameDecoder:
                 self._checked_header = True
             if end - start < length:
                 break
-            body = bytes(buffer[start : start + length])
-            frames.append(Frame(HEADER.decode(body[:HEADER_SIZE]), body[HEADER_SIZE:]))
+            # The header read where it is, the payload copied out once.
+            frames.append(Frame(HEADER.unpack_from(buffer, start), bytes(buffer[start + HEADER_SIZE : start + length])))
             self._checked_header = False
             offset = start + length
         if offset:

@@ -405,6 +405,10 @@ class Layout:
         """A fixed layout from its values in field order: the cheapest encoding (every frame's header)."""
         return self._fixed.pack(*values)
 
+    def unpack_from(self, buffer, offset):
+        """A fixed layout's value at C{offset} of C{buffer}, which holds it whole: the cheapest decoding."""
+        return self.cls(*self._fixed.unpack_from(buffer, offset))
+
     def encode(self, value):
         values = value if isinstance(value, dict) else {n: getattr(value, n) for n in self._names}
         if self._fixed is not None:
