@@ -13,7 +13,7 @@ import psycopg2.errors
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from tradehub.alpaca.convert import decimal
+from tradehub.alpaca.convert import decimal, trade_update
 from tradehub.db.migrations import migrate
 from tradehub.protocol.wire import decimal_to_units
 from tradehub.schema.kinds import DECIMAL, DECIMAL_MAX, DECIMAL_MIN
@@ -102,3 +102,34 @@ class StoredRangeTests(TestCase):
             await migrate(pool, folder)
         self.assertIn("price", str(caught.exception))
         self.assertEqual(await pool.query("SELECT max(version) FROM schema_migrations"), [(15,)])
+
+
+class AlpacaFillBeyondTheRangeTests(SynchronousTestCase):
+    def test_a_fill_whose_position_is_beyond_the_range_keeps_its_execution(self):
+        """A coin held in billions: the fill counts, only the position it reports is left to the REST sync."""
+        order = {
+            "client_order_id": "c1",
+            "id": "0f9bd4e2-5a5c-4a80-9b0a-5e8c3f0c1d2a",
+            "symbol": "SHIB/USD",
+            "asset_class": "crypto",
+            "side": "buy",
+            "type": "market",
+            "time_in_force": "gtc",
+            "status": "partially_filled",
+            "qty": "1000000000",
+            "filled_qty": "500000000",
+            "created_at": "2026-11-25T14:30:00Z",
+            "updated_at": "2026-11-25T14:30:01Z",
+        }
+        event = {
+            "event": "partial_fill",
+            "execution_id": "e1",
+            "qty": "500000000",
+            "price": "0.00001",
+            "timestamp": "2026-11-25T14:30:01Z",
+            "position_qty": "9500000000",
+            "order": order,
+        }
+        _, execution, position = trade_update(event, "1d5493c9-ea39-4377-aa94-340734c368ae")
+        self.assertEqual((execution.id, execution.qty), ("e1", Decimal("500000000")))
+        self.assertIsNone(position)

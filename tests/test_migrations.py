@@ -72,6 +72,16 @@ class MigrationTests(TestCase):
         self.assertEqual(await pool.query("SELECT version FROM schema_migrations"), [(1,)])
         self.assertEqual(await pool.query("SELECT to_regclass('half') IS NULL"), [(True,)])
 
+    async def test_a_migration_longer_than_the_statement_timeout_is_applied(self):
+        """Requests are bounded by the pool's statement timeout; a migration scanning a large table is not."""
+        self.dsn = await fresh_database(self, migrated=False)
+        pool = make_pool(self.dsn, statement_timeout=0.3)
+        await pool.start()
+        self.addCleanup(pool.close)
+        folder = self.folder({"0001_slow.sql": "SELECT pg_sleep(0.8); CREATE TABLE things (id int);"})
+        self.assertEqual(await migrate(pool, folder), [1])
+        self.assertEqual(await pool.query("SELECT to_regclass('things') IS NOT NULL"), [(True,)])
+
     async def test_two_concurrent_appliers_apply_each_file_once(self):
         pool = await self.pool_on_empty_database()
         other = make_pool(self.dsn)

@@ -187,6 +187,18 @@ class StoppingTests(TestCase):
         await deferLater(reactor, 0.05)
         self.assertEqual(self.flushLoggedErrors(), [])
 
+    async def test_a_read_for_a_live_subscriber_started_as_the_pool_closes_logs_no_failure(self):
+        """The read gathers its windows: the closed pool's failure comes wrapped in a FirstError."""
+        hub = await start_hub(self, table_registry, push=True, sweep=3600)
+        frontend = await deferToThread(connect, hub, Role.FRONTEND)
+        self.addCleanup(deferToThread, frontend.close)
+        await deferToThread(frontend.subscribe, SQLTable.ML_PREDICTION)
+        await deferLater(reactor, 0.2)
+        hub.pool.close()
+        hub.feed.learned(hub.feed.known + 5)
+        await deferLater(reactor, 0.05)
+        self.assertEqual(self.flushLoggedErrors(), [])
+
 
 async def stop_hub(live):
     """Stop one hub as its daemon would: stop accepting, drain, stop the feed, close the pool."""

@@ -336,7 +336,10 @@ class WorkerDaemonTests(TestCase):
         if external:
             self.dsn = await fresh_database(self)
             env["DATABASE_URL"] = _url(self.dsn)
-        daemon = Daemon(self.mktemp(), env={"TRADEHUB_WORKERS": "2", **env}).start()
+        daemon = Daemon(self.mktemp(), env={"TRADEHUB_WORKERS": "2", **env})
+        # A file in the working folder must not shadow the daemon's modules in a worker (it runs with -P).
+        (daemon.folder / "tap.py").write_text("raise SystemExit('a tap.py in the working folder was imported')\n")
+        daemon.start()
         self.addCleanup(daemon.kill)
         # The first process's ready line (a worker's names its ops socket, not the ops port).
         await deferToThread(daemon.wait_for, f"ops on tcp:{daemon.ops_port}")

@@ -45,7 +45,8 @@ from twisted.python.failure import Failure
 
 from .service import StartupError
 
-# A worker is `twistd tradehub` on the first process's interpreter.
+# A worker is `twistd tradehub` on the first process's interpreter; -P keeps the working
+# folder off sys.path (as the twistd script does), so no file there shadows a module.
 TWISTD = "import sys; from twisted.scripts.twistd import run; sys.argv[0] = 'twistd'; run()"
 # How the first process tells a worker what it is: set only in a worker's environment.
 WORKER = "TRADEHUB_WORKER"
@@ -280,7 +281,7 @@ class Workers(Service):
         self.reactor.spawnProcess(
             worker,
             sys.executable,
-            [sys.executable, "-c", TWISTD, "--nodaemon", "--pidfile=", "--logfile=-", "tradehub"],
+            [sys.executable, "-P", "-c", TWISTD, "--nodaemon", "--pidfile=", "--logfile=-", "tradehub"],
             env=env,
             childFDs={0: "w", 1: "r", 2: "r", **dict(sockets.values())},
         )

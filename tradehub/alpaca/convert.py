@@ -42,6 +42,14 @@ def timestamp(text):
     return None if text is None else Timestamp.from_rfc3339(text)
 
 
+def _in_range(value):
+    try:
+        decimal(value)
+    except (ValueError, ArithmeticError):
+        return False
+    return True
+
+
 def decimal(value):
     """
     Alpaca sends money as strings ("262113.632"); the data API as numbers
@@ -170,7 +178,8 @@ def trade_update(data, account_id):
             price=decimal(data["price"]),
             executed_at=timestamp(data.get("timestamp")) or orders[0]["updated_at"],
         )
-        if data.get("position_qty") is not None:
+        if data.get("position_qty") is not None and _in_range(data["position_qty"]):
+            # (A position beyond the decimal range is not reported: the fill still counts, the REST sync says the rest.)
             position_report = PositionReport(
                 account_id=account_id,
                 symbol=orders[0]["symbol"],

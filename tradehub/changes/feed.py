@@ -18,7 +18,7 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.defer import ensureDeferred, gatherResults
+from twisted.internet.defer import FirstError, ensureDeferred, gatherResults
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -156,7 +156,9 @@ class Feed:
 
     def _failed(self, failure: Failure, what: str) -> None:
         """A relay or read that failed; one the closing pool ended (a NOTIFY heard as the hub stops) is no failure."""
-        if not failure.check(PoolClosed):
+        error: Any = failure.value
+        cause = error.subFailure if isinstance(error, FirstError) else failure
+        if not cause.check(PoolClosed):
             self.log.failure(what, failure)
 
     def notified(self, notify: Any) -> None:

@@ -77,6 +77,8 @@ async def _apply(cursor, migration):
     if row is not None:
         _check_checksum(migration, row[0])
         return False
+    # A migration may scan or rewrite a large table: the pool's statement timeout is for requests, not for it.
+    await cursor.execute("SET LOCAL statement_timeout = 0")
     await cursor.execute(migration.sql)
     await cursor.execute(
         "INSERT INTO schema_migrations (version, name, sha256) VALUES (%s, %s, %s)",
