@@ -84,10 +84,16 @@ class Daemon:
             self.stderr.close()
 
     def kill(self):
-        """Clean-up for a test that failed half-way."""
+        """Clean-up for a test that failed half-way: the daemon and its workers (TRADEHUB_WORKERS)."""
         if self.process is not None and self.process.poll() is None:
+            workers = psutil.Process(self.process.pid).children(recursive=True)
             self.process.kill()
             self.wait()
+            for worker in workers:
+                try:
+                    worker.kill()
+                except psutil.NoSuchProcess:
+                    pass
 
 
 def postgres_pid(pgdata):
