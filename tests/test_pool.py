@@ -3,10 +3,14 @@ import signal
 import socket
 
 import psycopg2
+from psycopg2.extensions import POLL_OK, POLL_READ, POLL_WRITE
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, ensureDeferred, gatherResults
+from twisted.internet.defer import CancelledError, Deferred, ensureDeferred, gatherResults
+from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.task import Clock, deferLater
+from twisted.internet.testing import MemoryReactorClock
 from twisted.internet.threads import deferToThread
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tradehub.db.failures import (
@@ -17,7 +21,7 @@ from tradehub.db.failures import (
     is_transient,
     refusal,
 )
-from tradehub.db.pool import prepared
+from tradehub.db.pool import WatchedConnection, prepared
 from tradehub.errors import Busy
 
 from .support import blocking_query, fresh_database, make_pool
@@ -324,6 +328,320 @@ class DeadConnectionTests(PoolCase):
         self.assertEqual(pool.size, 0)
         self.assertEqual(await pool.query("SELECT 1"), [(1,)])
         self.assertEqual(pool.size, 1)
+
+
+class WatchedForLifeTests(PoolCase):
+    """
+    The reactor watches a connection from its connect to its close, not per
+    statement; what the server sends between statements is still read, and
+    a connection that dies still leaves the reactor.
+    """
+
+    async def watched_pool(self, **settings):
+        """A pool whose connections run on a recording reactor (its own timers on a Clock: they never fire)."""
+        self.fds = _Recording(reactor)
+        pool = await self.start_pool(size_min=1, size_max=1, fds=self.fds, clock=Clock(), **settings)
+        await pool.query("SELECT 1")
+        [self.connection] = pool._idle
+        return pool
+
+    async def connected(self):
+        """One connection of the pool's kind, on its own, and what its loss handler heard."""
+        self.dsn = await fresh_database(self)
+        self.fds = _Recording(reactor)
+        self.lost = []
+        connection = WatchedConnection(self.fds, self.lost.append)
+        await connection.connect(self.dsn)
+        self.addCleanup(connection.close)
+        return connection
+
+    def watched(self, connection):
+        return connection in reactor.getReaders(), connection in reactor.getWriters()
+
+    async def test_statements_neither_change_what_the_reactor_watches_nor_wait_for_a_turn(self):
+        pool = await self.watched_pool()
+        self.fds.calls.clear()
+
+        async def work(cursor):
+            await cursor.execute("INSERT INTO t VALUES (1, 'a')")
+            await cursor.execute("SELECT note FROM t")
+            return cursor.fetchall()
+
+        for _ in range(5):
+            self.assertEqual(await pool.query("SELECT 1"), [(1,)])
+        self.assertEqual(await pool.transaction(work), [("a",)])
+        self.assertEqual(await pool.query(prepared("SELECT %s::int + 1"), (1,)), [(2,)])
+        self.assertEqual(self.fds.calls, [])
+        self.assertEqual(self.watched(self.connection), (True, False))
+
+    async def test_a_statement_the_socket_cannot_take_at_once_is_sent_as_the_server_reads_it(self):
+        pool = await self.watched_pool()
+        [(backend,)] = await pool.query("SELECT pg_backend_pid()")
+        big = "x" * (8 << 20)
+        # The server reads nothing for a moment: libpq cannot send it all at once.
+        os.kill(backend, signal.SIGSTOP)
+        self.addCleanup(os.kill, backend, signal.SIGCONT)
+        reactor.callLater(0.2, os.kill, backend, signal.SIGCONT)
+        self.fds.calls.clear()
+        self.assertEqual(await pool.query("SELECT length(%s)", (big,)), [(len(big),)])
+        self.assertIn("addWriter", [name for name, _ in self.fds.calls])
+        self.assertEqual(self.watched(self.connection), (True, False))
+
+    async def test_a_notify_to_an_idle_connection_is_heard_without_leaving_the_reactor(self):
+        connection = await self.connected()
+        heard = []
+        connection.addNotifyObserver(lambda notify: heard.append(notify.payload))
+        await connection.runOperation("LISTEN ch")
+        self.fds.calls.clear()
+        await deferToThread(blocking_query, self.dsn, "NOTIFY ch, 'from elsewhere'")
+        while not heard:
+            await deferLater(reactor, 0.01, lambda: None)
+        # One sent with a statement's own result is heard too.
+        await connection.runOperation("NOTIFY ch, 'from itself'")
+        while len(heard) < 2:
+            await deferLater(reactor, 0.01, lambda: None)
+        self.assertEqual(heard, ["from elsewhere", "from itself"])
+        self.assertEqual([name for name, _ in self.fds.calls if name != "callLater"], [])
+        self.assertEqual(self.watched(connection), (True, False))
+
+    async def test_a_connection_the_server_ends_while_idle_leaves_the_reactor_and_the_pool(self):
+        pool = await self.watched_pool()
+        connection = self.connection
+        [(backend,)] = await pool.query("SELECT pg_backend_pid()")
+        await _terminate(self.dsn, backend)
+        while pool.size:
+            await deferLater(reactor, 0.01, lambda: None)
+        self.assertEqual((self.watched(connection), connection.fileno()), ((False, False), -1))
+        self.assertEqual(len(await pool.query("SELECT pg_backend_pid()")), 1)
+
+    async def test_a_fatal_error_while_idle_ends_the_connection(self):
+        pool = await self.watched_pool()
+        connection = self.connection
+        # The server ends a session idle this long with a FATAL error, then closes it.
+        await pool.query("SET idle_session_timeout = 100")
+        while pool.size:
+            await deferLater(reactor, 0.01, lambda: None)
+        self.assertEqual((self.watched(connection), connection.fileno()), ((False, False), -1))
+
+    async def test_a_statement_whose_connection_dies_fails_and_stops_being_watched(self):
+        connection = await self.connected()
+        cursor = connection.cursor()
+        await cursor.execute("SELECT pg_backend_pid()")
+        [(backend,)] = cursor.fetchall()
+        reactor.callLater(0.1, _terminate, self.dsn, backend)
+        with self.assertRaises(psycopg2.OperationalError):
+            await cursor.execute("SELECT pg_sleep(5)")
+        # Until its owner closes it, the reactor does not spin on the dead socket's end.
+        self.assertEqual(self.watched(connection), (False, False))
+        self.assertFalse(connection.usable)
+        connection.close()
+        self.assertEqual(connection.fileno(), -1)
+
+    async def test_a_hang_up_the_reactor_reports_fails_the_statement_and_tells_the_owner(self):
+        connection = await self.connected()
+        running = connection.cursor().execute("SELECT pg_sleep(5)")
+        # What the reactor does for a descriptor that hangs up with nothing to read.
+        reactor.removeReader(connection)
+        connection.connectionLost(Failure(ConnectionLost()))
+        with self.assertRaises(ConnectionDone):
+            await running
+        self.assertEqual((self.lost, self.watched(connection), connection.fileno()), ([connection], (False, False), -1))
+
+    async def test_a_statement_closed_from_its_own_callback_leaves_nothing_watched(self):
+        connection = await self.connected()
+        done = connection.cursor().execute("SELECT 1")
+        done.addCallback(lambda cursor: (cursor.fetchall(), connection.close())[0])
+        self.assertEqual(await done, [(1,)])
+        self.assertEqual((self.watched(connection), connection.fileno()), ((False, False), -1))
+
+    async def test_the_next_statement_may_start_from_the_callback_of_the_one_before(self):
+        connection = await self.connected()
+        cursor = connection.cursor()
+        done = cursor.execute("SELECT 1").addCallback(lambda _: cursor.execute("SELECT 2"))
+        await done
+        self.assertEqual(cursor.fetchall(), [(2,)])
+
+    async def test_a_cancelled_statement_fails_cancelled_and_the_connection_goes_on(self):
+        connection = await self.connected()
+        running = connection.cursor().execute("SELECT pg_sleep(5)")
+        # A cancel request that reaches the server before the statement is ignored.
+        await deferLater(reactor, 0.3, lambda: None)
+        connection.cancel(running)
+        with self.assertRaises(CancelledError):
+            await running
+        self.assertEqual(await connection.runQuery("SELECT 1"), [(1,)])
+
+    async def test_a_stalled_statement_fails_when_the_connection_is_closed(self):
+        connection = await self.connected()
+        cursor = connection.cursor()
+        await cursor.execute("SELECT pg_backend_pid()")
+        [(backend,)] = cursor.fetchall()
+        os.kill(backend, signal.SIGSTOP)
+        self.addCleanup(os.kill, backend, signal.SIGCONT)
+        running = cursor.execute("SELECT 1")
+        connection.stall()
+        with self.assertRaises(ConnectionDone):
+            await running
+        self.assertEqual((self.watched(connection), connection.fileno()), ((False, False), -1))
+
+
+class StatementDrivingTests(SynchronousTestCase):
+    """How a connection drives its statements, on a memory reactor and a stand-in for psycopg2's connection."""
+
+    def setUp(self):
+        self.reactor = MemoryReactorClock()
+        self.lost = []
+        self.connection = WatchedConnection(self.reactor, self.lost.append)
+        ours, theirs = socket.socketpair()
+        self.addCleanup(ours.close)
+        self.addCleanup(theirs.close)
+        self.pg = self.connection._connection = _FakePg(ours)
+        self.connection._watch_own_descriptor(None)
+        self.addCleanup(self.connection.close)
+        # What libpq's PQflush answers after each statement is sent: 0, all sent.
+        self.flushes = []
+        self.connection._flush = lambda pgconn: self.flushes.pop(0) if self.flushes else 0
+
+    def watched(self):
+        return self.reactor.readers, self.reactor.writers
+
+    def test_a_statement_sent_whole_is_not_polled_until_the_socket_is_readable(self):
+        self.pg.polls = [POLL_OK]
+        done = self.connection.cursor().execute("SELECT 1")
+        self.assertEqual((done.called, self.pg.polls), (False, [POLL_OK]))
+        self.connection.doRead()
+        # Fired from that read, not at a later turn.
+        self.assertTrue(done.called)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+        self.assertEqual(self.watched(), ({self.connection}, set()))
+
+    def test_a_statement_libpq_could_not_send_whole_is_watched_for_writing_until_sent(self):
+        self.flushes = [1]
+        self.pg.polls = [POLL_WRITE, POLL_READ, POLL_OK]
+        done = self.connection.cursor().execute("SELECT 1")
+        self.assertEqual(self.watched(), ({self.connection}, {self.connection}))
+        self.connection.doWrite()
+        self.assertEqual(self.watched(), ({self.connection}, {self.connection}))
+        self.connection.doWrite()
+        self.assertEqual(self.watched(), ({self.connection}, set()))
+        self.connection.doRead()
+        self.assertTrue(done.called)
+        self.assertEqual(self.watched(), ({self.connection}, set()))
+
+    def test_without_pqflush_a_result_in_at_the_first_poll_fires_at_the_next_turn_not_inside_execute(self):
+        self.connection._flush = None
+        self.pg.polls = [POLL_OK]
+        done = self.connection.cursor().execute("SELECT 1")
+        self.assertFalse(done.called)
+        self.reactor.advance(0)
+        self.assertTrue(done.called)
+
+    def test_without_pqflush_the_first_poll_sends_the_rest_of_a_statement(self):
+        self.connection._flush = None
+        self.pg.polls = [POLL_WRITE, POLL_READ, POLL_OK]
+        done = self.connection.cursor().execute("SELECT 1")
+        self.assertEqual(self.watched(), ({self.connection}, {self.connection}))
+        self.connection.doWrite()
+        self.connection.doRead()
+        self.assertTrue(done.called)
+        self.assertEqual(self.watched(), ({self.connection}, set()))
+
+    def test_a_failure_read_from_the_socket_fails_the_statement_the_owner_closes(self):
+        self.pg.polls = [psycopg2.OperationalError("server closed the connection unexpectedly")]
+        done = self.connection.cursor().execute("SELECT 1")
+        self.pg.dropped = True
+        self.connection.doRead()
+        self.failureResultOf(done, psycopg2.OperationalError)
+        # libpq dropped the socket: the duplicate, at its end, is not watched
+        # (it would be readable at every turn) until the owner closes it.
+        self.assertEqual((self.lost, self.watched()), ([], (set(), set())))
+
+    def test_reads_between_statements_are_not_taken_for_a_result(self):
+        self.pg.polls = [POLL_OK, POLL_READ, POLL_OK]
+        self.connection.doRead()
+        done = self.connection.cursor().execute("SELECT 1")
+        self.connection.doRead()
+        self.assertFalse(done.called)
+        self.connection.doRead()
+        self.assertTrue(done.called)
+
+    def test_a_connection_whose_socket_libpq_dropped_while_idle_is_closed_and_reported(self):
+        self.pg.dropped = True
+        self.connection.doRead()
+        self.assertEqual((self.lost, self.watched(), self.connection.fileno()), ([self.connection], (set(), set()), -1))
+
+    def test_closing_fails_the_statement_under_way_and_leaves_nothing_watched(self):
+        done = self.connection.cursor().execute("SELECT 1")
+        self.connection.close()
+        self.failureResultOf(done, ConnectionDone)
+        self.assertEqual((self.watched(), self.connection.fileno()), ((set(), set()), -1))
+
+
+class _FakePg:
+    """What a WatchedConnection uses of psycopg2's connection; each poll() gives the next of C{polls}."""
+
+    pgconn_ptr = 0
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.polls = []
+        self.notifies = []
+        self.closed = 0
+        self.dropped = False
+
+    def fileno(self):
+        return -1 if self.dropped else self.sock.fileno()
+
+    def get_backend_pid(self):
+        return 1
+
+    def poll(self):
+        outcome = self.polls.pop(0) if self.polls else POLL_OK
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    def cursor(self):
+        return _FakePgCursor()
+
+    def close(self):
+        self.closed = 1
+
+
+class _FakePgCursor:
+    def execute(self, statement, params=None):
+        pass
+
+
+class _Recording:
+    """A reactor that records what its users ask it to watch and schedule, and does it."""
+
+    def __init__(self, real):
+        self._real = real
+        self.calls = []
+
+    def _record(self, name, *args):
+        self.calls.append((name, args))
+        return getattr(self._real, name)(*args)
+
+    def addReader(self, selectable):
+        return self._record("addReader", selectable)
+
+    def removeReader(self, selectable):
+        return self._record("removeReader", selectable)
+
+    def addWriter(self, selectable):
+        return self._record("addWriter", selectable)
+
+    def removeWriter(self, selectable):
+        return self._record("removeWriter", selectable)
+
+    def callLater(self, delay, call, *args, **kwargs):
+        self.calls.append(("callLater", (delay, call)))
+        return self._real.callLater(delay, call, *args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
 
 
 class _Reader:

@@ -9,6 +9,7 @@ retries transient failures on a fresh connection with exponential backoff.
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import hashlib
 import os
@@ -18,10 +19,13 @@ from typing import Any
 
 import attrs
 import psycopg2
-from twisted.internet.defer import CancelledError, Deferred, ensureDeferred, gatherResults, maybeDeferred
+from psycopg2.extensions import POLL_OK, POLL_READ, POLL_WRITE
+from twisted.internet.defer import CancelledError, Deferred, ensureDeferred, fail, gatherResults, maybeDeferred
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IDelayedCall, IReactorFDSet, IReactorTime
 from twisted.logger import Logger
-from txpostgres.txpostgres import Connection, Cursor
+from twisted.python.failure import Failure
+from txpostgres.txpostgres import Connection, Cursor, UnexpectedPollResult
 
 from ..retry import retrying
 from .failures import (
@@ -50,16 +54,68 @@ class _StillRunning(Exception):
     """The server process that received a lost COMMIT has not ended yet."""
 
 
+def _libpq_flush() -> Callable[[int], int] | None:
+    """
+    libpq's PQflush(conn), from the very libpq psycopg2 calls (found through
+    psycopg2's own module, which links it), for the PGconn psycopg2 hands out
+    (connection.pgconn_ptr): 0 once all that was sent is on the socket
+    (without a system call when psycopg2 already sent it all), 1 while some
+    waits for the socket to take it. None when that libpq cannot be reached
+    (a psycopg2 with libpq linked in statically).
+    """
+    try:
+        from psycopg2 import _psycopg
+
+        library = ctypes.CDLL(_psycopg.__file__)
+        flush, version = library.PQflush, library.PQlibVersion
+    except (OSError, AttributeError):
+        return None
+    version.argtypes, version.restype = [], ctypes.c_int
+    if version() != psycopg2.extensions.libpq_version():
+        return None
+    flush.argtypes, flush.restype = [ctypes.c_void_p], ctypes.c_int
+    return flush
+
+
+_PQFLUSH = _libpq_flush()
+
+
 class WatchedCursor(Cursor):
-    """A txpostgres cursor that the reactor watches through its connection's own descriptor."""
+    """
+    A txpostgres cursor whose statements its connection drives: the reactor
+    watches the connection alone, for the connection's whole life, and
+    hands each readable event to the statement under way (L{WatchedConnection}).
+    """
 
     def fileno(self) -> int:
         return self._connection.fileno()
 
+    def _doit(self, name, *args, **kwargs):
+        connection = self._connection
+        if not connection.watching:
+            # Not connected (or closed): txpostgres's own poll cycle.
+            return super()._doit(name, *args, **kwargs)
+        try:
+            getattr(self._cursor, name)(*args, **kwargs)
+        except BaseException:
+            return fail()
+        return connection.run_statement(self)
+
 
 class WatchedConnection(Connection):
     """
-    A txpostgres connection that always leaves the reactor when it dies.
+    A txpostgres connection that the reactor watches for its whole life,
+    and that always leaves the reactor when it dies.
+
+    txpostgres stops watching a connection while one of its cursors runs a
+    statement and watches the cursor instead, then the connection again:
+    four epoll_ctl calls per statement, and an extra turn of the reactor
+    (callLater(0)) before the statement's Deferred fires. Here the reactor
+    watches the connection alone from the moment it is connected until
+    L{close}, and its L{doRead} moves the statement under way forward (its
+    Deferred fires as soon as the result is in, from the read that brought
+    it), or, with none under way, reads what the server sent unasked:
+    NOTIFYs, notices, the end of the connection.
 
     libpq closes its socket by itself when it finds the connection broken,
     possibly while the reactor still watches that descriptor number; the next
@@ -76,7 +132,13 @@ class WatchedConnection(Connection):
         super().__init__(reactor=reactor)
         self._on_lost = on_lost
         self._watched: int | None = None
+        # The statement under way: its cursor and the Deferred it returned.
+        self._statement: tuple[WatchedCursor, Deferred] | None = None
+        self._closing = False
+        # Watched for writing too: a statement libpq could not send at once.
+        self._writing = False
         self.stalled = False
+        self._flush = _PQFLUSH
         self.backend: int | None = None
         # The names of the statements this connection has prepared (L{Prepared}).
         self.prepared: set[str] = set()
@@ -94,6 +156,11 @@ class WatchedConnection(Connection):
         self.reactor.addReader(self)
         return result
 
+    @property
+    def watching(self) -> bool:
+        """Connected, and watched through its own descriptor until L{close}."""
+        return self._watched is not None
+
     def fileno(self) -> int:
         return self._watched if self._watched is not None else super().fileno()
 
@@ -107,16 +174,108 @@ class WatchedConnection(Connection):
         return self._connection is not None and not self._connection.closed
 
     def close(self):
-        """Stop watching, close the connection, then the duplicate; safe to call again."""
-        if self._connection is None:
+        """
+        Stop watching, close the connection, then the duplicate; the
+        statement under way fails with ConnectionDone. Safe to call again.
+        """
+        if self._connection is None or self._closing:
             return
-        for watcher in (self, *self._cursors):
-            self.reactor.removeReader(watcher)
-            self.reactor.removeWriter(watcher)
-        super().close()
-        if self._watched is not None:
-            os.close(self._watched)
-            self._watched = None
+        self._closing = True
+        try:
+            for watcher in (self, *self._cursors):
+                self.reactor.removeReader(watcher)
+                self.reactor.removeWriter(watcher)
+            self._writing = False
+            super().close()
+            if self._watched is not None:
+                os.close(self._watched)
+                self._watched = None
+        finally:
+            self._closing = False
+        statement, self._statement = self._statement, None
+        if statement is not None:
+            statement[1].errback(Failure(ConnectionDone()))
+
+    # The statement under way
+
+    def run_statement(self, cursor: WatchedCursor) -> Deferred:
+        """
+        Drive the statement C{cursor} has just sent: a Deferred that fires
+        with C{cursor} once its result is in (txpostgres's contract).
+        """
+        # Cancelling it asks the server to cancel the statement, which then
+        # ends with the server's answer (query_canceled: CancelledError), as
+        # with txpostgres.
+        done: Deferred = Deferred(self._cancel)
+        done.addErrback(self._handleCancellation)
+        self._statement = (cursor, done)
+        if self._flush is not None:
+            # Sent whole (the usual case): the result comes with a readable
+            # event, and the socket is not read in vain before it is in.
+            pending = self._flush(self._connection.pgconn_ptr)
+            if pending == 0:
+                return done
+            if pending == 1:
+                # libpq could not send it all: psycopg2's poll sends the rest
+                # each time the socket takes more.
+                self._watch_writes(True)
+                return done
+        # Without libpq's PQflush (or on a broken connection), psycopg2's
+        # poll flushes the statement, or reports the failure. It may also
+        # find the result already in: then, as with txpostgres, the Deferred
+        # fires at the next turn, never before execute() returns (a caller
+        # may keep it first).
+        self._advance(at_once=False)
+        return done
+
+    def _advance(self, at_once=True):
+        assert self._statement is not None
+        cursor, done = self._statement
+        try:
+            state = self._connection.poll()
+        except Exception:
+            failure = Failure()
+            self._statement_over()
+            self._fire(at_once, done.errback, failure)
+            return
+        if state == POLL_OK:
+            self._statement_over()
+            self._fire(at_once, done.callback, cursor)
+        elif state == POLL_WRITE:
+            self._watch_writes(True)
+        elif state == POLL_READ:
+            # The reactor watches the socket for reading all along.
+            self._watch_writes(False)
+        else:
+            self._statement_over()
+            self._fire(at_once, done.errback, UnexpectedPollResult())
+
+    def _fire(self, at_once, method, result):
+        if at_once:
+            method(result)
+        else:
+            self.reactor.callLater(0, method, result)
+
+    def _statement_over(self):
+        """Before the statement's Deferred fires (its callbacks may start the next one)."""
+        self._statement = None
+        self._watch_writes(False)
+        if not self._socket_open():
+            # libpq closed its socket: the duplicate would stay readable (EOF)
+            # until the owner closes the connection; do not spin on it.
+            self.reactor.removeReader(self)
+        elif self._connection.notifies:
+            self.checkForNotifies()
+
+    def _watch_writes(self, wanted):
+        if wanted != self._writing:
+            self._writing = wanted
+            if wanted:
+                self.reactor.addWriter(self)
+            else:
+                self.reactor.removeWriter(self)
+
+    # Reactor events
 
     def doRead(self):
         if self._watched is None:
@@ -125,12 +284,36 @@ class WatchedConnection(Connection):
             # watch it again for NOTIFY whatever happened.
             super(Connection, self).doRead()
             return
+        if self._statement is not None:
+            self._advance()
+            return
+        # Nothing asked: NOTIFYs, notices, or the end of the connection.
         try:
-            super().doRead()
+            self._connection.poll()
+            self.checkForNotifies()
             if self._socket_open():
                 return
         except psycopg2.Error:
             pass
+        self._lost()
+
+    def doWrite(self):
+        if self._watched is None:
+            super().doWrite()
+            return
+        if self._statement is not None:
+            self._advance()
+        else:
+            self._watch_writes(False)
+
+    def connectionLost(self, reason):
+        if self._watched is None or self._closing:
+            super().connectionLost(reason)
+            return
+        # The reactor gave up on the descriptor (a hang-up with nothing to read).
+        self._lost()
+
+    def _lost(self):
         self.close()
         self._on_lost(self)
 
