@@ -13,6 +13,7 @@ from twisted.internet.threads import deferToThread
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from tradehub.db import pool as pool_module
 from tradehub.db.failures import (
     CommitOutcomeUnknown,
     ConnectTimeout,
@@ -373,6 +374,13 @@ class WatchedForLifeTests(PoolCase):
         self.assertEqual(await pool.query(prepared("SELECT %s::int + 1"), (1,)), [(2,)])
         self.assertEqual(self.fds.calls, [])
         self.assertEqual(self.watched(self.connection), (True, False))
+
+    async def test_libpq_s_pqflush_is_reached_through_psycopg2(self):
+        # Without it each statement reads the socket once in vain, and a result
+        # already in at that read fires a turn later.
+        self.assertIsNotNone(pool_module._PQFLUSH)
+        await self.watched_pool()
+        self.assertEqual(pool_module._PQFLUSH(self.connection.pollable().pgconn_ptr), 0)
 
     async def test_a_statement_the_socket_cannot_take_at_once_is_sent_as_the_server_reads_it(self):
         pool = await self.watched_pool()
