@@ -578,6 +578,33 @@ class StatementDrivingTests(SynchronousTestCase):
         self.connection.doRead()
         self.assertEqual((self.lost, self.watched(), self.connection.fileno()), ([self.connection], (set(), set()), -1))
 
+    def test_notifies_read_while_idle_reach_the_observers_from_that_read_in_order(self):
+        heard = []
+        self.connection.addNotifyObserver(heard.append)
+        self.pg.arriving = ["a", "b"]
+        self.connection.doRead()
+        # At once: no Cooperator task, no reactor turn.
+        self.assertEqual(heard, ["a", "b"])
+        self.assertEqual(self.pg.notifies, [])
+
+    def test_notifies_read_with_a_result_reach_the_observers_after_its_callbacks(self):
+        happened = []
+        self.connection.addNotifyObserver(lambda notify: happened.append(notify))
+        done = self.connection.cursor().execute("LISTEN ch")
+        done.addCallback(lambda _: happened.append("result"))
+        self.pg.arriving = ["notify"]
+        self.connection.doRead()
+        self.assertEqual(happened, ["result", "notify"])
+
+    def test_a_failing_notify_observer_is_logged_and_the_others_still_hear(self):
+        heard = []
+        self.connection.addNotifyObserver(lambda notify: 1 / 0)
+        self.connection.addNotifyObserver(heard.append)
+        self.pg.arriving = ["a"]
+        self.connection.doRead()
+        self.assertEqual(heard, ["a"])
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+
     def test_closing_fails_the_statement_under_way_and_leaves_nothing_watched(self):
         done = self.connection.cursor().execute("SELECT 1")
         self.connection.close()
@@ -594,6 +621,7 @@ class _FakePg:
         self.sock = sock
         self.polls = []
         self.notifies = []
+        self.arriving = []
         self.closed = 0
         self.dropped = False
 
@@ -604,6 +632,9 @@ class _FakePg:
         return 1
 
     def poll(self):
+        # What the server sent unasked comes in with the read.
+        self.notifies.extend(self.arriving)
+        self.arriving = []
         outcome = self.polls.pop(0) if self.polls else POLL_OK
         if isinstance(outcome, Exception):
             raise outcome

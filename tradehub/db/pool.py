@@ -127,6 +127,7 @@ class WatchedConnection(Connection):
     """
 
     cursorFactory = WatchedCursor
+    log = Logger()
 
     def __init__(self, reactor, on_lost):
         super().__init__(reactor=reactor)
@@ -253,8 +254,10 @@ class WatchedConnection(Connection):
     def _fire(self, at_once, method, result):
         if at_once:
             method(result)
+            # NOTIFYs read with the result reach their observers after it, as with txpostgres.
+            self.checkForNotifies()
         else:
-            self.reactor.callLater(0, method, result)
+            self.reactor.callLater(0, self._fire, True, method, result)
 
     def _statement_over(self):
         """Before the statement's Deferred fires (its callbacks may start the next one)."""
@@ -264,8 +267,26 @@ class WatchedConnection(Connection):
             # libpq closed its socket: the duplicate would stay readable (EOF)
             # until the owner closes the connection; do not spin on it.
             self.reactor.removeReader(self)
-        elif self._connection.notifies:
-            self.checkForNotifies()
+
+    def checkForNotifies(self):
+        """
+        Hand the NOTIFYs just read to the observers at once, in order, from
+        the read that brought them (txpostgres hands them to a Cooperator: a
+        task and a timed call for every read that brings any, and each
+        write's commit NOTIFYs every hub). An observer's failure is logged; a
+        Deferred it returns is not waited for.
+        """
+        notifies = self._connection.notifies
+        if not notifies:
+            return
+        heard = notifies[:]
+        del notifies[:]
+        for notify in heard:
+            for observer in self.getNotifyObservers():
+                maybeDeferred(observer, notify).addErrback(self._observer_failed)
+
+    def _observer_failed(self, failure):
+        self.log.failure("a NOTIFY observer failed", failure)
 
     def _watch_writes(self, wanted):
         if wanted != self._writing:
