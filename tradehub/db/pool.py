@@ -117,6 +117,13 @@ class WatchedConnection(Connection):
     it), or, with none under way, reads what the server sent unasked:
     NOTIFYs, notices, the end of the connection.
 
+    Nothing reads the socket before it is readable (libpq's PQflush says
+    whether a statement went out whole), so a statement's Deferred never
+    fires inside execute(): callers may keep it before it fires. (A read
+    right after sending often finds the result already in when the hub and
+    PostgreSQL share a CPU; fired there, WatchedSymbols.sync kept a fired
+    Deferred as its sync under way, and never synced again.)
+
     libpq closes its socket by itself when it finds the connection broken,
     possibly while the reactor still watches that descriptor number; the next
     socket to get the number (a client's, another connection's) would then be
