@@ -341,11 +341,7 @@ class HubService(SequentialService):
         self.reactor.callFromThread(self._stop)
 
     def _stop(self):
-        try:
-            self.reactor.stop()
-        except ReactorNotRunning:
-            # Already stopping: a second signal (a worker gets its process group's SIGTERM and its first process's).
-            pass
+        stop_reactor(self.reactor)
 
     def setServiceParent(self, parent):
         # twistd asks the application for an ILogObserver before its own
@@ -380,6 +376,18 @@ class HubService(SequentialService):
         # twistd starts the tree before it runs the reactor, so a step that
         # fails at once (the data folder's lock) fails before it runs.
         self.reactor.callWhenRunning(self.reactor.stop)
+
+
+def stop_reactor(reactor):
+    """
+    Stop the reactor unless it is stopping already: a second reason to stop
+    (a worker gets its process group's SIGTERM, its first process's, and may
+    see that process go) is no error.
+    """
+    try:
+        reactor.stop()
+    except ReactorNotRunning:
+        pass
 
 
 def exit_nonzero_when_done(status):

@@ -43,7 +43,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger, LogLevel, eventFromJSON
 from twisted.python.failure import Failure
 
-from .service import StartupError
+from .service import StartupError, stop_reactor
 
 # A worker is `twistd tradehub` on the first process's interpreter; -P keeps the working
 # folder off sys.path (as the twistd script does), so no file there shadows a module.
@@ -129,8 +129,7 @@ class ParentWatch(FileDescriptor):
     def connectionLost(self, reason: Failure) -> None:
         super().connectionLost(reason)
         self.log.error("the first process is gone; this worker stops")
-        if self.stopping.running:
-            self.stopping.stop()
+        stop_reactor(self.stopping)
 
 
 class ParentWatchService(Service):

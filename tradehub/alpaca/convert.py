@@ -42,12 +42,12 @@ def timestamp(text):
     return None if text is None else Timestamp.from_rfc3339(text)
 
 
-def _in_range(value):
+def _decimal_or_none(value):
+    """L{decimal}, or None for a value it refuses."""
     try:
-        decimal(value)
+        return decimal(value)
     except (ValueError, ArithmeticError):
-        return False
-    return True
+        return None
 
 
 def decimal(value):
@@ -178,12 +178,13 @@ def trade_update(data, account_id):
             price=decimal(data["price"]),
             executed_at=timestamp(data.get("timestamp")) or orders[0]["updated_at"],
         )
-        if data.get("position_qty") is not None and _in_range(data["position_qty"]):
-            # (A position beyond the decimal range is not reported: the fill still counts, the REST sync says the rest.)
+        # A position beyond the decimal range is not reported: the fill still counts, the REST sync says the rest.
+        position_qty = _decimal_or_none(data.get("position_qty"))
+        if position_qty is not None:
             position_report = PositionReport(
                 account_id=account_id,
                 symbol=orders[0]["symbol"],
-                qty=decimal(data["position_qty"]),
+                qty=position_qty,
                 price=execution.price,
                 asset_id=orders[0]["asset_id"],
                 asset_class=orders[0]["asset_class"],
